@@ -1,0 +1,229 @@
+//! The node's live runtime: its identity and its backends with their load phase. Facts are read
+//! here; states are derived only by `infermesh_state`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use infermesh_backend::Backend;
+use infermesh_state::{derive_node_state, NodeFacts, NodeState};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub name: String,
+    pub version: String,
+    /// Started with `--client`: routes requests, serves none.
+    pub client_mode: bool,
+}
+
+/// Where a backend's assigned model is in its life.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "phase", content = "detail", rename_all = "snake_case")]
+pub enum Phase {
+    Idle,
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+pub struct BackendSlot {
+    pub backend: Arc<dyn Backend>,
+    /// The model this backend should serve.
+    pub assigned: Option<String>,
+    pub phase: Phase,
+}
+
+/// Result of looking a model up among this node's backends.
+pub enum LocalModel {
+    Ready(Arc<dyn Backend>),
+    /// Configured here but not servable yet (loading or failed).
+    NotReady(String),
+    Absent,
+}
+
+pub struct Node {
+    pub info: NodeInfo,
+    slots: RwLock<BTreeMap<String, BackendSlot>>,
+    in_flight: AtomicU32,
+}
+
+/// Decrements the in-flight counter when a request ends, however it ends.
+pub struct InFlight(Arc<Node>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Node {
+    pub fn new(info: NodeInfo) -> Arc<Self> {
+        Arc::new(Self {
+            info,
+            slots: RwLock::new(BTreeMap::new()),
+            in_flight: AtomicU32::new(0),
+        })
+    }
+
+    pub fn add_backend(&self, backend: Arc<dyn Backend>, assigned: Option<String>) {
+        let id = backend.describe().id;
+        let slot = BackendSlot {
+            backend,
+            assigned,
+            phase: Phase::Idle,
+        };
+        self.slots.write().expect("slots lock").insert(id, slot);
+    }
+
+    fn set_phase(&self, id: &str, phase: Phase) {
+        if let Some(slot) = self.slots.write().expect("slots lock").get_mut(id) {
+            slot.phase = phase;
+        }
+    }
+
+    /// Loads the backend's assigned model, moving it Loading → Ready (or Failed).
+    pub async fn activate(&self, id: &str) {
+        let Some((backend, Some(model))) = self
+            .slots
+            .read()
+            .expect("slots lock")
+            .get(id)
+            .map(|s| (s.backend.clone(), s.assigned.clone()))
+        else {
+            return;
+        };
+        self.set_phase(id, Phase::Loading);
+        tracing::info!(backend = id, model, "loading model");
+        let started = std::time::Instant::now();
+        let result = match backend.load(&model).await {
+            Ok(()) => backend.health().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    backend = id,
+                    model,
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "model loaded; serving"
+                );
+                self.set_phase(id, Phase::Ready);
+            }
+            Err(e) => {
+                tracing::error!(backend = id, model, error = %e, "model failed to load; fix the backend or its model path");
+                self.set_phase(id, Phase::Failed(e.to_string()));
+            }
+        }
+    }
+
+    pub fn facts(&self) -> NodeFacts {
+        let slots = self.slots.read().expect("slots lock");
+        NodeFacts {
+            configured_client: self.info.client_mode,
+            backends: slots.len(),
+            model_assigned: slots.values().any(|s| s.assigned.is_some()),
+            backend_loading: slots.values().any(|s| s.phase == Phase::Loading),
+            backend_serving: slots.values().any(|s| s.phase == Phase::Ready),
+        }
+    }
+
+    pub fn state(&self) -> NodeState {
+        derive_node_state(self.facts())
+    }
+
+    /// Models this node can answer right now.
+    pub fn serving_models(&self) -> Vec<String> {
+        if self.info.client_mode {
+            return Vec::new();
+        }
+        let slots = self.slots.read().expect("slots lock");
+        let mut models: Vec<String> = slots
+            .values()
+            .filter(|s| s.phase == Phase::Ready)
+            .filter_map(|s| s.assigned.clone())
+            .collect();
+        models.sort();
+        models.dedup();
+        models
+    }
+
+    pub fn find_local(&self, model: &str) -> LocalModel {
+        if self.info.client_mode {
+            return LocalModel::Absent;
+        }
+        let slots = self.slots.read().expect("slots lock");
+        let mut not_ready = None;
+        for slot in slots
+            .values()
+            .filter(|s| s.assigned.as_deref() == Some(model))
+        {
+            match &slot.phase {
+                Phase::Ready => return LocalModel::Ready(slot.backend.clone()),
+                Phase::Failed(e) => {
+                    not_ready = Some(format!("model `{model}` failed to load: {e}"))
+                }
+                Phase::Idle | Phase::Loading => {
+                    not_ready = Some(format!("model `{model}` is loading; retry shortly"))
+                }
+            }
+        }
+        not_ready.map_or(LocalModel::Absent, LocalModel::NotReady)
+    }
+
+    /// A snapshot of every backend for `/api/status`.
+    pub fn backend_views(&self) -> Vec<BackendView> {
+        let slots = self.slots.read().expect("slots lock");
+        slots
+            .iter()
+            .map(|(id, s)| {
+                let d = s.backend.describe();
+                BackendView {
+                    id: id.clone(),
+                    driver: d.driver,
+                    models: d.models,
+                    assigned: s.assigned.clone(),
+                    phase: s.phase.clone(),
+                    mem_gb: d.mem_gb,
+                }
+            })
+            .collect()
+    }
+
+    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Stops every backend (node shutdown).
+    pub async fn stop_all(&self) {
+        let backends: Vec<_> = self
+            .slots
+            .read()
+            .expect("slots lock")
+            .values()
+            .map(|s| s.backend.clone())
+            .collect();
+        for b in backends {
+            if let Err(e) = b.stop().await {
+                tracing::warn!(error = %e, "backend did not stop cleanly");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendView {
+    pub id: String,
+    pub driver: String,
+    pub models: Vec<String>,
+    pub assigned: Option<String>,
+    #[serde(flatten)]
+    pub phase: Phase,
+    pub mem_gb: f32,
+}

@@ -1,0 +1,382 @@
+//! OpenAI request bodies → driver-neutral [`InferRequest`]s, with validation whose messages
+//! name the offending field. Pure: no I/O.
+
+use async_openai::types::chat::{
+    ChatCompletionRequestAssistantMessageContent as AssistantContent,
+    ChatCompletionRequestAssistantMessageContentPart as AssistantPart,
+    ChatCompletionRequestDeveloperMessageContent as DeveloperContent,
+    ChatCompletionRequestDeveloperMessageContentPart as DeveloperPart,
+    ChatCompletionRequestMessage as Msg,
+    ChatCompletionRequestSystemMessageContent as SystemContent,
+    ChatCompletionRequestSystemMessageContentPart as SystemPart,
+    ChatCompletionRequestUserMessageContent as UserContent,
+    ChatCompletionRequestUserMessageContentPart as UserPart, CreateChatCompletionRequest,
+    Prompt as OaPrompt, StopConfiguration,
+};
+use async_openai::types::completions::CreateCompletionRequest;
+use infermesh_backend::{ChatMessage, GenParams, InferRequest, Prompt};
+use serde::de::DeserializeOwned;
+
+use crate::error::OpenAiError;
+
+/// A validated request plus the response options the handler needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub req: InferRequest,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Deserializes with the JSON path of the first bad field in the message and in `param`.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, OpenAiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            OpenAiError::bad_request(format!("invalid JSON body: {inner}"), None)
+        } else {
+            OpenAiError::bad_request(format!("invalid `{path}`: {inner}"), Some(&path))
+        }
+    })
+}
+
+struct Common {
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    n: Option<u8>,
+    stop: Option<StopConfiguration>,
+    seed: Option<i64>,
+}
+
+fn params(c: Common) -> Result<GenParams, OpenAiError> {
+    let bad = |m: &str, p: Option<&str>| OpenAiError::bad_request(m, p);
+    if let Some(n) = c.n.filter(|n| *n != 1) {
+        return Err(bad(
+            &format!("`n` must be 1 (got {n}): one choice per request"),
+            Some("n"),
+        ));
+    }
+    let max_tokens = match c.max_tokens {
+        Some(0) => return Err(bad("`max_tokens` must be at least 1", Some("max_tokens"))),
+        Some(m) => m,
+        // OpenAI semantics: without a limit, generate until the model stops or the context is full.
+        None => u32::MAX,
+    };
+    let temperature = c.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(bad(
+            &format!("`temperature` must be between 0 and 2 (got {temperature})"),
+            Some("temperature"),
+        ));
+    }
+    let top_p = c.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(bad(
+            &format!("`top_p` must be in (0, 1] (got {top_p})"),
+            Some("top_p"),
+        ));
+    }
+    let stop = match c.stop {
+        None => Vec::new(),
+        Some(StopConfiguration::String(s)) => vec![s],
+        Some(StopConfiguration::StringArray(v)) => v,
+    };
+    if stop.len() > 4 {
+        return Err(bad("`stop` takes at most 4 sequences", Some("stop")));
+    }
+    Ok(GenParams {
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        // Seeds are 64-bit on the wire and 32-bit in llama.cpp; fold rather than truncate.
+        seed: c.seed.map(|s| (s as u64 ^ ((s as u64) >> 32)) as u32),
+    })
+}
+
+fn text_parts<'a>(
+    parts: impl Iterator<Item = Option<&'a str>>,
+    field: &str,
+) -> Result<String, OpenAiError> {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            Some(t) => out.push_str(t),
+            None => {
+                return Err(OpenAiError::bad_request(
+                    format!("`{field}`: only text content parts are supported"),
+                    Some(field),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn message(i: usize, m: &Msg) -> Result<ChatMessage, OpenAiError> {
+    let field = format!("messages[{i}].content");
+    let (role, content) = match m {
+        Msg::System(s) => (
+            "system",
+            match &s.content {
+                SystemContent::Text(t) => t.clone(),
+                SystemContent::Array(a) => text_parts(
+                    a.iter().map(|SystemPart::Text(t)| Some(t.text.as_str())),
+                    &field,
+                )?,
+            },
+        ),
+        // Developer messages are the newer name for system instructions.
+        Msg::Developer(d) => (
+            "system",
+            match &d.content {
+                DeveloperContent::Text(t) => t.clone(),
+                DeveloperContent::Array(a) => text_parts(
+                    a.iter().map(|DeveloperPart::Text(t)| Some(t.text.as_str())),
+                    &field,
+                )?,
+            },
+        ),
+        Msg::User(u) => (
+            "user",
+            match &u.content {
+                UserContent::Text(t) => t.clone(),
+                UserContent::Array(a) => text_parts(
+                    a.iter().map(|p| match p {
+                        UserPart::Text(t) => Some(t.text.as_str()),
+                        _ => None,
+                    }),
+                    &field,
+                )?,
+            },
+        ),
+        Msg::Assistant(a) => (
+            "assistant",
+            match &a.content {
+                None => String::new(),
+                Some(AssistantContent::Text(t)) => t.clone(),
+                Some(AssistantContent::Array(parts)) => text_parts(
+                    parts.iter().map(|p| match p {
+                        AssistantPart::Text(t) => Some(t.text.as_str()),
+                        AssistantPart::Refusal(r) => Some(r.refusal.as_str()),
+                    }),
+                    &field,
+                )?,
+            },
+        ),
+        Msg::Tool(_) | Msg::Function(_) => {
+            return Err(OpenAiError::bad_request(
+                format!("`messages[{i}].role`: tool and function messages are not supported"),
+                Some(&format!("messages[{i}].role")),
+            ))
+        }
+    };
+    Ok(ChatMessage {
+        role: role.to_string(),
+        content,
+    })
+}
+
+#[allow(deprecated)] // `max_tokens` and `seed` are deprecated upstream but still sent by clients.
+pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
+    let r: CreateChatCompletionRequest = decode(body)?;
+    if r.model.trim().is_empty() {
+        return Err(OpenAiError::bad_request(
+            "`model` must not be empty",
+            Some("model"),
+        ));
+    }
+    if r.messages.is_empty() {
+        return Err(OpenAiError::bad_request(
+            "`messages` must contain at least one message",
+            Some("messages"),
+        ));
+    }
+    if r.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(OpenAiError::bad_request(
+            "`tools` are not supported",
+            Some("tools"),
+        ));
+    }
+    let messages = r
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = params(Common {
+        max_tokens: r.max_completion_tokens.or(r.max_tokens),
+        temperature: r.temperature,
+        top_p: r.top_p,
+        n: r.n,
+        stop: r.stop,
+        seed: r.seed,
+    })?;
+    Ok(Parsed {
+        req: InferRequest {
+            model: r.model,
+            prompt: Prompt::Chat(messages),
+            params,
+        },
+        stream: r.stream.unwrap_or(false),
+        include_usage: r
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+pub fn completion(body: &[u8]) -> Result<Parsed, OpenAiError> {
+    let r: CreateCompletionRequest = decode(body)?;
+    let prompt = match r.prompt {
+        OaPrompt::String(s) => s,
+        OaPrompt::StringArray(v) if v.len() == 1 => v.into_iter().next().unwrap_or_default(),
+        _ => {
+            return Err(OpenAiError::bad_request(
+                "`prompt` must be one string (batched and token prompts are not supported)",
+                Some("prompt"),
+            ))
+        }
+    };
+    let params = params(Common {
+        // The legacy endpoint's documented default.
+        max_tokens: Some(r.max_tokens.unwrap_or(16)),
+        temperature: r.temperature,
+        top_p: r.top_p,
+        n: r.n,
+        stop: r.stop,
+        seed: r.seed,
+    })?;
+    Ok(Parsed {
+        req: InferRequest {
+            model: r.model,
+            prompt: Prompt::Raw(prompt),
+            params,
+        },
+        stream: r.stream.unwrap_or(false),
+        include_usage: r
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> OpenAiError {
+        chat(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn minimal_chat_request_parses_with_defaults() {
+        let p = chat(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(p.req.model, "m");
+        assert!(!p.stream);
+        assert_eq!(p.req.params.max_tokens, u32::MAX);
+        assert_eq!(
+            p.req.prompt,
+            Prompt::Chat(vec![ChatMessage {
+                role: "user".into(),
+                content: "hi".into()
+            }])
+        );
+    }
+
+    #[test]
+    fn content_parts_system_developer_and_stop_are_mapped() {
+        let p = chat(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"stop":"x",
+                "max_tokens":5,"temperature":0,
+                "messages":[{"role":"developer","content":"be brief"},
+                            {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#,
+        )
+        .unwrap();
+        assert!(p.stream && p.include_usage);
+        assert_eq!(p.req.params.stop, vec!["x".to_string()]);
+        assert_eq!(p.req.params.max_tokens, 5);
+        assert_eq!(p.req.params.temperature, 0.0);
+        let Prompt::Chat(m) = p.req.prompt else {
+            panic!()
+        };
+        assert_eq!(m[0].role, "system");
+        assert_eq!(m[1].content, "ab");
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let cases = [
+            (r#"{"messages":[]}"#, "model"),
+            (r#"{"model":"m","messages":[]}"#, "messages"),
+            (
+                r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+                "messages[0]",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+                "temperature",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_p":0}"#,
+                "top_p",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+                "n",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}"#,
+                "stop",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"ten"}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#,
+                "model",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = err(body);
+            assert_eq!(e.status, 400, "{body}");
+            assert!(e.message.contains(field), "{body}: {}", e.message);
+            assert!(
+                e.param.as_deref().is_some_and(|p| p.starts_with(field)),
+                "{body}: {:?}",
+                e.param
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_a_400_without_param() {
+        for body in ["", "{", "[]", "null", "{\"model\":"] {
+            let e = err(body);
+            assert_eq!(e.status, 400, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn image_parts_are_rejected() {
+        let e = err(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://x"}}]}]}"#,
+        );
+        assert_eq!(e.param.as_deref(), Some("messages[0].content"));
+    }
+
+    #[test]
+    fn legacy_completion_takes_one_prompt() {
+        let p = completion(br#"{"model":"m","prompt":"Once"}"#).unwrap();
+        assert_eq!(p.req.prompt, Prompt::Raw("Once".into()));
+        assert_eq!(p.req.params.max_tokens, 16);
+        assert!(completion(br#"{"model":"m","prompt":["a","b"]}"#).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! The `Backend` trait every driver implements.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::types::{InferEvent, InferRequest};
+
+/// A running inference. Dropping the receiver cancels generation.
+pub type InferStream = mpsc::Receiver<Result<InferEvent, BackendError>>;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum BackendError {
+    /// The request itself is wrong (prompt too long, bad template input): the client's fault.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The model is not known to this backend.
+    #[error("model `{0}` is not served by this backend")]
+    UnknownModel(String),
+    /// The backend cannot serve right now (loading, stopped); another replica may.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The backend failed while working.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a backend says about itself, for `/api/status` and the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendInfo {
+    pub id: String,
+    /// Driver name: `embedded`, `llama_server`, `openai`.
+    pub driver: String,
+    pub models: Vec<String>,
+    /// The model currently loaded, if any.
+    pub loaded: Option<String>,
+    /// Approximate memory the loaded model occupies, in GB.
+    pub mem_gb: f32,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn describe(&self) -> BackendInfo;
+    /// Loads `model`, replacing whatever was loaded. Returns when the model can answer.
+    async fn load(&self, model: &str) -> Result<(), BackendError>;
+    /// Cheap liveness check of the loaded model.
+    async fn health(&self) -> Result<(), BackendError>;
+    /// Starts an inference; events arrive on the returned stream.
+    async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError>;
+    /// Unloads and releases resources. Idempotent.
+    async fn stop(&self) -> Result<(), BackendError>;
+}

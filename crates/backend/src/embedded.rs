@@ -1,0 +1,133 @@
+//! The `embedded` driver: GGUF models run in-process by [`Engine`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::api::{Backend, BackendError, BackendInfo, InferStream};
+use crate::engine::{Engine, EngineConfig};
+use crate::model_fetch::{ensure_model, KnownModel};
+use crate::types::InferRequest;
+
+/// Where a served model's weights come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A GGUF file the operator pointed at.
+    File(PathBuf),
+    /// A known model fetched (once) into a cache directory on first load.
+    Fetch {
+        model: KnownModel,
+        cache_dir: PathBuf,
+    },
+}
+
+impl ModelSource {
+    /// The local file, fetching it first if needed. Blocking.
+    fn resolve(&self) -> Result<PathBuf, BackendError> {
+        match self {
+            Self::File(p) => Ok(p.clone()),
+            Self::Fetch { model, cache_dir } => {
+                ensure_model(model, cache_dir, &mut |line| tracing::info!("{line}"))
+                    .map_err(|e| BackendError::Failed(format!("{e:#}")))
+            }
+        }
+    }
+}
+
+pub struct EmbeddedBackend {
+    id: String,
+    /// Served model name → where its weights come from.
+    models: BTreeMap<String, ModelSource>,
+    cfg: EngineConfig,
+    loaded: Mutex<Option<(String, Arc<Engine>)>>,
+}
+
+impl EmbeddedBackend {
+    pub fn new(
+        id: impl Into<String>,
+        models: BTreeMap<String, ModelSource>,
+        cfg: EngineConfig,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            models,
+            cfg,
+            loaded: Mutex::new(None),
+        }
+    }
+
+    fn current(&self) -> Option<(String, Arc<Engine>)> {
+        self.loaded.lock().expect("engine lock").clone()
+    }
+}
+
+#[async_trait]
+impl Backend for EmbeddedBackend {
+    fn describe(&self) -> BackendInfo {
+        let current = self.current();
+        BackendInfo {
+            id: self.id.clone(),
+            driver: "embedded".into(),
+            models: self.models.keys().cloned().collect(),
+            mem_gb: current
+                .as_ref()
+                .map_or(0.0, |(_, e)| e.size_bytes as f32 / 1e9),
+            loaded: current.map(|(m, _)| m),
+        }
+    }
+
+    async fn load(&self, model: &str) -> Result<(), BackendError> {
+        let source = self
+            .models
+            .get(model)
+            .ok_or_else(|| BackendError::UnknownModel(model.to_string()))?
+            .clone();
+        if self.current().is_some_and(|(m, _)| m == model) {
+            return Ok(());
+        }
+        self.stop().await?;
+        let cfg = self.cfg.clone();
+        let engine = tokio::task::spawn_blocking(move || {
+            let path = source.resolve()?;
+            Engine::load(&path, &cfg, |_| true)
+        })
+        .await
+        .map_err(|e| BackendError::Failed(format!("load task panicked: {e}")))??;
+        *self.loaded.lock().expect("engine lock") = Some((model.to_string(), Arc::new(engine)));
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        match self.current() {
+            Some(_) => Ok(()),
+            None => Err(BackendError::Unavailable("no model loaded".into())),
+        }
+    }
+
+    async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError> {
+        let (model, engine) = self
+            .current()
+            .ok_or_else(|| BackendError::Unavailable("no model loaded".into()))?;
+        if model != req.model {
+            return Err(if self.models.contains_key(&req.model) {
+                BackendError::Unavailable(format!("model `{}` is not loaded", req.model))
+            } else {
+                BackendError::UnknownModel(req.model)
+            });
+        }
+        engine.submit(req.prompt, req.params)
+    }
+
+    async fn stop(&self) -> Result<(), BackendError> {
+        let old = self.loaded.lock().expect("engine lock").take();
+        if let Some((_, engine)) = old {
+            // Dropping joins the worker threads, which may be finishing a generation.
+            tokio::task::spawn_blocking(move || drop(engine))
+                .await
+                .map_err(|e| BackendError::Failed(format!("stop task panicked: {e}")))?;
+        }
+        Ok(())
+    }
+}

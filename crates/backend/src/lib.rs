@@ -1,0 +1,15 @@
+//! Backends (model servers) and their drivers.
+//!
+//! A [`Backend`] is anything that can load a model, report health, run an inference and stop.
+//! The node never talks to llama.cpp or an HTTP model server directly: it holds `Arc<dyn Backend>`
+//! so the tester, the router and the status code treat every driver alike.
+
+pub mod api;
+pub mod embedded;
+pub mod engine;
+pub mod model_fetch;
+pub mod stop;
+pub mod types;
+
+pub use api::{Backend, BackendError, BackendInfo, InferStream};
+pub use types::{ChatMessage, FinishReason, GenParams, InferEvent, InferRequest, Prompt, Usage};

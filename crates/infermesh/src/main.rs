@@ -1,0 +1,57 @@
+//! `infermesh`: one binary for the node, its operator tools and the demo.
+
+mod identity;
+mod logging;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "infermesh",
+    version,
+    about = "Serve LLM inference from a group of machines as one mesh",
+    long_about = "Serve LLM inference from a group of machines as one mesh.\n\n\
+        Start a node with `infermesh up`: it serves an OpenAI-compatible API (/v1/...), its live \
+        state (/api/status) and metrics on one port."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node: load a model (fetching the default one if needed) and serve the API.
+    Up(up::UpArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.cmd {
+            Cmd::Up(args) => up::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

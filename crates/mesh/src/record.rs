@@ -1,0 +1,259 @@
+//! The compact, versioned record a node publishes to the mesh.
+//!
+//! The whole record travels as ONE JSON string under one chitchat key ([`RECORD_KEY`]) rather than
+//! one key per field: a peer then always sees a consistent snapshot (never the new `state` with
+//! the old `models`), and one version bump per publish keeps the scuttlebutt deltas small.
+
+use infermesh_state::{classify_legacy, NodeState};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Schema version written by this build. Bump it when a field changes meaning, never for an
+/// added field (unknown fields are ignored by older readers).
+pub const RECORD_SCHEMA_VERSION: u32 = 1;
+
+/// The chitchat key holding the JSON-encoded [`NodeRecord`].
+pub const RECORD_KEY: &str = "record";
+
+/// What a node tells the mesh about itself.
+///
+/// Every field has a default so a record from an older or newer build decodes: missing fields
+/// default, unknown fields are ignored. Decode with [`decode_record`], which also classifies
+/// records that predate `state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeRecord {
+    /// Schema version; 0 when absent (a writer that predates versioning).
+    #[serde(default)]
+    pub v: u32,
+    pub node_id: String,
+    pub name: String,
+    /// `host:port` of the node's HTTP API.
+    pub api_addr: String,
+    /// Live state. `None` only in records from builds that predate it; see
+    /// [`NodeRecord::effective_state`].
+    #[serde(
+        deserialize_with = "lenient_state",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub state: Option<NodeState>,
+    /// Legacy role (`"client"`, `"worker"`, ...) kept so older readers can still classify us.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Models this node serves.
+    pub models: Vec<String>,
+    #[serde(deserialize_with = "lenient_f32")]
+    pub vram_gb: f32,
+    #[serde(deserialize_with = "lenient_f32")]
+    pub ram_gb: f32,
+    /// Software version of the publishing node.
+    pub version: String,
+    /// In-flight requests.
+    pub load: u32,
+    /// Signed validation result for the current epoch (filled by the validation round).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<serde_json::Value>,
+}
+
+impl Default for NodeRecord {
+    fn default() -> Self {
+        Self {
+            v: RECORD_SCHEMA_VERSION,
+            node_id: String::new(),
+            name: String::new(),
+            api_addr: String::new(),
+            state: None,
+            role: None,
+            models: Vec::new(),
+            vram_gb: 0.0,
+            ram_gb: 0.0,
+            version: String::new(),
+            load: 0,
+            validation: None,
+        }
+    }
+}
+
+impl NodeRecord {
+    /// The record's state, or the legacy classification when it has none: an old node is still
+    /// a member and must be shown and routed to as what it is, not dropped.
+    pub fn effective_state(&self) -> NodeState {
+        self.state
+            .unwrap_or_else(|| classify_legacy(self.role.as_deref(), &self.models))
+    }
+
+    /// The wire form stored under [`RECORD_KEY`].
+    ///
+    /// Non-finite floats are zeroed first: serde_json writes NaN as `null`, which would make the
+    /// whole record undecodable for strict readers.
+    pub fn encode(&self) -> String {
+        let mut r = self.clone();
+        for x in [&mut r.vram_gb, &mut r.ram_gb] {
+            if !x.is_finite() {
+                *x = 0.0;
+            }
+        }
+        // Cannot fail: every field is a plain string, number, list or an already-valid JSON value.
+        serde_json::to_string(&r).unwrap_or_else(|_| "{}".to_string())
+    }
+}
+
+/// Decodes a peer's record. Tolerant by design: a peer running another build must never crash or
+/// wedge us, so anything that is not a JSON object yields `None` (logged at debug), and a record
+/// without `state` gets one from [`classify_legacy`].
+pub fn decode_record(bytes: &str) -> Option<NodeRecord> {
+    // Parse to a Value first: serde's derived struct visitor would accept `[]` as a sequence.
+    let value: serde_json::Value = match serde_json::from_str(bytes) {
+        Ok(v) => v,
+        Err(err) => {
+            tracing::debug!(%err, len = bytes.len(), "ignoring undecodable peer record");
+            return None;
+        }
+    };
+    if !value.is_object() {
+        tracing::debug!(
+            kind = json_kind(&value),
+            "ignoring peer record that is not an object"
+        );
+        return None;
+    }
+    match serde_json::from_value::<NodeRecord>(value) {
+        Ok(mut record) => {
+            if record.state.is_none() {
+                record.state = Some(record.effective_state());
+            }
+            Some(record)
+        }
+        Err(err) => {
+            tracing::debug!(%err, "ignoring peer record with mistyped fields");
+            None
+        }
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// A state this build does not know (a newer build's) or a Title Case alias must not make the
+/// whole record unreadable: unknown → `None`, which then falls back to legacy classification.
+fn lenient_state<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NodeState>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(v.as_str().and_then(NodeState::parse))
+}
+
+/// `null` (how serde_json writes NaN) reads as 0.
+fn lenient_f32<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> NodeRecord {
+        NodeRecord {
+            node_id: "n1".into(),
+            name: "alpha".into(),
+            api_addr: "127.0.0.1:7337".into(),
+            state: Some(NodeState::Serving),
+            models: vec!["smollm2".into()],
+            vram_gb: 24.0,
+            ram_gb: 64.0,
+            version: "0.1.0".into(),
+            load: 3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = full();
+        assert_eq!(decode_record(&r.encode()), Some(r));
+    }
+
+    #[test]
+    fn legacy_records_are_classified_not_dropped() {
+        let client = decode_record(r#"{"node_id":"old","role":"client","models":["m"]}"#).unwrap();
+        assert_eq!(client.state, Some(NodeState::Client));
+        assert_eq!(client.v, 0, "a record without v predates versioning");
+
+        let serving = decode_record(r#"{"node_id":"old","models":["m"]}"#).unwrap();
+        assert_eq!(serving.state, Some(NodeState::Serving));
+        assert_eq!(serving.effective_state(), NodeState::Serving);
+
+        let idle = decode_record(r#"{"node_id":"old","role":"worker"}"#).unwrap();
+        assert_eq!(idle.state, Some(NodeState::Standby));
+
+        let built = NodeRecord {
+            role: Some("client".into()),
+            ..Default::default()
+        };
+        assert_eq!(built.effective_state(), NodeState::Client);
+    }
+
+    #[test]
+    fn unknown_fields_and_states_are_tolerated() {
+        let r = decode_record(
+            r#"{"v":7,"node_id":"n","state":"draining","models":["m"],"gpu":{"x":1},"future":[1]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.v, 7);
+        assert_eq!(
+            r.state,
+            Some(NodeState::Serving),
+            "unknown state → legacy rule"
+        );
+        let titled = decode_record(r#"{"state":"Loading"}"#).unwrap();
+        assert_eq!(titled.state, Some(NodeState::Loading));
+    }
+
+    #[test]
+    fn nan_does_not_poison_the_record() {
+        let r = NodeRecord {
+            vram_gb: f32::NAN,
+            ram_gb: f32::INFINITY,
+            ..full()
+        };
+        let back = decode_record(&r.encode()).unwrap();
+        assert_eq!((back.vram_gb, back.ram_gb), (0.0, 0.0));
+        assert_eq!(decode_record(r#"{"vram_gb":null}"#).unwrap().vram_gb, 0.0);
+    }
+
+    #[test]
+    fn garbage_is_none_without_panic() {
+        for bad in [
+            "",
+            "{",
+            "null",
+            "[]",
+            "[1,2]",
+            "42",
+            "\"record\"",
+            "true",
+            "\u{0}\u{1}\u{fffd}\u{7f}garbage\u{ff}",
+            r#"{"load":"lots"}"#,
+            r#"{"models":"m"}"#,
+        ] {
+            assert_eq!(decode_record(bad), None, "{bad:?}");
+        }
+        // Pseudo-random bytes (deterministic LCG), decoded lossily as a peer's string would be.
+        let mut seed = 0x2545_f491_u64;
+        for _ in 0..200 {
+            let bytes: Vec<u8> = (0..64)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (seed >> 33) as u8
+                })
+                .collect();
+            let s = String::from_utf8_lossy(&bytes);
+            assert_eq!(decode_record(&s), None, "{s:?}");
+        }
+    }
+}

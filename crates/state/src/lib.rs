@@ -1,0 +1,22 @@
+//! The infermesh state vocabulary and every pure decision.
+//!
+//! Nothing here performs I/O or reads a clock: time is always an argument. Every other crate
+//! renders states it got from here, so API, logs, deck and dashboard cannot disagree.
+
+pub mod backend_state;
+pub mod constants;
+pub mod message;
+pub mod node;
+pub mod participation;
+pub mod routing;
+pub mod schedule;
+pub mod timing;
+
+pub use backend_state::{derive_backend_state, is_validated, BackendFacts, BackendState};
+pub use constants::Tunables;
+pub use message::{node_message, onboarding_message, onboarding_message_for};
+pub use node::{classify_legacy, derive_node_state, NodeFacts, NodeState};
+pub use participation::Participation;
+pub use routing::{route_order, Candidate};
+pub use schedule::ScheduleSpec;
+pub use timing::{format_clock_utc, format_duration, timing, Timing};

@@ -1,0 +1,352 @@
+//! The one human sentence per situation, shared by API, logs, deck and dashboard so an operator
+//! reads the same instruction everywhere.
+//!
+//! Order of precedence, most urgent first: what the backend is doing right now (testing, a failed
+//! test to fix), then a running round, then an unknown schedule, then the alert lead, and only
+//! then the relaxed "safe to be offline" / "will be tested" sentences.
+
+use crate::backend_state::BackendState;
+use crate::node::NodeState;
+use crate::participation::Participation;
+use crate::timing::{format_clock_utc, format_duration, Timing};
+
+const ROUND_IN_PROGRESS: &str = "Round in progress — must be online";
+const SCHEDULE_SYNCING: &str = "Schedule syncing — nothing to do yet";
+const SERVING_SYNCING: &str = "Serving — schedule syncing, nothing to do yet";
+const TESTING: &str = "Testing now — keep it online until the test finishes";
+const CLIENT: &str = "Client — routes requests, serves no models";
+const LOADING: &str = "Loading a model — keep it online until it is serving";
+
+/// The countdown to the target round. Clamped to at least one second so a hand-built or stale
+/// [`Timing`] can never make a sentence say "in 0s".
+fn starts_in(t: &Timing) -> String {
+    format_duration(t.seconds_until_next_round.max(1))
+}
+
+/// " at 14:05 UTC" when the target round's start is known.
+fn at_clock(t: &Timing) -> String {
+    t.next_round_at_ms
+        .map(|ms| format!(" at {}", format_clock_utc(ms)))
+        .unwrap_or_default()
+}
+
+/// The sentences every non-client state shares once nothing more specific applies: a running
+/// round, then an unknown schedule, then the alert lead.
+fn round_urgency(t: &Timing, serving: bool) -> Option<String> {
+    if t.in_round {
+        Some(ROUND_IN_PROGRESS.to_string())
+    } else if !t.is_known() {
+        Some(
+            if serving {
+                SERVING_SYNCING
+            } else {
+                SCHEDULE_SYNCING
+            }
+            .to_string(),
+        )
+    } else if t.should_be_online {
+        Some(format!(
+            "Round starts in {} — must be online now",
+            starts_in(t)
+        ))
+    } else {
+        None
+    }
+}
+
+/// What the operator should do now about one backend, with a literal `<id>` placeholder where
+/// the backend id belongs; see [`onboarding_message_for`].
+pub fn onboarding_message(
+    state: BackendState,
+    participation: Participation,
+    timing: &Timing,
+    validated: bool,
+) -> String {
+    onboarding_message_for("<id>", state, participation, timing, validated)
+}
+
+/// [`onboarding_message`] with the backend id filled into the `infermesh test` command, so an
+/// operator can paste it.
+pub fn onboarding_message_for(
+    backend_id: &str,
+    state: BackendState,
+    participation: Participation,
+    timing: &Timing,
+    validated: bool,
+) -> String {
+    let t = timing;
+    match state {
+        BackendState::Testing => return TESTING.to_string(),
+        // A failed test is the operator's job whatever the clock says, so it outranks the round.
+        BackendState::TestFailed => {
+            let when = if t.is_known() {
+                format!(" before the round (starts in {})", starts_in(t))
+            } else {
+                " (schedule syncing)".to_string()
+            };
+            return format!(
+                "Last test failed — fix the backend and run `infermesh test {backend_id}`{when}"
+            );
+        }
+        BackendState::Waiting | BackendState::Serving => {}
+    }
+    let serving = state == BackendState::Serving;
+    if let Some(msg) = round_urgency(t, serving) {
+        return msg;
+    }
+    let d = starts_in(t);
+    match (state, participation) {
+        (BackendState::Serving, Participation::Active) => {
+            format!("Serving — active for this epoch; next round in {d}")
+        }
+        // Inconsistent input (serving needs an active node), but the participation record may
+        // lag the backend by one refresh; say what will happen rather than contradict either.
+        (BackendState::Serving, Participation::InactiveWaiting) => {
+            format!("Serving — waits for the next round to join the active set (starts in {d})")
+        }
+        _ if validated => format!(
+            "Validated — safe to be offline until the next round{} (starts in {d})",
+            at_clock(t)
+        ),
+        _ => format!(
+            "Not yet validated — it will be tested before the next round \
+             (starts in {d})"
+        ),
+    }
+}
+
+/// What the operator should do now about the node as a whole. `validated` means at least one of
+/// its backends is validated (per [`crate::backend_state::is_validated`]).
+pub fn node_message(
+    node_state: NodeState,
+    participation: Participation,
+    timing: &Timing,
+    validated: bool,
+) -> String {
+    let t = timing;
+    match node_state {
+        NodeState::Client => return CLIENT.to_string(),
+        NodeState::Loading if !t.in_round => return LOADING.to_string(),
+        _ => {}
+    }
+    if let Some(msg) = round_urgency(t, node_state == NodeState::Serving) {
+        return msg;
+    }
+    let d = starts_in(t);
+    match (participation, node_state) {
+        (Participation::Active, NodeState::Serving) => {
+            format!("Serving — active for this epoch; next round in {d}")
+        }
+        (Participation::Active, _) => {
+            format!("Standby — active for this epoch, no model assigned; next round in {d}")
+        }
+        // Joined mid-epoch (or failed the last round): nothing can change before the next round.
+        (Participation::InactiveWaiting, _) if validated => {
+            let until = t
+                .next_round_at_ms
+                .map_or_else(|| "then".to_string(), format_clock_utc);
+            format!(
+                "Validated — waits for the next round to join; safe to be offline until {until} \
+                 (starts in {d})"
+            )
+        }
+        (Participation::InactiveWaiting, _) => format!(
+            "Not yet validated — waits for the next round; it will be tested before then \
+             (starts in {d})"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::ScheduleSpec;
+    use crate::timing::timing;
+
+    const DAY: i64 = 86_400_000;
+    const LEAD: i64 = 600_000;
+    /// Genesis at 14:05 UTC with one-day epochs, so every round starts at 14:05 UTC.
+    const G: i64 = 19_675 * DAY + (14 * 3_600 + 5 * 60) * 1_000;
+    const SPEC: ScheduleSpec = ScheduleSpec {
+        genesis_ms: G,
+        epoch_ms: DAY,
+        round_ms: 600_000,
+    };
+    const NEXT: i64 = G + DAY;
+
+    fn at(now: i64) -> Timing {
+        timing(Some(&SPEC), now, LEAD)
+    }
+
+    /// Representative timings: (label, timing).
+    fn timings() -> Vec<(&'static str, Timing)> {
+        let mut stale = at(NEXT - 8_100_000);
+        stale.seconds_until_next_round = 0;
+        let mut no_clock = at(NEXT - 8_100_000);
+        no_clock.next_round_at_ms = None;
+        vec![
+            ("unknown", Timing::UNKNOWN),
+            ("round start", at(G)),
+            ("mid round", at(G + 300_000)),
+            ("round end", at(G + 600_000)),
+            ("far", at(NEXT - 8_100_000)),
+            ("just outside lead", at(NEXT - LEAD - 1)),
+            ("lead edge", at(NEXT - LEAD)),
+            ("4m", at(NEXT - 240_000)),
+            ("1 ms before", at(NEXT - 1)),
+            ("before genesis", at(G - 3 * DAY)),
+            ("hand-built zero", stale),
+            ("no clock", no_clock),
+        ]
+    }
+
+    fn check_sentence(msg: &str, ctx: &str) {
+        assert!(!msg.trim().is_empty(), "{ctx}");
+        assert!(!msg.contains("in 0"), "{ctx}: {msg}");
+        assert!(!msg.contains("unknown"), "{ctx}: {msg}");
+        assert!(!msg.contains('\n') && !msg.ends_with('.'), "{ctx}: {msg}");
+        assert!(!msg.contains("  "), "{ctx}: {msg}");
+    }
+
+    #[test]
+    fn every_backend_combination_is_one_clean_sentence() {
+        for (label, t) in timings() {
+            for state in BackendState::ALL {
+                for p in Participation::ALL {
+                    for validated in [false, true] {
+                        let msg = onboarding_message(state, p, &t, validated);
+                        let ctx = format!("{label} {state} {p} validated={validated}");
+                        check_sentence(&msg, &ctx);
+                        match state {
+                            BackendState::Testing => assert_eq!(msg, TESTING, "{ctx}"),
+                            BackendState::TestFailed => {
+                                assert!(msg.starts_with("Last test failed"), "{ctx}: {msg}")
+                            }
+                            _ if t.in_round => assert_eq!(msg, ROUND_IN_PROGRESS, "{ctx}"),
+                            BackendState::Waiting if !t.is_known() => {
+                                assert_eq!(msg, SCHEDULE_SYNCING, "{ctx}")
+                            }
+                            _ if t.should_be_online => {
+                                assert!(msg.ends_with("must be online now"), "{ctx}: {msg}")
+                            }
+                            _ => assert!(
+                                msg.contains("(starts in")
+                                    || msg.contains("next round in")
+                                    || !t.is_known(),
+                                "{ctx}: {msg}"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_node_combination_is_one_clean_sentence() {
+        for (label, t) in timings() {
+            for state in NodeState::ALL {
+                for p in Participation::ALL {
+                    for validated in [false, true] {
+                        let msg = node_message(state, p, &t, validated);
+                        let ctx = format!("{label} {state} {p} validated={validated}");
+                        check_sentence(&msg, &ctx);
+                        match state {
+                            NodeState::Client => assert_eq!(msg, CLIENT, "{ctx}"),
+                            _ if t.in_round => assert_eq!(msg, ROUND_IN_PROGRESS, "{ctx}"),
+                            NodeState::Loading => assert_eq!(msg, LOADING, "{ctx}"),
+                            NodeState::Standby if !t.is_known() => {
+                                assert_eq!(msg, SCHEDULE_SYNCING, "{ctx}")
+                            }
+                            _ if t.should_be_online => {
+                                assert!(msg.ends_with("must be online now"), "{ctx}: {msg}")
+                            }
+                            _ if p == Participation::InactiveWaiting && t.is_known() => {
+                                assert!(msg.contains("waits for the next round"), "{ctx}: {msg}")
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn required_backend_sentences() {
+        use BackendState::*;
+        use Participation::*;
+        let far = at(NEXT - 8_100_000);
+        #[rustfmt::skip]
+        let cases: [(BackendState, Participation, Timing, bool, &str); 11] = [
+            (Waiting, InactiveWaiting, Timing::UNKNOWN, false, "Schedule syncing — nothing to do yet"),
+            (Waiting, Active, Timing::UNKNOWN, true, "Schedule syncing — nothing to do yet"),
+            (Waiting, InactiveWaiting, at(G + 1), true, "Round in progress — must be online"),
+            (Serving, Active, at(G + 1), true, "Round in progress — must be online"),
+            (Waiting, InactiveWaiting, at(NEXT - 240_000), true, "Round starts in 4m — must be online now"),
+            (Waiting, InactiveWaiting, far, true, "Validated — safe to be offline until the next round at 14:05 UTC (starts in 2h 15m)"),
+            (Waiting, InactiveWaiting, far, false, "Not yet validated — it will be tested before the next round (starts in 2h 15m)"),
+            (Testing, InactiveWaiting, far, false, "Testing now — keep it online until the test finishes"),
+            (TestFailed, InactiveWaiting, far, false, "Last test failed — fix the backend and run `infermesh test <id>` before the round (starts in 2h 15m)"),
+            (TestFailed, Active, Timing::UNKNOWN, false, "Last test failed — fix the backend and run `infermesh test <id>` (schedule syncing)"),
+            (Serving, Active, far, true, "Serving — active for this epoch; next round in 2h 15m"),
+        ];
+        for (state, p, t, validated, want) in cases {
+            assert_eq!(
+                onboarding_message(state, p, &t, validated),
+                want,
+                "{state} {p} {t:?}"
+            );
+        }
+        assert_eq!(
+            onboarding_message_for("gpu-1", TestFailed, Active, &far, false),
+            "Last test failed — fix the backend and run `infermesh test gpu-1` before the round \
+             (starts in 2h 15m)"
+        );
+    }
+
+    #[test]
+    fn required_node_sentences() {
+        use NodeState::*;
+        use Participation::*;
+        let far = at(NEXT - 8_100_000);
+        #[rustfmt::skip]
+        let cases: [(NodeState, Participation, Timing, bool, &str); 9] = [
+            (Client, InactiveWaiting, at(G + 1), false, "Client — routes requests, serves no models"),
+            (Client, Active, Timing::UNKNOWN, true, "Client — routes requests, serves no models"),
+            (Standby, InactiveWaiting, Timing::UNKNOWN, false, "Schedule syncing — nothing to do yet"),
+            (Standby, InactiveWaiting, at(G + 1), false, "Round in progress — must be online"),
+            (Serving, Active, at(NEXT - 240_000), true, "Round starts in 4m — must be online now"),
+            (Serving, Active, far, true, "Serving — active for this epoch; next round in 2h 15m"),
+            (Standby, InactiveWaiting, far, true, "Validated — waits for the next round to join; safe to be offline until 14:05 UTC (starts in 2h 15m)"),
+            (Standby, InactiveWaiting, far, false, "Not yet validated — waits for the next round; it will be tested before then (starts in 2h 15m)"),
+            (Loading, InactiveWaiting, far, false, "Loading a model — keep it online until it is serving"),
+        ];
+        for (state, p, t, validated, want) in cases {
+            assert_eq!(
+                node_message(state, p, &t, validated),
+                want,
+                "{state} {p} {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn countdown_never_reads_zero() {
+        let mut t = at(NEXT - 8_100_000);
+        t.seconds_until_next_round = 0;
+        let msg = onboarding_message(BackendState::Waiting, Participation::Active, &t, false);
+        assert!(msg.ends_with("(starts in 1s)"), "{msg}");
+        let mut no_clock = at(NEXT - 8_100_000);
+        no_clock.next_round_at_ms = None;
+        assert_eq!(
+            onboarding_message(
+                BackendState::Waiting,
+                Participation::Active,
+                &no_clock,
+                true
+            ),
+            "Validated — safe to be offline until the next round (starts in 2h 15m)"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! Whether a node is in the current epoch's active set.
+
+use serde::{Deserialize, Serialize};
+
+/// Serialized `inactive_waiting` / `active`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Participation {
+    /// Not in this epoch's active set; it can join at the next round at the earliest.
+    InactiveWaiting,
+    /// In this epoch's active set: an accepted passing validation result for the epoch.
+    Active,
+}
+
+impl Participation {
+    pub const ALL: [Participation; 2] = [Self::InactiveWaiting, Self::Active];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InactiveWaiting => "inactive_waiting",
+            Self::Active => "active",
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        self == Self::Active
+    }
+}
+
+impl std::fmt::Display for Participation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names() {
+        let cases = [
+            (Participation::InactiveWaiting, "inactive_waiting", false),
+            (Participation::Active, "active", true),
+        ];
+        for (p, name, active) in cases {
+            assert_eq!(p.as_str(), name);
+            assert_eq!(p.to_string(), name);
+            assert_eq!(p.is_active(), active);
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<Participation>(&json).unwrap(), p);
+        }
+        assert_eq!(Participation::ALL.len(), cases.len());
+    }
+}
