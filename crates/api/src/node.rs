@@ -12,6 +12,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInfo {
     pub node_id: String,
+    /// Hex ed25519 public key; peers verify this node's signed records with it.
+    pub public_key: String,
     pub name: String,
     pub version: String,
     /// Started with `--client`: routes requests, serves none.

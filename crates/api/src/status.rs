@@ -12,6 +12,7 @@ use crate::node::{BackendView, Node};
 #[derive(Debug, Serialize)]
 pub struct StatusResponse {
     pub node_id: String,
+    pub public_key: String,
     pub name: String,
     pub version: String,
     pub node_state: NodeState,
@@ -30,6 +31,7 @@ pub fn status(node: &Node) -> StatusResponse {
     let backends = node.backend_views();
     StatusResponse {
         node_id: node.info.node_id.clone(),
+        public_key: node.info.public_key.clone(),
         name: node.info.name.clone(),
         version: node.info.version.clone(),
         node_state: state,

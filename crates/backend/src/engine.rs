@@ -79,7 +79,7 @@ impl Engine {
         progress: impl FnMut(f32) -> bool + 'static,
     ) -> Result<Self, BackendError> {
         let backend = llama_backend()?;
-        if !path.is_file() {
+        if !path.exists() {
             return Err(BackendError::Failed(format!(
                 "model file {} does not exist",
                 path.display()

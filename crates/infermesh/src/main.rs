@@ -47,6 +47,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Up(args) => up::run(args).await,
         }
     });
+    // A model load blocked on slow storage must not hold the process open after shutdown.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -75,6 +75,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .unwrap_or_else(|| format!("{}-{}", hostname(), &id.node_id[..4]));
     let node = Node::new(NodeInfo {
         node_id: id.node_id.clone(),
+        public_key: hex::encode(id.key.verifying_key().as_bytes()),
         name,
         version: env!("CARGO_PKG_VERSION").to_string(),
         client_mode: args.client,
@@ -84,7 +85,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     if !args.client {
         let (model_name, source) = match &args.model {
             Some(path) => {
-                if !path.is_file() {
+                // Not `is_file()`: a named pipe or device is a legitimate (if slow) model source.
+                if !path.exists() || path.is_dir() {
                     bail!(
                         "model file {} does not exist (pass a .gguf file, or omit --model to use the default model)",
                         path.display()

@@ -1,7 +1,6 @@
 //! Membership over chitchat: one UDP gossip socket per node, the node's [`NodeRecord`] under one
 //! key, and a peer table derived from chitchat's failure detector.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +85,9 @@ pub struct PeerView {
 
 /// Picks a currently free UDP port on 127.0.0.1. Racy by nature (the port is released before
 /// use); prefer port 0 in [`MeshConfig::gossip_addr`], which retries.
+///
+/// # Panics
+/// If no UDP socket can be bound on loopback at all.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|s| s.local_addr())
@@ -327,8 +329,8 @@ struct Inner {
 
 struct Tracked {
     view: PeerView,
-    /// The encoded record, to detect changes without comparing floats.
-    raw: String,
+    /// Detects record changes without comparing floats.
+    record_version: u64,
     last_seen: Instant,
 }
 
@@ -339,7 +341,7 @@ impl Inner {
             && peers.iter().zip(&next).all(|(a, b)| {
                 a.view.record.node_id == b.view.record.node_id
                     && a.view.generation == b.view.generation
-                    && a.raw == b.raw
+                    && a.record_version == b.record_version
             });
         *peers = next;
         drop(peers);
@@ -358,7 +360,7 @@ async fn watch_loop(
     mut record_rx: watch::Receiver<NodeRecord>,
     poll: Duration,
 ) {
-    let mut seen: HashMap<ChitchatId, (Heartbeat, Instant)> = HashMap::new();
+    let mut seen: HashMap<ChitchatId, Seen> = HashMap::new();
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -385,23 +387,42 @@ async fn watch_loop(
     }
 }
 
+/// What the poll remembers about one incarnation between ticks.
+struct Seen {
+    heartbeat: Heartbeat,
+    /// When `heartbeat` last advanced.
+    at: Instant,
+    /// chitchat version of the record key, so a record is decoded (and a bad one logged) once
+    /// per change rather than once per poll.
+    record_version: u64,
+    record: Option<NodeRecord>,
+}
+
 fn snapshot(
     cc: &Chitchat,
     inner: &Inner,
-    seen: &mut HashMap<ChitchatId, (Heartbeat, Instant)>,
+    seen: &mut HashMap<ChitchatId, Seen>,
     now: Instant,
 ) -> Vec<Tracked> {
     let states = cc.node_states();
     seen.retain(|id, _| states.contains_key(id));
     for (id, st) in states {
-        match seen.entry(id.clone()) {
-            Entry::Vacant(e) => {
-                e.insert((st.heartbeat(), now));
+        let s = seen.entry(id.clone()).or_insert(Seen {
+            heartbeat: st.heartbeat(),
+            at: now,
+            record_version: 0,
+            record: None,
+        });
+        if st.heartbeat() > s.heartbeat {
+            s.heartbeat = st.heartbeat();
+            s.at = now;
+        }
+        // A node can be known before its first delta arrives: no record yet, not a peer yet.
+        if let Some(v) = st.get_versioned(RECORD_KEY).filter(|v| !v.is_deleted()) {
+            if v.version != s.record_version {
+                s.record_version = v.version;
+                s.record = decode_record(&v.value);
             }
-            Entry::Occupied(mut e) if st.heartbeat() > e.get().0 => {
-                e.insert((st.heartbeat(), now));
-            }
-            Entry::Occupied(_) => {}
         }
     }
 
@@ -421,13 +442,11 @@ fn snapshot(
     newest
         .into_values()
         .filter_map(|id| {
-            let last_seen = seen.get(id).map_or(now, |s| s.1);
-            if now.duration_since(last_seen) > inner.dead_after {
+            let s = seen.get(id)?;
+            if now.duration_since(s.at) > inner.dead_after {
                 return None;
             }
-            // A node is live before its first delta arrives; it joins the table with its record.
-            let raw = cc.node_state(id)?.get(RECORD_KEY)?;
-            let mut record = decode_record(raw)?;
+            let mut record = s.record.clone()?;
             if record.node_id != *id.node_id {
                 tracing::debug!(gossip_id = %id.node_id, claimed = %record.node_id,
                     "peer record names another node; using the gossip identity");
@@ -442,8 +461,8 @@ fn snapshot(
                     last_seen_ms: 0,
                     state,
                 },
-                raw: raw.to_string(),
-                last_seen,
+                record_version: s.record_version,
+                last_seen: s.at,
             })
         })
         .collect()

@@ -282,6 +282,7 @@ async fn dead_state_is_garbage_collected() {
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         record("a", "alpha"),
     );
+    cfg.cluster_id = "mesh-test".into();
     cfg.gc_grace = Duration::from_secs(2);
     let a = Mesh::start(cfg).await.unwrap();
     let b = start("b", "bravo", 0, &[&a]).await;
@@ -302,4 +303,25 @@ async fn dead_state_is_garbage_collected() {
         t0.elapsed()
     );
     a.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_peer_record_is_classified() {
+    let a = start("a", "alpha", 0, &[]).await;
+    let b = start("b", "bravo", 0, &[&a]).await;
+    wait_for("convergence", CONVERGE_LIMIT, || converged(&[&a, &b])).await;
+    // What an older build publishes: no `state`, a legacy role. It must be shown, not dropped.
+    b.publish(NodeRecord {
+        state: None,
+        role: Some("client".into()),
+        ..b.record()
+    });
+    wait_for("legacy record", CONVERGE_LIMIT, || {
+        a.peers()
+            .first()
+            .is_some_and(|p| p.state == NodeState::Client && p.record.role.is_some())
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -33,10 +33,20 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, OpenAiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." {
-            OpenAiError::bad_request(format!("invalid JSON body: {inner}"), None)
-        } else {
-            OpenAiError::bad_request(format!("invalid `{path}`: {inner}"), Some(&path))
+        // serde reports a missing field at its parent's path; name the field itself.
+        let missing = inner
+            .to_string()
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next().map(str::to_string));
+        let field = match (path.as_str(), missing) {
+            (".", Some(m)) => Some(m),
+            (p, Some(m)) => Some(format!("{p}.{m}")),
+            (".", None) => None,
+            (p, None) => Some(p.to_string()),
+        };
+        match field {
+            Some(f) => OpenAiError::bad_request(format!("invalid `{f}`: {inner}"), Some(&f)),
+            None => OpenAiError::bad_request(format!("invalid JSON body: {inner}"), None),
         }
     })
 }
@@ -354,6 +364,19 @@ mod tests {
                 e.param
             );
         }
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let e = err(r#"{"model":"m"}"#);
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        let e = err(r#"{"model":"m","messages":[{"role":"user"}]}"#);
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages[0].content"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! Test harness: real `infermesh` processes on 127.0.0.1, talked to over real HTTP.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const MODEL: &str = "smollm2-135m-instruct";
+
+/// One model cache for every test of a run (and across runs): the default model is fetched once.
+pub fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models")
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_infermesh")
+}
+
+/// A running node. Killed (SIGTERM, then SIGKILL) when dropped.
+pub struct NodeProc {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: tempfile::TempDir,
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl NodeProc {
+    pub fn start(extra: &[&str]) -> NodeProc {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(data_dir, extra)
+    }
+
+    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> NodeProc {
+        let mut child = Command::new(bin())
+            .args(["up", "--port", "0", "--data-dir"])
+            .arg(data_dir.path())
+            .args(extra)
+            .env("INFERMESH_MODEL_DIR", model_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn infermesh");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[node] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("infermesh listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("node did not print its listening address");
+        NodeProc {
+            child,
+            url,
+            data_dir,
+            stderr,
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        get_json(&format!("{}/api/status", self.url)).1
+    }
+
+    /// Polls `/api/status` until `node_state` is `want`.
+    pub fn wait_state(&self, want: &str, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if s["node_state"] == want {
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "node never reached {want} within {timeout:?}; last status {s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), "TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "node ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn agent() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+pub fn get_json(url: &str) -> (u16, Value) {
+    let r = agent().get(url).send().expect("GET");
+    let code = r.status().as_u16();
+    (code, r.json().unwrap_or(Value::Null))
+}
+
+pub fn post_raw(url: &str, body: &str) -> (u16, String) {
+    let r = agent()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .expect("POST");
+    (r.status().as_u16(), r.text().unwrap_or_default())
+}
+
+pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let (code, text) = post_raw(url, &body.to_string());
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
