@@ -86,9 +86,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
         let (model_name, source) = match &args.model {
             Some(path) => {
                 // Not `is_file()`: a named pipe or device is a legitimate (if slow) model source.
-                if !path.exists() || path.is_dir() {
+                let problem = if !path.exists() {
+                    Some("does not exist")
+                } else if path.is_dir() {
+                    Some("is a directory")
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
                     bail!(
-                        "model file {} does not exist (pass a .gguf file, or omit --model to use the default model)",
+                        "model file {} {problem} (pass a .gguf file, or omit --model to use the default model)",
                         path.display()
                     );
                 }
