@@ -1,24 +1,45 @@
-//! The node's HTTP surface (one port): `/api/status`, `/v1/*` (OpenAI-compatible).
+//! The node's HTTP surface (one port): `/api/status`, `/api/requests`, `/v1/*` (OpenAI-compatible,
+//! routed across the mesh).
 
+pub mod app;
 pub mod error;
 pub mod node;
 pub mod openai;
+pub mod requests;
+pub mod route;
 pub mod status;
 
 use std::sync::Arc;
 
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
+use serde::Deserialize;
 
+pub use app::App;
 pub use node::{Node, NodeInfo, Phase};
 
+#[derive(Deserialize)]
+struct TailQuery {
+    limit: Option<usize>,
+}
+
+async fn get_requests(
+    State(app): State<Arc<App>>,
+    Query(q): Query<TailQuery>,
+) -> Json<serde_json::Value> {
+    let requests = app.requests.tail(q.limit.unwrap_or(200));
+    Json(serde_json::json!({ "requests": requests }))
+}
+
 /// Every route the node serves.
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/status", get(status::get_status))
-        .route("/v1/models", get(openai::list_models))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/completions", post(openai::completions))
+        .route("/api/requests", get(get_requests))
+        .route("/v1/models", get(route::list_models))
+        .route("/v1/chat/completions", post(route::chat_completions))
+        .route("/v1/completions", post(route::completions))
         .fallback(error::not_found)
-        .with_state(node)
+        .with_state(app)
 }

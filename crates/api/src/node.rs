@@ -193,6 +193,15 @@ impl Node {
             .collect()
     }
 
+    /// Memory of the loaded models. A fold, not `sum()`: an empty f32 sum is `-0.0`, which
+    /// would show as "-0" on a client node.
+    pub fn vram_gb(&self) -> f32 {
+        let slots = self.slots.read().expect("slots lock");
+        slots
+            .values()
+            .fold(0.0, |acc, s| acc + s.backend.describe().mem_gb)
+    }
+
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())

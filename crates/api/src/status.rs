@@ -7,44 +7,50 @@ use axum::Json;
 use infermesh_state::NodeState;
 use serde::Serialize;
 
-use crate::node::{BackendView, Node};
+use crate::app::{App, PeerStatus};
+use crate::node::BackendView;
 
 #[derive(Debug, Serialize)]
 pub struct StatusResponse {
     pub node_id: String,
     pub public_key: String,
     pub name: String,
+    pub api_addr: String,
     pub version: String,
     pub node_state: NodeState,
     /// Title Case alias of `node_state` for older consumers.
     pub node_status: &'static str,
     pub models: Vec<String>,
     pub vram_gb: f32,
+    pub ram_gb: f32,
     pub in_flight: u32,
     pub backends: Vec<BackendView>,
-    pub peers: Vec<serde_json::Value>,
+    pub peers: Vec<PeerStatus>,
     pub wakeable: Vec<serde_json::Value>,
 }
 
-pub fn status(node: &Node) -> StatusResponse {
+pub fn status(app: &App) -> StatusResponse {
+    let node = &app.node;
     let state = node.state();
     let backends = node.backend_views();
     StatusResponse {
         node_id: node.info.node_id.clone(),
         public_key: node.info.public_key.clone(),
         name: node.info.name.clone(),
+        api_addr: app.api_addr.clone(),
         version: node.info.version.clone(),
         node_state: state,
         node_status: state.title(),
         models: node.serving_models(),
-        vram_gb: backends.iter().map(|b| b.mem_gb).sum(),
+        vram_gb: node.vram_gb(),
+        ram_gb: app.ram_gb,
         in_flight: node.in_flight(),
         backends,
-        peers: Vec::new(),
+        peers: app.peers().iter().map(PeerStatus::from).collect(),
         wakeable: Vec::new(),
     }
 }
 
-pub async fn get_status(State(node): State<Arc<Node>>) -> Json<StatusResponse> {
-    Json(status(&node))
+pub async fn get_status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
+    Json(status(&app))
 }

@@ -5,11 +5,16 @@
 //! so the tester, the router and the status code treat every driver alike.
 
 pub mod api;
+pub mod config;
 pub mod embedded;
 pub mod engine;
+pub mod llama_server;
 pub mod model_fetch;
+pub mod openai;
 pub mod stop;
+pub mod tester;
 pub mod types;
 
 pub use api::{Backend, BackendError, BackendInfo, InferStream};
+pub use config::{merge_args, ModelSpec};
 pub use types::{ChatMessage, FinishReason, GenParams, InferEvent, InferRequest, Prompt, Usage};

@@ -2,6 +2,7 @@
 
 mod identity;
 mod logging;
+mod models;
 mod up;
 
 use clap::{Parser, Subcommand};

@@ -5,13 +5,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use infermesh_api::{Node, NodeInfo};
-use infermesh_backend::embedded::{EmbeddedBackend, ModelSource};
+use anyhow::{Context, Result};
+use infermesh_api::app::machine_ram_gb;
+use infermesh_api::{App, Node, NodeInfo};
+use infermesh_backend::embedded::EmbeddedBackend;
 use infermesh_backend::engine::EngineConfig;
-use infermesh_backend::model_fetch::{default_model_dir, SMOLLM2_135M};
+use infermesh_backend::model_fetch::default_model_dir;
+use infermesh_mesh::{Mesh, MeshConfig};
+use infermesh_state::NodeState;
 
-use crate::identity;
+use crate::{identity, models};
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -21,8 +24,8 @@ pub struct UpArgs {
     /// Address to listen on. Loopback by default: expose the node deliberately.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// A GGUF model to serve. Without it the default model (SmolLM2-135M-Instruct) is fetched
-    /// into the model cache on first start.
+    /// A GGUF model to serve. Without it the node serves the model the mesh needs most among
+    /// those in the model cache, or fetches the default model (SmolLM2-135M-Instruct).
     #[arg(long, value_name = "PATH.gguf", conflicts_with = "client")]
     pub model: Option<PathBuf>,
     /// Name to serve the model under (default: the file name without `.gguf`).
@@ -46,13 +49,12 @@ pub struct UpArgs {
     /// Requests generated in parallel by the embedded engine (more wait in a queue).
     #[arg(long, default_value_t = 1)]
     pub slots: usize,
-}
-
-fn model_name_of(path: &std::path::Path) -> String {
-    path.file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("model")
-        .to_string()
+    /// A mesh member's gossip address to join through (repeatable; any live member will do).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Vec<String>,
+    /// UDP port for gossip [default: the same number as --port; 0 picks a free one].
+    #[arg(long)]
+    pub gossip_port: Option<u16>,
 }
 
 fn hostname() -> String {
@@ -80,38 +82,46 @@ pub async fn run(args: UpArgs) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         client_mode: args.client,
     });
+    // Validate an explicit model before binding anything: a typo must not leave a half-up node.
+    let explicit = match &args.model {
+        Some(path) => Some(models::explicit(path, args.model_name.clone())?),
+        None => None,
+    };
+
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another node running? try --port)")
+    })?;
+    let local = listener.local_addr()?;
+    let api_addr = local.to_string();
+
+    let gossip_port = args.gossip_port.unwrap_or(args.port);
+    let gossip_addr = SocketAddr::new(args.bind, gossip_port);
+    let mut mesh_cfg = MeshConfig::new(
+        id.node_id.clone(),
+        gossip_addr,
+        App::record_of(&node, &api_addr, machine_ram_gb()),
+    );
+    mesh_cfg.seeds = args.join.clone();
+    let mesh = Mesh::start(mesh_cfg).await.with_context(|| {
+        format!("cannot start gossip on udp {gossip_addr} (port taken? try --gossip-port)")
+    })?;
+    // Machine-readable lines on stdout, so scripts and tests can find a `--port 0` node.
+    println!("infermesh listening on http://{local}");
+    println!("infermesh gossip on {}", mesh.gossip_addr());
+    tracing::info!(node_id = %id.node_id, name = %node.info.name, gossip = %mesh.gossip_addr(), "node up on http://{local}");
+    if !args.join.is_empty() {
+        tracing::info!(seeds = ?args.join, "joining the mesh");
+    }
 
     let mut to_activate = None;
     if !args.client {
-        let (model_name, source) = match &args.model {
-            Some(path) => {
-                // Not `is_file()`: a named pipe or device is a legitimate (if slow) model source.
-                let problem = if !path.exists() {
-                    Some("does not exist")
-                } else if path.is_dir() {
-                    Some("is a directory")
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
-                    bail!(
-                        "model file {} {problem} (pass a .gguf file, or omit --model to use the default model)",
-                        path.display()
-                    );
-                }
-                let name = args
-                    .model_name
-                    .clone()
-                    .unwrap_or_else(|| model_name_of(path));
-                (name, ModelSource::File(path.clone()))
+        let (model_name, source) = match explicit {
+            Some(m) => m,
+            None => {
+                let dir = args.model_dir.clone().unwrap_or_else(default_model_dir);
+                models::auto_assign(dir, &mesh, !args.join.is_empty()).await
             }
-            None => (
-                SMOLLM2_135M.name.to_string(),
-                ModelSource::Fetch {
-                    model: SMOLLM2_135M,
-                    cache_dir: args.model_dir.clone().unwrap_or_else(default_model_dir),
-                },
-            ),
         };
         let cfg = EngineConfig {
             n_ctx: args.ctx,
@@ -126,28 +136,71 @@ pub async fn run(args: UpArgs) -> Result<()> {
         to_activate = Some("embedded");
     }
 
-    let addr = SocketAddr::new(args.bind, args.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} (is another node running? try --port)")
-    })?;
-    let local = listener.local_addr()?;
-    // One machine-readable line on stdout, so scripts and tests can find a `--port 0` node.
-    println!("infermesh listening on http://{local}");
-    tracing::info!(node_id = %id.node_id, name = %node.info.name, "node up on http://{local}");
-
+    let app = App::new(node.clone(), Some(mesh), api_addr);
     if let Some(backend) = to_activate {
         let node = node.clone();
         tokio::spawn(async move { node.activate(backend).await });
     }
+    tokio::spawn(publish_loop(app.clone()));
+    tokio::spawn(log_membership(app.clone()));
 
-    let app = infermesh_api::router(node.clone());
-    axum::serve(listener, app)
+    let router = infermesh_api::router(app.clone());
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down");
     node.stop_all().await;
     Ok(())
+}
+
+/// Keeps the gossiped record in step with the node. Polling (cheap: a struct compare) rather than
+/// hooking every state change keeps `Node` free of mesh concerns; the interval bounds how stale a
+/// peer's view of our state and load can be, on top of gossip propagation.
+async fn publish_loop(app: Arc<App>) {
+    let mut tick = tokio::time::interval(PUBLISH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        app.publish_if_changed();
+    }
+}
+
+const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One `info` line per peer that joins, leaves or changes state: the operator's membership log.
+async fn log_membership(app: Arc<App>) {
+    let Some(mesh) = app.mesh.as_ref() else {
+        return;
+    };
+    let mut changes = mesh.subscribe();
+    let mut known: BTreeMap<String, (String, NodeState)> = BTreeMap::new();
+    loop {
+        let now: BTreeMap<String, (String, NodeState)> = app
+            .peers()
+            .into_iter()
+            .map(|p| (p.record.node_id.clone(), (p.record.name.clone(), p.state)))
+            .collect();
+        for (id, (name, state)) in &now {
+            match known.get(id) {
+                None => {
+                    tracing::info!(peer = %name, node_id = %id, state = state.as_str(), peers = now.len(), "peer joined")
+                }
+                Some((_, old)) if old != state => {
+                    tracing::info!(peer = %name, node_id = %id, from = old.as_str(), to = state.as_str(), "peer changed state")
+                }
+                _ => {}
+            }
+        }
+        for (id, (name, _)) in &known {
+            if !now.contains_key(id) {
+                tracing::info!(peer = %name, node_id = %id, peers = now.len(), "peer gone (silent past the failure timeout)");
+            }
+        }
+        known = now;
+        // Also wake periodically: a peer that goes silent changes nothing in gossip.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), changes.changed()).await;
+    }
 }
 
 async fn shutdown_signal() {

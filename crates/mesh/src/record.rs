@@ -4,8 +4,11 @@
 //! one key per field: a peer then always sees a consistent snapshot (never the new `state` with
 //! the old `models`), and one version bump per publish keeps the scuttlebutt deltas small.
 
-use infermesh_state::{classify_legacy, NodeState};
+use infermesh_state::{classify_legacy, NodeState, ScheduleSpec};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::validation::SignedValidation;
 
 /// Schema version written by this build. Bump it when a field changes meaning, never for an
 /// added field (unknown fields are ignored by older readers).
@@ -49,9 +52,20 @@ pub struct NodeRecord {
     pub version: String,
     /// In-flight requests.
     pub load: u32,
-    /// Signed validation result for the current epoch (filled by the validation round).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validation: Option<serde_json::Value>,
+    /// Signed validation result for the current epoch (filled by the validation round). Peers
+    /// decide what it grants with [`crate::validation::verify`]; a malformed one reads as `None`.
+    #[serde(
+        deserialize_with = "lenient_validation",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub validation: Option<SignedValidation>,
+    /// The epoch schedule this node uses, so a node without one in its config can learn it
+    /// ([`crate::schedule::adopt_schedule`]). A malformed one reads as `None`.
+    #[serde(
+        deserialize_with = "lenient_schedule",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub schedule: Option<ScheduleSpec>,
 }
 
 impl Default for NodeRecord {
@@ -69,6 +83,7 @@ impl Default for NodeRecord {
             version: String::new(),
             load: 0,
             validation: None,
+            schedule: None,
         }
     }
 }
@@ -92,7 +107,7 @@ impl NodeRecord {
                 *x = 0.0;
             }
         }
-        // Cannot fail: every field is a plain string, number, list or an already-valid JSON value.
+        // Cannot fail: every field is a plain string, number, bool, list or struct of those.
         serde_json::to_string(&r).unwrap_or_else(|_| "{}".to_string())
     }
 }
@@ -146,6 +161,35 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 fn lenient_state<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NodeState>, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
     Ok(v.as_str().and_then(NodeState::parse))
+}
+
+/// An optional field that must not cost the whole record when it is malformed (another build's
+/// shape, a buggy or hostile writer): it reads as `None` instead, logged at debug.
+fn lenient_optional<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+    field: &'static str,
+) -> Result<Option<T>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    match serde_json::from_value(v) {
+        Ok(t) => Ok(Some(t)),
+        Err(err) => {
+            tracing::debug!(field, %err, "ignoring malformed field in peer record");
+            Ok(None)
+        }
+    }
+}
+
+fn lenient_validation<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SignedValidation>, D::Error> {
+    lenient_optional(d, "validation")
+}
+
+fn lenient_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScheduleSpec>, D::Error> {
+    lenient_optional(d, "schedule")
 }
 
 /// `null` (how serde_json writes NaN) reads as 0.
@@ -224,6 +268,54 @@ mod tests {
         let back = decode_record(&r.encode()).unwrap();
         assert_eq!((back.vram_gb, back.ram_gb), (0.0, 0.0));
         assert_eq!(decode_record(r#"{"vram_gb":null}"#).unwrap().vram_gb, 0.0);
+    }
+
+    #[test]
+    fn validation_and_schedule_round_trip() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let id = crate::validation::node_id_from_public_key(key.verifying_key().as_bytes());
+        let result = crate::validation::ValidationResult::from_backends(id.clone(), 3, vec![], 1);
+        let r = NodeRecord {
+            node_id: id,
+            validation: Some(crate::validation::sign(result, &key)),
+            schedule: Some(crate::schedule::MESH_SCHEDULE),
+            ..full()
+        };
+        let back = decode_record(&r.encode()).unwrap();
+        assert_eq!(back, r);
+        // Absent fields stay absent on the wire, so older readers see the record they know.
+        let bare = full().encode();
+        assert!(
+            !bare.contains("validation") && !bare.contains("schedule"),
+            "{bare}"
+        );
+    }
+
+    #[test]
+    fn malformed_validation_or_schedule_costs_only_that_field() {
+        let base = r#""node_id":"n","models":["m"],"load":2"#;
+        for (field, bad) in [
+            ("validation", r#"{"epoch":3,"ok":true}"#),
+            ("validation", r#""signed""#),
+            ("validation", "[1,2]"),
+            ("validation", "7"),
+            (
+                "validation",
+                r#"{"result":{"node_id":"n","epoch":-1,"passed":true,"backends":[],"at_ms":0},"public_key":"","signature":""}"#,
+            ),
+            ("validation", "null"),
+            ("schedule", r#"{"genesis_ms":"soon"}"#),
+            ("schedule", "true"),
+            ("schedule", "null"),
+        ] {
+            let json = format!(r#"{{{base},"{field}":{bad}}}"#);
+            let r = decode_record(&json).unwrap_or_else(|| panic!("record dropped: {json}"));
+            assert_eq!((r.validation, r.schedule), (None, None), "{json}");
+            assert_eq!((r.node_id.as_str(), r.load), ("n", 2), "{json}");
+        }
+        // A well-formed but invalid spec decodes: adoption, not decoding, judges validity.
+        let r = decode_record(r#"{"schedule":{"genesis_ms":0,"epoch_ms":0,"round_ms":0}}"#);
+        assert!(r.unwrap().schedule.is_some());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use infermesh_mesh::{Mesh, MeshConfig, MeshHandle, NodeRecord, PeerView};
+use infermesh_mesh::{sign, Mesh, MeshConfig, MeshHandle, NodeRecord, PeerView, ValidationResult};
 use infermesh_state::NodeState;
 
 const CONVERGE_LIMIT: Duration = Duration::from_secs(10);
@@ -98,7 +98,9 @@ async fn three_nodes_converge_and_see_record_changes() {
     let mut next = a.record();
     next.state = Some(NodeState::Serving);
     next.load = 5;
-    next.validation = Some(serde_json::json!({"epoch": 3, "ok": true}));
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let result = ValidationResult::from_backends("a", 3, vec![], 1);
+    next.validation = Some(sign(result, &key));
     a.publish(next.clone());
     let took = wait_for("record change", CONVERGE_LIMIT, || {
         [&b, &c].iter().all(|n| {

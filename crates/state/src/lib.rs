@@ -3,6 +3,7 @@
 //! Nothing here performs I/O or reads a clock: time is always an argument. Every other crate
 //! renders states it got from here, so API, logs, deck and dashboard cannot disagree.
 
+pub mod assign;
 pub mod backend_state;
 pub mod constants;
 pub mod message;
@@ -12,6 +13,7 @@ pub mod routing;
 pub mod schedule;
 pub mod timing;
 
+pub use assign::{choose_model, Assignment};
 pub use backend_state::{derive_backend_state, is_validated, BackendFacts, BackendState};
 pub use constants::Tunables;
 pub use message::{node_message, onboarding_message, onboarding_message_for};

@@ -1,4 +1,5 @@
-//! OpenAI-compatible ingress: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+//! OpenAI-compatible answers produced by this node's own backends. Which node answers is decided
+//! in [`crate::route`].
 
 pub mod parse;
 mod shape;
@@ -6,13 +7,10 @@ mod shape;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use infermesh_backend::{BackendError, InferEvent, InferStream};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -21,33 +19,27 @@ use crate::node::{LocalModel, Node};
 use parse::Parsed;
 pub use shape::Shape;
 
-fn unix_now() -> u32 {
+pub(crate) fn unix_now() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as u32)
 }
 
-pub async fn list_models(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    let created = unix_now();
-    let data: Vec<_> = node
-        .serving_models()
-        .into_iter()
-        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "infermesh"}))
-        .collect();
-    Json(json!({"object": "list", "data": data}))
+/// A local attempt that did not produce an answer. `retry` says another replica may succeed
+/// (the backend is loading, failed or overloaded), as opposed to a request that is itself wrong.
+#[derive(Debug)]
+pub struct LocalFailure {
+    pub error: OpenAiError,
+    pub retry: bool,
 }
 
-pub async fn chat_completions(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    match parse::chat(&body) {
-        Ok(p) => serve(node, p, Shape::Chat).await,
-        Err(e) => e.into_response(),
-    }
-}
-
-pub async fn completions(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    match parse::completion(&body) {
-        Ok(p) => serve(node, p, Shape::Text).await,
-        Err(e) => e.into_response(),
+impl From<BackendError> for LocalFailure {
+    fn from(e: BackendError) -> Self {
+        let retry = matches!(e, BackendError::Unavailable(_) | BackendError::Failed(_));
+        Self {
+            error: backend_error(e),
+            retry,
+        }
     }
 }
 
@@ -60,35 +52,61 @@ pub fn backend_error(e: BackendError) -> OpenAiError {
     }
 }
 
-async fn serve(node: Arc<Node>, p: Parsed, shape: Shape) -> Response {
+fn ended_early(what: &str) -> LocalFailure {
+    LocalFailure {
+        error: OpenAiError::internal(format!("backend ended {what}")),
+        retry: true,
+    }
+}
+
+/// Runs `p` on this node's own backend. Nothing reaches the client before this returns `Ok`, so
+/// an `Err` with `retry` can still be sent to another replica.
+pub async fn serve_local(
+    node: Arc<Node>,
+    p: &Parsed,
+    shape: Shape,
+) -> Result<Response, LocalFailure> {
     let backend = match node.find_local(&p.req.model) {
         LocalModel::Ready(b) => b,
-        LocalModel::NotReady(why) => return OpenAiError::unavailable(why).into_response(),
-        LocalModel::Absent => return OpenAiError::model_not_found(&p.req.model).into_response(),
+        LocalModel::NotReady(why) => {
+            return Err(LocalFailure {
+                error: OpenAiError::unavailable(why),
+                retry: true,
+            })
+        }
+        LocalModel::Absent => {
+            return Err(LocalFailure {
+                error: OpenAiError::model_not_found(&p.req.model),
+                retry: true,
+            })
+        }
     };
     let guard = node.begin_request();
-    let mut events = match backend.infer(p.req.clone()).await {
-        Ok(rx) => rx,
-        Err(e) => return backend_error(e).into_response(),
-    };
+    let mut events = backend.infer(p.req.clone()).await?;
     // Wait for the first event before committing to a status: an early failure (prompt too long)
     // is then a proper HTTP error, and nothing has reached the client yet.
     let first = match events.recv().await {
         Some(Ok(ev)) => ev,
-        Some(Err(e)) => return backend_error(e).into_response(),
-        None => return OpenAiError::internal("backend ended without an answer").into_response(),
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(ended_early("without an answer")),
     };
     let meta = shape::Meta::new(shape, &p.req.model, unix_now());
     if p.stream {
-        stream(meta, first, events, p.include_usage, guard).into_response()
+        Ok(stream(meta, first, events, p.include_usage, guard).into_response())
     } else {
-        collect(meta, first, events).await.into_response()
+        collect(meta, first, events).await
     }
 }
 
-async fn collect(meta: shape::Meta, first: InferEvent, mut events: InferStream) -> Response {
+/// A non-streamed answer is assembled before anything is sent, so even a failure mid-generation
+/// is still retryable elsewhere.
+async fn collect(
+    meta: shape::Meta,
+    first: InferEvent,
+    mut events: InferStream,
+) -> Result<Response, LocalFailure> {
     let mut text = String::new();
-    let mut next = Some(Ok(first));
+    let mut next: Option<Result<InferEvent, BackendError>> = Some(Ok(first));
     loop {
         match next {
             Some(Ok(InferEvent::Text(t))) => text.push_str(&t),
@@ -96,9 +114,9 @@ async fn collect(meta: shape::Meta, first: InferEvent, mut events: InferStream) 
                 finish_reason,
                 usage,
                 ..
-            })) => return Json(meta.full(&text, finish_reason, usage)).into_response(),
-            Some(Err(e)) => return backend_error(e).into_response(),
-            None => return OpenAiError::internal("backend ended mid-answer").into_response(),
+            })) => return Ok(Json(meta.full(&text, finish_reason, usage)).into_response()),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(ended_early("mid-answer")),
         }
         next = events.recv().await;
     }

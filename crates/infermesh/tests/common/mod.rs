@@ -24,8 +24,11 @@ pub fn bin() -> &'static str {
 pub struct NodeProc {
     pub child: Child,
     pub url: String,
+    /// The node's gossip address, for other nodes' `--join`.
+    pub gossip: String,
     pub data_dir: tempfile::TempDir,
     pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    args: Vec<String>,
 }
 
 impl NodeProc {
@@ -35,45 +38,40 @@ impl NodeProc {
     }
 
     pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> NodeProc {
-        let mut child = Command::new(bin())
-            .args(["up", "--port", "0", "--data-dir"])
-            .arg(data_dir.path())
-            .args(extra)
-            .env("INFERMESH_MODEL_DIR", model_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn infermesh");
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[node] {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("infermesh listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("node did not print its listening address");
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, url, gossip, stderr) = spawn(data_dir.path(), &args);
         NodeProc {
             child,
             url,
+            gossip,
             data_dir,
             stderr,
+            args,
         }
     }
 
+    /// SIGKILL: a crash, no goodbye to the mesh.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the node again in the same data dir (same identity) with the same arguments and
+    /// the same gossip port, as a restarted machine would: peers that joined through it know it
+    /// by that address.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.gossip.rsplit(':').next().unwrap_or("0").to_string();
+        match self.args.iter().position(|a| a == "--gossip-port") {
+            Some(i) => self.args[i + 1] = port,
+            None => self.args.extend(["--gossip-port".to_string(), port]),
+        }
+        let (child, url, gossip, stderr) = spawn(self.data_dir.path(), &self.args);
+        self.child = child;
+        self.url = url;
+        self.gossip = gossip;
+        self.stderr = stderr;
+    }
     pub fn status(&self) -> Value {
         get_json(&format!("{}/api/status", self.url)).1
     }
@@ -113,6 +111,52 @@ impl NodeProc {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+type Spawned = (
+    Child,
+    String,
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+);
+
+fn spawn(data_dir: &std::path::Path, args: &[String]) -> Spawned {
+    let mut child = Command::new(bin())
+        .args(["up", "--port", "0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env("INFERMESH_MODEL_DIR", model_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn infermesh");
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = stderr.clone();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("[node] {line}");
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut url = None;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(u) = line.strip_prefix("infermesh listening on ") {
+                url = Some(u.to_string());
+            }
+            if let Some(g) = line.strip_prefix("infermesh gossip on ") {
+                let _ = tx.send((url.clone().unwrap_or_default(), g.to_string()));
+            }
+        }
+    });
+    let (url, gossip) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("node did not print its listening and gossip addresses");
+    (child, url, gossip, stderr)
 }
 
 fn send_signal(pid: u32, sig: &str) {

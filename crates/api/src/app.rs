@@ -1,0 +1,186 @@
+//! Everything a request handler may need: the local node, the mesh membership, the request ring
+//! and the HTTP client used to reach peers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use infermesh_mesh::{MeshHandle, NodeRecord, PeerView};
+use infermesh_state::NodeState;
+use serde::Serialize;
+
+use crate::node::Node;
+use crate::requests::RequestLog;
+
+/// After a peer fails a request it is tried last for this long: gossip takes up to a few seconds
+/// to declare it dead, and every request meanwhile should not pay a failed attempt first.
+pub const FAILED_PEER_COOLDOWN: Duration = Duration::from_secs(5);
+
+pub struct App {
+    pub node: Arc<Node>,
+    /// `None` only for a node that runs without gossip (unit tests of the HTTP surface).
+    pub mesh: Option<MeshHandle>,
+    /// `host:port` peers use to reach this node's API.
+    pub api_addr: String,
+    pub requests: RequestLog,
+    pub http: reqwest::Client,
+    pub ram_gb: f32,
+    /// Requests this node has outstanding on each peer, by node id.
+    outstanding: Mutex<HashMap<String, u32>>,
+    failed_at: Mutex<HashMap<String, Instant>>,
+}
+
+/// A peer as `/api/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub node_id: String,
+    pub name: String,
+    pub addr: String,
+    pub state: NodeState,
+    pub models: Vec<String>,
+    pub vram_gb: f32,
+    pub ram_gb: f32,
+    pub version: String,
+    pub load: u32,
+    /// Milliseconds since this node last heard from the peer.
+    pub last_seen_ms: u64,
+}
+
+impl From<&PeerView> for PeerStatus {
+    fn from(p: &PeerView) -> Self {
+        Self {
+            node_id: p.record.node_id.clone(),
+            name: p.record.name.clone(),
+            addr: p.record.api_addr.clone(),
+            state: p.state,
+            models: p.record.models.clone(),
+            vram_gb: p.record.vram_gb,
+            ram_gb: p.record.ram_gb,
+            version: p.record.version.clone(),
+            load: p.record.load,
+            last_seen_ms: p.last_seen_ms,
+        }
+    }
+}
+
+/// Total memory of this machine in GB, from `/proc/meminfo`; 0 where that is unreadable.
+pub fn machine_ram_gb() -> f32 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| (kb / 1024.0 / 1024.0) as f32)
+}
+
+/// Decrements the per-peer outstanding count when a proxied request ends.
+pub struct Outstanding {
+    app: Arc<App>,
+    node_id: String,
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        let mut m = self
+            .app
+            .outstanding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.node_id) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl App {
+    pub fn new(node: Arc<Node>, mesh: Option<MeshHandle>, api_addr: String) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            // Routed traffic stays inside the mesh; a proxy from the environment would break it.
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client always builds");
+        Arc::new(Self {
+            node,
+            mesh,
+            api_addr,
+            requests: RequestLog::default(),
+            http,
+            ram_gb: machine_ram_gb(),
+            outstanding: Mutex::new(HashMap::new()),
+            failed_at: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.mesh.as_ref().map_or_else(Vec::new, |m| m.peers())
+    }
+
+    /// What this node tells the mesh about itself right now.
+    pub fn record(&self) -> NodeRecord {
+        Self::record_of(&self.node, &self.api_addr, self.ram_gb)
+    }
+
+    pub fn record_of(node: &Node, api_addr: &str, ram_gb: f32) -> NodeRecord {
+        NodeRecord {
+            node_id: node.info.node_id.clone(),
+            name: node.info.name.clone(),
+            api_addr: api_addr.to_string(),
+            state: Some(node.state()),
+            // Kept so builds that predate `state` still classify us.
+            role: Some(
+                if node.info.client_mode {
+                    "client"
+                } else {
+                    "worker"
+                }
+                .into(),
+            ),
+            models: node.serving_models(),
+            vram_gb: node.vram_gb(),
+            ram_gb,
+            version: node.info.version.clone(),
+            load: node.in_flight(),
+            ..NodeRecord::default()
+        }
+    }
+
+    /// Publishes the current record if it differs from the one the mesh already has.
+    pub fn publish_if_changed(&self) {
+        if let Some(mesh) = &self.mesh {
+            let rec = self.record();
+            if mesh.record() != rec {
+                mesh.publish(rec);
+            }
+        }
+    }
+
+    pub fn outstanding_on(&self, node_id: &str) -> u32 {
+        let m = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(node_id).copied().unwrap_or(0)
+    }
+
+    pub fn begin_outstanding(self: &Arc<Self>, node_id: &str) -> Outstanding {
+        let mut m = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(node_id.to_string()).or_default() += 1;
+        Outstanding {
+            app: self.clone(),
+            node_id: node_id.to_string(),
+        }
+    }
+
+    pub fn mark_failed(&self, node_id: &str) {
+        let mut m = self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(node_id.to_string(), Instant::now());
+    }
+
+    /// The peer failed a request within [`FAILED_PEER_COOLDOWN`].
+    pub fn recently_failed(&self, node_id: &str) -> bool {
+        let mut m = self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, at| at.elapsed() < FAILED_PEER_COOLDOWN);
+        m.contains_key(node_id)
+    }
+}

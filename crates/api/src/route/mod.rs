@@ -1,0 +1,279 @@
+//! The mesh router behind `/v1/*`: which node answers an OpenAI request, and failover to another
+//! replica while nothing has reached the client yet.
+
+mod proxy;
+mod record;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use infermesh_state::{route_order, Candidate, NodeState};
+use serde_json::json;
+
+use crate::app::App;
+use crate::error::OpenAiError;
+use crate::node::LocalModel;
+use crate::openai::{parse, parse::Parsed, serve_local, unix_now, Shape};
+use record::Pending;
+
+/// Set on a request one node forwards to another: the receiver answers it itself and never
+/// forwards again, so a request crosses at most one hop and cannot loop.
+pub const HOP_HEADER: &str = "x-infermesh-hop";
+/// The forwarding node's id, so the receiver's request record names the real origin.
+pub const FROM_HEADER: &str = "x-infermesh-from";
+
+/// Where one attempt goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub node_id: String,
+    pub name: String,
+    /// `None` for this node itself.
+    pub addr: Option<String>,
+}
+
+/// Targets in the order to try them: [`route_order`] (local first, then least loaded), with
+/// peers that failed within the cooldown moved last rather than dropped — a peer that is in fact
+/// back is better than no answer.
+pub fn order_targets(
+    cands: &[Candidate],
+    targets: &[Target],
+    recently_failed: impl Fn(&str) -> bool,
+) -> Vec<Target> {
+    let (mut fresh, failed): (Vec<_>, Vec<_>) = route_order(cands)
+        .into_iter()
+        .map(|i| targets[i].clone())
+        .partition(|t| !recently_failed(&t.node_id));
+    fresh.extend(failed);
+    fresh
+}
+
+struct Plan {
+    targets: Vec<Target>,
+    /// Why this node's own replica is not usable, when it has one.
+    local_not_ready: Option<String>,
+}
+
+fn plan(app: &App, model: &str, local_only: bool) -> Plan {
+    let node = &app.node;
+    let mut cands = Vec::new();
+    let mut targets = Vec::new();
+    let mut local_not_ready = None;
+    match node.find_local(model) {
+        LocalModel::Ready(_) => {
+            cands.push(Candidate {
+                node_id: node.info.node_id.clone(),
+                is_local: true,
+                state: NodeState::Serving,
+                has_model: true,
+                in_flight: node.in_flight(),
+                active: true,
+            });
+            targets.push(Target {
+                node_id: node.info.node_id.clone(),
+                name: node.info.name.clone(),
+                addr: None,
+            });
+        }
+        LocalModel::NotReady(why) => local_not_ready = Some(why),
+        LocalModel::Absent => {}
+    }
+    if !local_only {
+        for p in app.peers() {
+            let id = &p.record.node_id;
+            cands.push(Candidate {
+                node_id: id.clone(),
+                is_local: false,
+                state: p.state,
+                has_model: p.record.models.iter().any(|m| m == model),
+                // The peer's published load lags; our own outstanding count does not.
+                in_flight: p.record.load.max(app.outstanding_on(id)),
+                active: true,
+            });
+            targets.push(Target {
+                node_id: id.clone(),
+                name: p.record.name.clone(),
+                addr: Some(p.record.api_addr.clone()),
+            });
+        }
+    }
+    Plan {
+        targets: order_targets(&cands, &targets, |id| app.recently_failed(id)),
+        local_not_ready,
+    }
+}
+
+pub async fn chat_completions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match parse::chat(&body) {
+        Ok(p) => dispatch(app, p, Shape::Chat, body, &headers).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    match parse::completion(&body) {
+        Ok(p) => dispatch(app, p, Shape::Text, body, &headers).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(
+    app: Arc<App>,
+    p: Parsed,
+    shape: Shape,
+    body: Bytes,
+    headers: &HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let hop = headers.contains_key(HOP_HEADER);
+    let from = headers
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| app.node.info.node_id.clone(), str::to_string);
+    let model = p.req.model.clone();
+    let plan = plan(&app, &model, hop);
+    let mut pending = Pending::new(from, &model, shape, p.stream, started);
+    let mut last_error: Option<String> = None;
+    for target in &plan.targets {
+        pending.attempts += 1;
+        let attempt = match &target.addr {
+            None => serve_local(app.node.clone(), &p, shape)
+                .await
+                .map_err(|f| (f.error, f.retry)),
+            Some(addr) => proxy::forward(&app, target, addr, shape, body.clone()).await,
+        };
+        match attempt {
+            Ok(resp) => return pending.answered(app, target, resp),
+            Err((err, retry)) => {
+                if target.addr.is_some() {
+                    app.mark_failed(&target.node_id);
+                }
+                tracing::info!(model, to = %target.name, error = %err.message, retry, "routed attempt failed");
+                if !retry {
+                    return pending.failed(&app, Some(target), err);
+                }
+                last_error = Some(format!("{}: {}", target.name, err.message));
+            }
+        }
+    }
+    let err = no_replica(&model, plan.targets.len(), plan.local_not_ready, last_error);
+    pending.failed(&app, None, err)
+}
+
+/// The error a client gets when no replica answered: 404 for a model nobody serves, 503 when
+/// replicas exist but none could answer now.
+fn no_replica(
+    model: &str,
+    tried: usize,
+    local_not_ready: Option<String>,
+    last_error: Option<String>,
+) -> OpenAiError {
+    match (tried, local_not_ready, last_error) {
+        (0, Some(why), _) => OpenAiError::unavailable(why),
+        (0, None, _) => OpenAiError::model_not_found(model),
+        (n, _, last) => OpenAiError::unavailable(format!(
+            "no replica of model `{model}` could answer ({n} tried; last: {}); retry shortly",
+            last.unwrap_or_default()
+        )),
+    }
+}
+
+/// `GET /v1/models`: every model served anywhere in the mesh, with its replica count.
+pub async fn list_models(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let mut replicas: BTreeMap<String, u32> = BTreeMap::new();
+    for m in app.node.serving_models() {
+        *replicas.entry(m).or_default() += 1;
+    }
+    for p in app.peers() {
+        if p.state == NodeState::Serving {
+            for m in p.record.models {
+                *replicas.entry(m).or_default() += 1;
+            }
+        }
+    }
+    let created = unix_now();
+    let data: Vec<_> = replicas
+        .into_iter()
+        .map(|(id, n)| json!({"id": id, "object": "model", "created": created, "owned_by": "infermesh", "replicas": n}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(id: &str, local: bool, load: u32, serving: bool) -> (Candidate, Target) {
+        (
+            Candidate {
+                node_id: id.into(),
+                is_local: local,
+                state: if serving {
+                    NodeState::Serving
+                } else {
+                    NodeState::Loading
+                },
+                has_model: true,
+                in_flight: load,
+                active: true,
+            },
+            Target {
+                node_id: id.into(),
+                name: id.into(),
+                addr: (!local).then(|| format!("{id}:1")),
+            },
+        )
+    }
+
+    fn order(list: &[(Candidate, Target)], failed: &[&str]) -> Vec<String> {
+        let (c, t): (Vec<_>, Vec<_>) = list.iter().cloned().unzip();
+        order_targets(&c, &t, |id| failed.contains(&id))
+            .into_iter()
+            .map(|t| t.node_id)
+            .collect()
+    }
+
+    #[test]
+    fn local_then_least_loaded_and_ineligible_dropped() {
+        let l = [
+            cand("b", false, 3, true),
+            cand("c", false, 1, true),
+            cand("me", true, 9, true),
+            cand("d", false, 0, false),
+        ];
+        assert_eq!(order(&l, &[]), ["me", "c", "b"]);
+    }
+
+    #[test]
+    fn recently_failed_peers_go_last_but_stay() {
+        let l = [cand("b", false, 3, true), cand("c", false, 1, true)];
+        assert_eq!(order(&l, &["c"]), ["b", "c"]);
+        assert_eq!(order(&l, &["b", "c"]), ["c", "b"]);
+    }
+
+    #[test]
+    fn no_replica_errors_name_the_model() {
+        let e = no_replica("m", 0, None, None);
+        assert_eq!(e.status.as_u16(), 404);
+        let e = no_replica(
+            "m",
+            0,
+            Some("model `m` is loading; retry shortly".into()),
+            None,
+        );
+        assert_eq!(e.status.as_u16(), 503);
+        assert!(e.message.contains("loading"));
+        let e = no_replica("m", 2, None, Some("b: connection refused".into()));
+        assert_eq!(e.status.as_u16(), 503);
+        assert!(e.message.contains("`m`") && e.message.contains("2 tried"));
+    }
+}

@@ -1,0 +1,116 @@
+//! Forwarding one attempt to a peer: the peer's answer is streamed through as it arrives, and
+//! the attempt only counts as committed once the first byte of the body is in hand.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use futures::{stream, StreamExt};
+
+use super::{Target, FROM_HEADER, HOP_HEADER};
+use crate::app::App;
+use crate::error::OpenAiError;
+use crate::openai::Shape;
+
+/// Statuses that say "this replica cannot answer now" rather than "the request is wrong": the
+/// next replica may succeed. 404 is here because the peer may have dropped the model after our
+/// view of it was gossiped.
+fn retryable(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::NOT_FOUND
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+/// Sends the original body to `addr`. `Err((error, retry))` means nothing reached the client.
+pub async fn forward(
+    app: &Arc<App>,
+    target: &Target,
+    addr: &str,
+    shape: Shape,
+    body: Bytes,
+) -> Result<Response, (OpenAiError, bool)> {
+    let path = match shape {
+        Shape::Chat => "/v1/chat/completions",
+        Shape::Text => "/v1/completions",
+    };
+    let outstanding = app.begin_outstanding(&target.node_id);
+    let unreachable = |what: String| {
+        (
+            OpenAiError::unavailable(format!("{} ({addr}) {what}", target.name)),
+            true,
+        )
+    };
+    let resp = app
+        .http
+        .post(format!("http://{addr}{path}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(HOP_HEADER, "1")
+        .header(FROM_HEADER, &app.node.info.node_id)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| unreachable(format!("is unreachable: {}", error_chain(&e))))?;
+    let status = resp.status();
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let mut chunks = resp.bytes_stream();
+    // Wait for the first body byte: a peer that dies after the headers is still a failed
+    // attempt we can retry, because the client has seen nothing.
+    let first = loop {
+        match chunks.next().await {
+            Some(Ok(b)) if b.is_empty() => continue,
+            Some(Ok(b)) => break b,
+            Some(Err(e)) => {
+                return Err(unreachable(format!(
+                    "broke off before answering: {}",
+                    error_chain(&e)
+                )))
+            }
+            None => return Err(unreachable("answered with an empty body".into())),
+        }
+    };
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&first)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&first).into_owned());
+        let err = OpenAiError {
+            status,
+            message,
+            kind: if status.is_client_error() {
+                "invalid_request_error"
+            } else {
+                "server_error"
+            },
+            param: None,
+            code: None,
+        };
+        return Err((err, retryable(status)));
+    }
+    let rest = chunks.map(move |r| {
+        // Keeps the outstanding count up while the answer streams.
+        let _ = &outstanding;
+        r.map_err(|e| std::io::Error::other(error_chain(&e)))
+    });
+    let body = Body::from_stream(stream::once(async move { Ok(first) }).chain(rest));
+    let mut builder = Response::builder().status(status);
+    if let Some(ct) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, ct);
+    }
+    Ok(builder
+        .body(body)
+        .expect("status and content type are valid"))
+}
+
+/// reqwest's top-level message ("error sending request") hides the cause an operator needs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

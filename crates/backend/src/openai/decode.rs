@@ -1,0 +1,303 @@
+//! Streamed completion chunks → [`InferEvent`]s.
+//!
+//! Chat (`choices[0].delta.content`) and legacy completions (`choices[0].text`) streams are
+//! decoded alike. The single `Done` is emitted at `data: [DONE]`, not at the chunk carrying
+//! `finish_reason`, because with `include_usage` the token counts arrive in a later chunk.
+
+use serde_json::Value;
+
+use crate::api::BackendError;
+use crate::openai::wire::stream_error;
+use crate::types::{FinishReason, InferEvent, Usage};
+
+/// Decoding state of one response. Time is passed in (milliseconds since the request was sent)
+/// so the decoder stays a pure function of its input.
+#[derive(Debug)]
+pub struct StreamDecoder {
+    model: String,
+    url: String,
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    /// llama.cpp's own `timings`, more precise than what the client can measure.
+    timings: Option<(f64, f64)>,
+    first_text_ms: Option<f64>,
+    text_chunks: u32,
+    done: bool,
+}
+
+impl StreamDecoder {
+    pub fn new(model: &str, url: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            url: url.to_string(),
+            finish: None,
+            usage: None,
+            timings: None,
+            first_text_ms: None,
+            text_chunks: 0,
+            done: false,
+        }
+    }
+
+    /// `Done` was emitted; anything the remote sends afterwards is ignored.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Decodes one SSE `data` payload.
+    pub fn feed(&mut self, data: &str, at_ms: f64) -> Result<Vec<InferEvent>, BackendError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        if data.trim() == "[DONE]" {
+            return Ok(vec![self.done_event(at_ms)]);
+        }
+        let chunk: Value = serde_json::from_str(data).map_err(|e| {
+            BackendError::Failed(format!(
+                "{} sent an unreadable stream chunk ({e}): {}",
+                self.url,
+                data.chars().take(200).collect::<String>()
+            ))
+        })?;
+        if !chunk["error"].is_null() {
+            return Err(stream_error(&chunk, &self.model, &self.url));
+        }
+        let mut events = Vec::new();
+        if let Some(choice) = chunk["choices"].get(0) {
+            // `message.content` covers a server that ignored `stream` and sent one whole answer.
+            let text = [
+                &choice["delta"]["content"],
+                &choice["text"],
+                &choice["message"]["content"],
+            ]
+            .into_iter()
+            .find_map(Value::as_str)
+            .unwrap_or("");
+            if !text.is_empty() {
+                self.first_text_ms.get_or_insert(at_ms);
+                self.text_chunks += 1;
+                events.push(InferEvent::Text(text.to_string()));
+            }
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                self.finish = Some(finish_reason(reason));
+            }
+        }
+        if let Some(u) = chunk["usage"].as_object() {
+            let count = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+            self.usage = Some(Usage {
+                prompt_tokens: count("prompt_tokens"),
+                completion_tokens: count("completion_tokens"),
+            });
+        }
+        let t = &chunk["timings"];
+        if let (Some(p), Some(g)) = (t["prompt_ms"].as_f64(), t["predicted_ms"].as_f64()) {
+            self.timings = Some((p, g));
+        }
+        Ok(events)
+    }
+
+    /// The body ended. Without `[DONE]`, a stream that at least reported how it finished is
+    /// complete (some servers just close); one that did not was cut off.
+    pub fn finish(&mut self, at_ms: f64) -> Result<Option<InferEvent>, BackendError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.finish.is_some() {
+            return Ok(Some(self.done_event(at_ms)));
+        }
+        Err(BackendError::Failed(format!(
+            "{} closed the stream before the completion finished",
+            self.url
+        )))
+    }
+
+    fn done_event(&mut self, at_ms: f64) -> InferEvent {
+        self.done = true;
+        let (prompt_ms, gen_ms) = self.timings.unwrap_or_else(|| {
+            let first = self.first_text_ms.unwrap_or(at_ms);
+            (first, at_ms - first)
+        });
+        InferEvent::Done {
+            finish_reason: self.finish.unwrap_or(FinishReason::Stop),
+            // A server that ignores `include_usage` still streams about one token per chunk;
+            // the prompt size it never said is left at zero rather than guessed.
+            usage: self.usage.unwrap_or(Usage {
+                prompt_tokens: 0,
+                completion_tokens: self.text_chunks,
+            }),
+            prompt_ms,
+            gen_ms,
+        }
+    }
+}
+
+/// `length` is the only reason a client must treat differently (the answer was cut short);
+/// `stop`, `eos`, `tool_calls`, `content_filter` all mean the model ended the answer itself.
+pub fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "length" => FinishReason::Length,
+        _ => FinishReason::Stop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec() -> StreamDecoder {
+        StreamDecoder::new("m", "http://h/v1")
+    }
+
+    fn text(events: &[InferEvent]) -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                InferEvent::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chat_stream_with_usage_chunk_decodes_to_text_then_one_done() {
+        let mut d = dec();
+        let mut events = Vec::new();
+        let payloads = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":2,"total_tokens":14}}"#,
+            "[DONE]",
+        ];
+        for (i, p) in payloads.iter().enumerate() {
+            events.extend(d.feed(p, 10.0 * (i as f64 + 1.0)).unwrap());
+        }
+        assert_eq!(text(&events), "Hello");
+        assert_eq!(
+            events.last().unwrap(),
+            &InferEvent::Done {
+                finish_reason: FinishReason::Length,
+                usage: Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: 2
+                },
+                prompt_ms: 20.0,
+                gen_ms: 40.0,
+            }
+        );
+        assert!(d.is_done());
+        assert_eq!(d.feed(r#"{"choices":[{"text":"late"}]}"#, 70.0), Ok(vec![]));
+        assert_eq!(d.finish(80.0), Ok(None));
+    }
+
+    #[test]
+    fn completions_text_and_llama_cpp_timings_are_used() {
+        let mut d = dec();
+        let a = d
+            .feed(r#"{"choices":[{"text":"Once","finish_reason":null}]}"#, 5.0)
+            .unwrap();
+        assert_eq!(a, vec![InferEvent::Text("Once".into())]);
+        d.feed(
+            r#"{"choices":[{"text":"","finish_reason":"stop"}],"timings":{"prompt_ms":1.5,"predicted_ms":9.25}}"#,
+            6.0,
+        )
+        .unwrap();
+        match d.feed("[DONE]", 7.0).unwrap().as_slice() {
+            [InferEvent::Done {
+                finish_reason,
+                usage,
+                prompt_ms,
+                gen_ms,
+            }] => {
+                assert_eq!(*finish_reason, FinishReason::Stop);
+                // No usage chunk: completion tokens estimated from the chunks streamed.
+                assert_eq!(
+                    *usage,
+                    Usage {
+                        prompt_tokens: 0,
+                        completion_tokens: 1
+                    }
+                );
+                assert_eq!((*prompt_ms, *gen_ms), (1.5, 9.25));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_payload_mid_stream_is_an_error() {
+        let mut d = dec();
+        let err = d
+            .feed(
+                r#"{"error":{"message":"context size exceeded","code":400}}"#,
+                1.0,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BackendError::BadRequest("context size exceeded".into())
+        );
+        let err = dec().feed(r#"{"error":"kaput"}"#, 1.0).unwrap_err();
+        assert_eq!(
+            err,
+            BackendError::Failed("http://h/v1 failed mid-stream: kaput".into())
+        );
+    }
+
+    #[test]
+    fn garbage_chunk_is_a_clear_error() {
+        match dec().feed("{not json", 1.0) {
+            Err(BackendError::Failed(m)) => {
+                assert!(m.contains("unreadable stream chunk") && m.contains("{not json"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn end_of_body_without_done_marker() {
+        let mut d = dec();
+        d.feed(r#"{"choices":[{"delta":{"content":"x"}}]}"#, 1.0)
+            .unwrap();
+        assert!(
+            matches!(d.finish(2.0), Err(BackendError::Failed(m)) if m.contains("closed the stream"))
+        );
+
+        let mut d = dec();
+        d.feed(
+            r#"{"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}"#,
+            1.0,
+        )
+        .unwrap();
+        assert!(matches!(d.finish(2.0), Ok(Some(InferEvent::Done { .. }))));
+    }
+
+    #[test]
+    fn whole_non_streamed_answer_is_accepted() {
+        let mut d = dec();
+        let body = r#"{"choices":[{"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        assert_eq!(
+            d.feed(body, 4.0).unwrap(),
+            vec![InferEvent::Text("Hi".into())]
+        );
+        assert!(matches!(
+            d.finish(4.0),
+            Ok(Some(InferEvent::Done {
+                usage: Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 1
+                },
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn finish_reasons_map_to_stop_unless_cut_by_length() {
+        assert_eq!(finish_reason("length"), FinishReason::Length);
+        for r in ["stop", "eos", "tool_calls", "content_filter"] {
+            assert_eq!(finish_reason(r), FinishReason::Stop);
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The `openai` driver: a model server that speaks the OpenAI HTTP API at a URL the operator
+//! gives (vLLM, llama-server, Ollama, another infermesh node, a hosted API).
+//!
+//! The remote owns its models' lifetime, so `load` only checks that the remote really serves
+//! the model and `stop` only stops routing to it. Inference always streams: the node needs
+//! tokens as they come whether or not its own client asked for a stream.
+
+pub mod decode;
+pub mod sse;
+pub mod wire;
+
+use std::error::Error as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::api::{Backend, BackendError, BackendInfo, InferStream};
+use crate::config::ModelSpec;
+use crate::types::{InferEvent, InferRequest};
+use decode::StreamDecoder;
+use sse::SseParser;
+use wire::{request_body, status_error};
+
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+const MODELS_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// No byte for this long means the remote hung; a slow but live stream sends a token well within.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiConfig {
+    pub id: String,
+    /// The versioned base path, e.g. `http://127.0.0.1:8080/v1`; endpoints are appended to it.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// The models served through this backend, args already merged (see [`crate::config`]).
+    pub models: Vec<ModelSpec>,
+}
+
+pub struct OpenAiBackend {
+    id: String,
+    base: String,
+    api_key: Option<String>,
+    models: Vec<ModelSpec>,
+    client: reqwest::Client,
+    loaded: Mutex<Option<String>>,
+}
+
+/// `base_url` without surrounding whitespace and trailing slashes, checked to be plain HTTP.
+pub fn normalize_base_url(base_url: &str) -> Result<String, BackendError> {
+    let base = base_url.trim().trim_end_matches('/');
+    if base.starts_with("https://") {
+        // reqwest is built without a TLS stack to keep the build offline and small.
+        return Err(BackendError::BadRequest(format!(
+            "{base}: https URLs are not supported by this build; put a local TLS-terminating proxy in front or use http://"
+        )));
+    }
+    match base.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() => Ok(base.to_string()),
+        _ => Err(BackendError::BadRequest(format!(
+            "`{base_url}` is not an http:// URL (expected e.g. http://127.0.0.1:8080/v1)"
+        ))),
+    }
+}
+
+/// A transport error with its causes, which is where "Connection refused" actually is.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl OpenAiBackend {
+    pub fn new(cfg: OpenAiConfig) -> Result<Self, BackendError> {
+        let base = normalize_base_url(&cfg.base_url)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(IDLE_TIMEOUT)
+            .build()
+            .map_err(|e| BackendError::Failed(format!("cannot create HTTP client: {e}")))?;
+        Ok(Self {
+            id: cfg.id,
+            base,
+            api_key: cfg.api_key,
+            models: cfg.models,
+            client,
+            loaded: Mutex::new(None),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn loaded(&self) -> Option<String> {
+        self.loaded.lock().expect("loaded lock").clone()
+    }
+
+    fn spec(&self, model: &str) -> Result<&ModelSpec, BackendError> {
+        self.models
+            .iter()
+            .find(|m| m.name == model)
+            .ok_or_else(|| BackendError::UnknownModel(model.to_string()))
+    }
+
+    fn url(&self, endpoint: &str) -> String {
+        format!("{}/{endpoint}", self.base)
+    }
+
+    fn with_auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => rb.bearer_auth(key),
+            None => rb,
+        }
+    }
+
+    fn transport_error(&self, url: &str, e: &reqwest::Error) -> BackendError {
+        if e.is_timeout() {
+            BackendError::Unavailable(format!("{url} did not answer in time"))
+        } else if e.is_connect() {
+            BackendError::Unavailable(format!(
+                "cannot connect to {}: {}",
+                self.base,
+                error_chain(e)
+            ))
+        } else {
+            BackendError::Unavailable(format!("request to {url} failed: {}", error_chain(e)))
+        }
+    }
+
+    /// `GET {base}/models` → `(status, body)`, or the transport failure.
+    async fn get_models(&self, timeout: Duration) -> Result<(u16, String), BackendError> {
+        let url = self.url("models");
+        let resp = self
+            .with_auth(self.client.get(&url))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&url, &e))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| self.transport_error(&url, &e))?;
+        Ok((status, body))
+    }
+
+    /// The model ids the remote lists.
+    async fn remote_models(&self, model: &str) -> Result<Vec<String>, BackendError> {
+        let url = self.url("models");
+        let (status, body) = self.get_models(MODELS_TIMEOUT).await?;
+        if status != 200 {
+            return Err(match status_error(status, &body, model, &url) {
+                // A 404 here is a wrong base URL, not an unknown model.
+                BackendError::UnknownModel(_) => BackendError::Failed(format!(
+                    "{url} answered 404; is the base URL right (it should end in the API version, e.g. /v1)?"
+                )),
+                other => other,
+            });
+        }
+        let list: Value = serde_json::from_str(&body).map_err(|e| {
+            BackendError::Failed(format!("{url} did not return a JSON model list: {e}"))
+        })?;
+        let ids = list["data"].as_array().ok_or_else(|| {
+            BackendError::Failed(format!("{url} returned no `data` array of models"))
+        })?;
+        Ok(ids
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Backend for OpenAiBackend {
+    fn describe(&self) -> BackendInfo {
+        BackendInfo {
+            id: self.id.clone(),
+            driver: "openai".into(),
+            models: self.models.iter().map(|m| m.name.clone()).collect(),
+            loaded: self.loaded(),
+            // The weights live on the remote machine, not in this node's memory.
+            mem_gb: 0.0,
+        }
+    }
+
+    async fn load(&self, model: &str) -> Result<(), BackendError> {
+        self.spec(model)?;
+        let listed = self.remote_models(model).await?;
+        if !listed.iter().any(|m| m == model) {
+            let lists = if listed.is_empty() {
+                "no models".to_string()
+            } else {
+                listed.join(", ")
+            };
+            return Err(BackendError::Failed(format!(
+                "{} does not serve model `{model}` (it lists: {lists})",
+                self.url("models")
+            )));
+        }
+        *self.loaded.lock().expect("loaded lock") = Some(model.to_string());
+        tracing::debug!(backend = %self.id, model, base = %self.base, "remote model available");
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let Some(model) = self.loaded() else {
+            return Err(BackendError::Unavailable("no model loaded".into()));
+        };
+        let url = self.url("models");
+        match self.get_models(HEALTH_TIMEOUT).await? {
+            (200, _) => Ok(()),
+            (status, body) => Err(status_error(status, &body, &model, &url)),
+        }
+    }
+
+    async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError> {
+        let spec = self.spec(&req.model)?;
+        if self.loaded().as_deref() != Some(req.model.as_str()) {
+            return Err(BackendError::Unavailable(format!(
+                "model `{}` is not loaded",
+                req.model
+            )));
+        }
+        let (endpoint, body) = request_body(&req, &spec.args);
+        let url = self.url(endpoint);
+        let started = Instant::now();
+        let resp = self
+            .with_auth(self.client.post(&url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&url, &e))?;
+        let status = resp.status().as_u16();
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(status_error(status, &text, &req.model, &url));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let decoder = StreamDecoder::new(&req.model, &url);
+        tokio::spawn(pump(resp, decoder, started, tx));
+        Ok(rx)
+    }
+
+    async fn stop(&self) -> Result<(), BackendError> {
+        *self.loaded.lock().expect("loaded lock") = None;
+        Ok(())
+    }
+}
+
+type Tx = mpsc::Sender<Result<InferEvent, BackendError>>;
+
+/// Reads the response body into the event channel until `Done`, an error, or the receiver
+/// going away (which drops the response and so closes the connection: the remote stops).
+async fn pump(mut resp: reqwest::Response, mut dec: StreamDecoder, started: Instant, tx: Tx) {
+    let ms = || started.elapsed().as_secs_f64() * 1000.0;
+    let streaming = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("text/event-stream"));
+    let url = resp.url().to_string();
+    let mut sse = SseParser::new();
+    // A server that ignored `stream: true` answers with one JSON body, decoded as one chunk.
+    let mut whole = Vec::new();
+    loop {
+        // Waiting on the receiver too: a client that hangs up during a long silent stretch
+        // (prompt processing) must free the remote now, not at its next token.
+        let chunk = tokio::select! {
+            _ = tx.closed() => return,
+            chunk = resp.chunk() => chunk,
+        };
+        let (payloads, eof): (Vec<String>, bool) = match chunk {
+            Ok(Some(bytes)) if streaming => (
+                sse.push(&bytes).into_iter().map(|e| e.data).collect(),
+                false,
+            ),
+            Ok(Some(bytes)) => {
+                whole.extend_from_slice(&bytes);
+                continue;
+            }
+            Ok(None) if streaming => (sse.finish().into_iter().map(|e| e.data).collect(), true),
+            Ok(None) => (vec![String::from_utf8_lossy(&whole).into_owned()], true),
+            Err(e) => {
+                let err = BackendError::Failed(format!("{url}: stream broke: {}", error_chain(&e)));
+                let _ = tx.send(Err(err)).await;
+                return;
+            }
+        };
+        for data in payloads {
+            match dec.feed(&data, ms()) {
+                Ok(events) => {
+                    for ev in events {
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+            if dec.is_done() {
+                return;
+            }
+        }
+        if eof {
+            let last = dec.finish(ms()).transpose();
+            if let Some(last) = last {
+                let _ = tx.send(last).await;
+            }
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_normalised_and_non_http_ones_rejected() {
+        assert_eq!(
+            normalize_base_url(" http://127.0.0.1:8080/v1/ "),
+            Ok("http://127.0.0.1:8080/v1".into())
+        );
+        assert_eq!(
+            normalize_base_url("http://h/api/v1//"),
+            Ok("http://h/api/v1".into())
+        );
+        for bad in [
+            "https://api.example.com/v1",
+            "ftp://x",
+            "localhost:8080/v1",
+            "http://",
+            "",
+        ] {
+            assert!(
+                matches!(normalize_base_url(bad), Err(BackendError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_url_is_unavailable_with_the_cause() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let b = OpenAiBackend::new(OpenAiConfig {
+            id: "x".into(),
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            api_key: None,
+            models: vec![ModelSpec::named("m")],
+        })
+        .unwrap();
+        match b.load("m").await {
+            Err(BackendError::Unavailable(m)) => assert!(m.contains("Connection refused"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

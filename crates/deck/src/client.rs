@@ -1,0 +1,428 @@
+//! All network I/O: the live feed of the connected node and the effects `update` asks for.
+//!
+//! Everything here reports back as [`Msg`]s on one channel; nothing touches the model, so a slow or
+//! dead node can delay data but never the screen.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, RequestBuilder};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::api::{AdminNode, ErrorBody, LogLine, LogsBody, RequestsBody, Status, TestResult};
+use crate::model::Via;
+use crate::signer::Signer;
+use crate::sse::SseParser;
+use crate::update::{Cmd, Msg, Target};
+
+/// The node sends a `status` at least every 5 s; silence past this means the connection is dead
+/// even if TCP has not noticed (a node that froze, a NAT that dropped the flow).
+const SSE_SILENCE: Duration = Duration::from_secs(8);
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Peer log pulls are many and repeated; a slow peer must not hold the round for long.
+const PEER_LOG_TIMEOUT: Duration = Duration::from_millis(1_500);
+const PEER_LOG_CONCURRENCY: usize = 16;
+/// DESIGN §2 caps a test at 5 min on the node; the deck waits a little longer than that.
+const TEST_TIMEOUT: Duration = Duration::from_secs(330);
+pub const LOG_TAIL: usize = 200;
+
+/// Delay before reconnect `attempt` (1-based): 250 ms doubling, capped at 2 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let shift = attempt.saturating_sub(1).min(16);
+    (BACKOFF_FIRST * (1u32 << shift)).min(BACKOFF_CAP)
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    signer: Arc<dyn Signer>,
+    tx: UnboundedSender<Msg>,
+}
+
+impl Client {
+    pub fn new(signer: Arc<dyn Signer>, tx: UnboundedSender<Msg>) -> anyhow::Result<Self> {
+        // No client-wide timeout: it would cut the endless SSE body. Each request sets its own.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .user_agent(concat!("infermesh-deck/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client { http, signer, tx })
+    }
+
+    fn send(&self, m: Msg) {
+        // A closed channel means the deck is exiting; there is nobody left to tell.
+        let _ = self.tx.send(m);
+    }
+
+    /// Keeps the connected node's feed alive forever: SSE when the node offers it, polling when
+    /// it does not, reconnecting with capped backoff after any failure.
+    pub async fn feed(self, base: String) {
+        let mut attempt = 0u32;
+        while !self.tx.is_closed() {
+            let (was_connected, error) = match self.sse_session(&base).await {
+                Session::Unavailable => self.poll_session(&base).await,
+                Session::Ended { connected, error } => (connected, error),
+            };
+            if was_connected {
+                attempt = 0;
+            }
+            attempt += 1;
+            self.send(Msg::Disconnected { attempt, error });
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    async fn sse_session(&self, base: &str) -> Session {
+        let resp = match self
+            .http
+            .get(format!("{base}/api/events"))
+            .header(ACCEPT, "text/event-stream")
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Session::ended(false, describe(&e)),
+        };
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let code = resp.status();
+        if code == reqwest::StatusCode::NOT_FOUND
+            || code == reqwest::StatusCode::METHOD_NOT_ALLOWED
+            || (code.is_success() && !is_sse)
+        {
+            return Session::Unavailable;
+        }
+        if !code.is_success() {
+            return Session::ended(false, format!("HTTP {}", code.as_u16()));
+        }
+        self.send(Msg::Connected(Via::Sse));
+        let mut primed = false;
+        let mut parser = SseParser::new();
+        let mut body = resp.bytes_stream();
+        loop {
+            let chunk = match tokio::time::timeout(SSE_SILENCE, body.next()).await {
+                Err(_) => return Session::ended(true, "no event for 8 s".into()),
+                Ok(None) => return Session::ended(true, "event stream closed".into()),
+                Ok(Some(Err(e))) => return Session::ended(true, describe(&e)),
+                Ok(Some(Ok(c))) => c,
+            };
+            for ev in parser.push(&chunk) {
+                match ev.event.as_str() {
+                    "status" => {
+                        if let Ok(s) = serde_json::from_str::<Status>(&ev.data) {
+                            if !primed {
+                                // SSE carries only new lines; the backlog comes from one pull.
+                                primed = true;
+                                self.spawn_backlog(base.to_string(), s.node_id.clone());
+                            }
+                            self.send(Msg::Status(Box::new(s)));
+                        }
+                    }
+                    "log" => {
+                        if let Ok(l) = serde_json::from_str::<LogLine>(&ev.data) {
+                            self.send(Msg::Log(l));
+                        }
+                    }
+                    "request" => {
+                        if let Ok(r) = serde_json::from_str(&ev.data) {
+                            self.send(Msg::Request(r));
+                        }
+                    }
+                    // Events a newer node adds are not errors.
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn spawn_backlog(&self, base: String, node_id: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.pull_logs_and_requests(&base, &node_id).await.ok();
+        });
+    }
+
+    async fn pull_logs_and_requests(&self, base: &str, node_id: &str) -> Result<(), String> {
+        let logs: LogsBody = self
+            .get_json(&format!("{base}/api/logs?tail={LOG_TAIL}"), FETCH_TIMEOUT)
+            .await?;
+        self.send(Msg::Logs {
+            node_id: node_id.to_string(),
+            lines: logs.lines,
+        });
+        let reqs: RequestsBody = self
+            .get_json(&format!("{base}/api/requests?limit=200"), FETCH_TIMEOUT)
+            .await?;
+        self.send(Msg::Requests(reqs.requests));
+        Ok(())
+    }
+
+    /// The fallback for nodes without `/api/events`: status every 1 s, logs and requests every 2 s.
+    async fn poll_session(&self, base: &str) -> (bool, String) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut connected = false;
+        for n in 0u64.. {
+            tick.tick().await;
+            if self.tx.is_closed() {
+                break;
+            }
+            let s: Status = match self
+                .get_json(&format!("{base}/api/status"), FETCH_TIMEOUT)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => return (connected, e),
+            };
+            if !connected {
+                connected = true;
+                self.send(Msg::Connected(Via::Polling));
+            }
+            let node_id = s.node_id.clone();
+            self.send(Msg::Status(Box::new(s)));
+            if n % 2 == 0 {
+                if let Err(e) = self.pull_logs_and_requests(base, &node_id).await {
+                    return (connected, e);
+                }
+            }
+        }
+        (connected, "deck closing".into())
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, url: &str, t: Duration) -> Result<T, String> {
+        let resp = self
+            .http
+            .get(url)
+            .timeout(t)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        json_body(resp).await
+    }
+
+    /// Performs one effect in the background; its outcome comes back as a `Msg`.
+    pub fn perform(&self, cmd: Cmd) {
+        let me = self.clone();
+        match cmd {
+            Cmd::Quit => {}
+            Cmd::FetchLogs(targets) => {
+                tokio::spawn(async move { me.fetch_logs(targets).await });
+            }
+            Cmd::FetchAdmin(t) => {
+                tokio::spawn(async move {
+                    let result = me
+                        .get_json::<Vec<AdminNode>>(
+                            &format!("{}/admin/v1/nodes", t.base),
+                            FETCH_TIMEOUT,
+                        )
+                        .await;
+                    me.send(Msg::Admin {
+                        node_id: t.node_id,
+                        result,
+                    });
+                });
+            }
+            Cmd::PostTest { target, backend_id } => {
+                tokio::spawn(async move {
+                    let path = format!("/admin/v1/nodes/{backend_id}/test");
+                    let rb = mutation(
+                        &me.http,
+                        me.signer.as_ref(),
+                        Method::POST,
+                        &target.base,
+                        &path,
+                        Vec::new(),
+                    );
+                    let result = match rb.timeout(TEST_TIMEOUT).send().await {
+                        Ok(resp) => json_body::<TestResult>(resp).await,
+                        Err(e) => Err(describe(&e)),
+                    };
+                    me.send(Msg::TestDone {
+                        node_id: target.node_id,
+                        backend_id,
+                        result,
+                    });
+                });
+            }
+            Cmd::Export {
+                path,
+                contents,
+                lines,
+            } => {
+                tokio::spawn(async move {
+                    let result = tokio::fs::write(&path, contents)
+                        .await
+                        .map(|()| (shown_path(&path), lines))
+                        .map_err(|e| format!("{}: {e}", path.display()));
+                    me.send(Msg::Exported(result));
+                });
+            }
+        }
+    }
+
+    async fn fetch_logs(&self, targets: Vec<Target>) {
+        let mut results = futures::stream::iter(targets)
+            .map(|t| async move {
+                let url = format!("{}/api/logs?tail={LOG_TAIL}", t.base);
+                (
+                    t.node_id,
+                    self.get_json::<LogsBody>(&url, PEER_LOG_TIMEOUT).await,
+                )
+            })
+            .buffer_unordered(PEER_LOG_CONCURRENCY);
+        while let Some((node_id, r)) = results.next().await {
+            self.send(match r {
+                Ok(body) => Msg::Logs {
+                    node_id,
+                    lines: body.lines,
+                },
+                Err(error) => Msg::LogsFailed { node_id, error },
+            });
+        }
+        self.send(Msg::LogsDone);
+    }
+}
+
+enum Session {
+    /// The node has no SSE endpoint: use polling.
+    Unavailable,
+    Ended {
+        connected: bool,
+        error: String,
+    },
+}
+
+impl Session {
+    fn ended(connected: bool, error: String) -> Self {
+        Session::Ended { connected, error }
+    }
+}
+
+/// Builds every mutating request. It is the single place a [`Signer`] is consulted, so operator
+/// signing covers all mutations by construction.
+pub fn mutation(
+    http: &reqwest::Client,
+    signer: &dyn Signer,
+    method: Method,
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> RequestBuilder {
+    let auth = signer.sign_request(method.as_str(), path, &body);
+    let mut rb = http.request(method, format!("{base}{path}"));
+    if let Some(h) = auth {
+        rb = rb.header(AUTHORIZATION, h);
+    }
+    if !body.is_empty() {
+        rb = rb.header(CONTENT_TYPE, "application/json");
+    }
+    rb.body(body)
+}
+
+/// Decodes a 2xx body; anything else becomes "HTTP 409: <the node's sentence>".
+async fn json_body<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, String> {
+    let code = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| describe(&e))?;
+    if !code.is_success() {
+        let sentence = serde_json::from_slice::<ErrorBody>(&bytes)
+            .ok()
+            .and_then(|b| b.sentence())
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&bytes)
+                    .trim()
+                    .chars()
+                    .take(120)
+                    .collect()
+            });
+        return Err(format!("HTTP {}: {sentence}", code.as_u16()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("unexpected response: {e}"))
+}
+
+/// The innermost cause ("Connection refused (os error 111)"): reqwest's outer message repeats
+/// the URL, which the header already shows.
+pub fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+fn shown_path(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps_at_two_seconds() {
+        let ms: Vec<u128> = (1..=7).map(|a| backoff(a).as_millis()).collect();
+        assert_eq!(ms, vec![250, 500, 1000, 2000, 2000, 2000, 2000]);
+        assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+    }
+
+    struct Fixed;
+    impl Signer for Fixed {
+        fn sign_request(
+            &self,
+            method: &str,
+            path: &str,
+            body: &[u8],
+        ) -> Option<reqwest::header::HeaderValue> {
+            reqwest::header::HeaderValue::from_str(&format!(
+                "Infermesh k:{method}:{path}:{}",
+                body.len()
+            ))
+            .ok()
+        }
+    }
+
+    #[test]
+    fn mutations_carry_the_signers_header() {
+        let http = reqwest::Client::new();
+        let req = mutation(
+            &http,
+            &Fixed,
+            Method::POST,
+            "http://n:1",
+            "/admin/v1/nodes/e/test",
+            Vec::new(),
+        )
+        .build()
+        .unwrap();
+        assert_eq!(req.url().as_str(), "http://n:1/admin/v1/nodes/e/test");
+        assert_eq!(
+            req.headers().get(AUTHORIZATION).unwrap(),
+            "Infermesh k:POST:/admin/v1/nodes/e/test:0"
+        );
+        let unsigned = mutation(
+            &http,
+            &crate::signer::NoopSigner,
+            Method::POST,
+            "http://n:1",
+            "/x",
+            Vec::new(),
+        )
+        .build()
+        .unwrap();
+        assert!(unsigned.headers().get(AUTHORIZATION).is_none());
+    }
+}

@@ -1,0 +1,418 @@
+//! Everything the deck knows, as plain data, and the pure views derived from it.
+//!
+//! Views (sorted node rows, model groups, the filtered log) are recomputed on demand instead of
+//! cached: at 1,000 nodes that costs well under a millisecond, and a cache would be one more thing
+//! that can disagree with the data it came from.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use infermesh_state::NodeState;
+
+use crate::api::{base_url, AdminNode, RequestRecord, Status, TestResult};
+
+mod logs;
+pub use logs::{Level, LogStore, LogsView, LOG_CAP};
+
+/// Bounds that keep a deck left open for days at a constant footprint.
+pub const REQUEST_CAP: usize = 2_000;
+/// The window `requests/s` is averaged over.
+pub const RATE_WINDOW_MS: i64 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Nodes,
+    Models,
+    Onboarding,
+    Logs,
+    Requests,
+    Wakeable,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 6] = [
+        Tab::Nodes,
+        Tab::Models,
+        Tab::Onboarding,
+        Tab::Logs,
+        Tab::Requests,
+        Tab::Wakeable,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Nodes => "NODES",
+            Tab::Models => "MODELS",
+            Tab::Onboarding => "ONBOARDING",
+            Tab::Logs => "LOGS",
+            Tab::Requests => "REQUESTS",
+            Tab::Wakeable => "WAKEABLE",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+
+    pub fn cycle(self, forward: bool) -> Tab {
+        let n = Tab::ALL.len();
+        let i = self.index();
+        Tab::ALL[if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        }]
+    }
+}
+
+/// How the live feed currently reaches the deck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Sse,
+    Polling,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conn {
+    Connecting,
+    Connected(Via),
+    Reconnecting { attempt: u32, error: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortCol {
+    Name,
+    State,
+    Models,
+    Vram,
+    Load,
+    LastSeen,
+}
+
+impl SortCol {
+    pub const ALL: [SortCol; 6] = [
+        SortCol::Name,
+        SortCol::State,
+        SortCol::Models,
+        SortCol::Vram,
+        SortCol::Load,
+        SortCol::LastSeen,
+    ];
+
+    pub fn next(self) -> SortCol {
+        let i = SortCol::ALL.iter().position(|c| *c == self).unwrap_or(0);
+        SortCol::ALL[(i + 1) % SortCol::ALL.len()]
+    }
+}
+
+/// The mutating action waiting for the operator's y/N.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirm {
+    pub node_id: String,
+    pub node_name: String,
+    pub base: String,
+    pub backend_id: String,
+}
+
+impl Confirm {
+    /// Says exactly what pressing `y` will do, before anything is signed or sent.
+    pub fn sentence(&self) -> String {
+        format!(
+            "Run a test of backend {} on node {}: loads each model, one inference, stops it. [y/N]",
+            self.backend_id, self.node_name
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestRun {
+    Running {
+        node_name: String,
+        backend_id: String,
+        started_ms: i64,
+    },
+    Done {
+        node_name: String,
+        backend_id: String,
+        result: TestResult,
+    },
+    Failed {
+        node_name: String,
+        backend_id: String,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OnboardingView {
+    /// Which node `backends` belongs to; data of another node is never shown under this one.
+    pub node_id: Option<String>,
+    pub backends: Vec<AdminNode>,
+    pub fetched_ms: i64,
+    pub error: Option<String>,
+    pub in_flight: bool,
+    pub last_fetch_ms: i64,
+    pub selected: usize,
+    pub test: Option<TestRun>,
+}
+
+/// One row of NODES: the connected node or a peer, borrowed from the status body.
+#[derive(Debug, Clone)]
+pub struct NodeRow<'a> {
+    pub node_id: &'a str,
+    pub name: &'a str,
+    pub addr: &'a str,
+    pub is_self: bool,
+    pub state: Option<NodeState>,
+    pub models: &'a [String],
+    pub vram_gb: Option<f64>,
+    pub ram_gb: Option<f64>,
+    pub load: Option<u64>,
+    pub version: &'a str,
+    pub participation: Option<&'a str>,
+    /// `None` for the connected node itself: it is being heard from now.
+    pub last_seen_ms: Option<i64>,
+}
+
+/// One row of MODELS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelGroup {
+    pub model: String,
+    /// (node name, state) of every node listing the model.
+    pub replicas: Vec<(String, Option<NodeState>)>,
+    /// Replicas in `serving`: what the router can actually send to.
+    pub routable: usize,
+    pub rps: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub url: String,
+    pub now_ms: i64,
+    pub spinner: usize,
+    pub conn: Conn,
+    pub status: Option<Status>,
+    /// node_id → name, kept after a node leaves so its old log lines keep their name.
+    pub names: HashMap<String, String>,
+    pub tab: Tab,
+    pub help: bool,
+    pub confirm: Option<Confirm>,
+    pub flash: Option<(String, i64)>,
+    pub term: (u16, u16),
+
+    pub sort: SortCol,
+    pub selected_node: Option<String>,
+    pub selected_hint: usize,
+    pub detail: bool,
+    pub models_sel: usize,
+
+    pub logs: LogStore,
+    pub logs_view: LogsView,
+    pub logs_in_flight: bool,
+    pub last_logs_fetch_ms: i64,
+    /// Last pull error per peer; a peer that cannot be reached must not look merely quiet.
+    pub log_errors: HashMap<String, String>,
+
+    pub requests: Vec<RequestRecord>,
+    pub requests_scroll: usize,
+
+    pub onboarding: OnboardingView,
+}
+
+impl Model {
+    pub fn new(url: impl Into<String>) -> Self {
+        Model {
+            url: base_url(&url.into()),
+            now_ms: 0,
+            spinner: 0,
+            conn: Conn::Connecting,
+            status: None,
+            names: HashMap::new(),
+            tab: Tab::Nodes,
+            help: false,
+            confirm: None,
+            flash: None,
+            term: (80, 24),
+            sort: SortCol::Name,
+            selected_node: None,
+            selected_hint: 0,
+            detail: false,
+            models_sel: 0,
+            logs: LogStore::default(),
+            logs_view: LogsView {
+                follow: true,
+                ..LogsView::default()
+            },
+            logs_in_flight: false,
+            last_logs_fetch_ms: i64::MIN / 2,
+            log_errors: HashMap::new(),
+            requests: Vec::new(),
+            requests_scroll: 0,
+            onboarding: OnboardingView {
+                last_fetch_ms: i64::MIN / 2,
+                ..OnboardingView::default()
+            },
+        }
+    }
+
+    pub fn name_of<'a>(&'a self, node_id: &'a str) -> &'a str {
+        self.names
+            .get(node_id)
+            .map(String::as_str)
+            .unwrap_or(node_id)
+    }
+
+    /// The connected node and every peer, sorted by the current column (ties by name, then id,
+    /// so rows never jitter between frames).
+    pub fn node_rows(&self) -> Vec<NodeRow<'_>> {
+        let Some(s) = &self.status else {
+            return Vec::new();
+        };
+        let mut rows = Vec::with_capacity(s.peers.len() + 1);
+        rows.push(NodeRow {
+            node_id: &s.node_id,
+            name: &s.name,
+            addr: &self.url,
+            is_self: true,
+            state: s.state(),
+            models: &s.models,
+            vram_gb: s.vram_gb,
+            ram_gb: s.ram_gb,
+            load: s.in_flight,
+            version: &s.version,
+            participation: s.participation.as_deref(),
+            last_seen_ms: None,
+        });
+        rows.extend(s.peers.iter().map(|p| NodeRow {
+            node_id: &p.node_id,
+            name: &p.name,
+            addr: &p.addr,
+            is_self: false,
+            state: p.node_state(),
+            models: &p.models,
+            vram_gb: p.vram_gb,
+            ram_gb: p.ram_gb,
+            load: p.load,
+            version: p.version.as_deref().unwrap_or(""),
+            participation: p.participation.as_deref(),
+            last_seen_ms: p.last_seen_ms,
+        }));
+        let sort = self.sort;
+        rows.sort_by(|a, b| {
+            let f = |x: Option<f64>| x.unwrap_or(-1.0);
+            let primary = match sort {
+                SortCol::Name => Ordering::Equal,
+                // Serving first: what an operator checks first is what can take traffic.
+                SortCol::State => b.state.cmp(&a.state),
+                SortCol::Models => b.models.len().cmp(&a.models.len()),
+                SortCol::Vram => f(b.vram_gb).total_cmp(&f(a.vram_gb)),
+                SortCol::Load => b.load.cmp(&a.load),
+                // Stalest first: that is the peer about to be declared dead.
+                SortCol::LastSeen => a
+                    .last_seen_ms
+                    .unwrap_or(i64::MAX)
+                    .cmp(&b.last_seen_ms.unwrap_or(i64::MAX)),
+            };
+            primary
+                .then_with(|| a.name.cmp(b.name))
+                .then_with(|| a.node_id.cmp(b.node_id))
+        });
+        rows
+    }
+
+    /// Index of the selected row in `rows`, following the node (not the position) across sorts.
+    pub fn selected_index(&self, rows: &[NodeRow<'_>]) -> usize {
+        self.selected_node
+            .as_deref()
+            .and_then(|id| rows.iter().position(|r| r.node_id == id))
+            .unwrap_or_else(|| self.selected_hint.min(rows.len().saturating_sub(1)))
+    }
+
+    /// The node ONBOARDING and `l` act on: the NODES selection, else the connected node.
+    pub fn target_node(&self) -> Option<(String, String, String)> {
+        let rows = self.node_rows();
+        let r = rows.get(self.selected_index(&rows))?;
+        Some((r.node_id.to_string(), r.name.to_string(), base_url(r.addr)))
+    }
+
+    pub fn model_groups(&self) -> Vec<ModelGroup> {
+        let mut groups: BTreeMap<&str, ModelGroup> = BTreeMap::new();
+        let mut rows = self.node_rows();
+        rows.sort_by(|a, b| a.name.cmp(b.name));
+        for r in &rows {
+            for m in r.models {
+                let g = groups.entry(m).or_insert_with(|| ModelGroup {
+                    model: m.clone(),
+                    replicas: Vec::new(),
+                    routable: 0,
+                    rps: 0.0,
+                });
+                g.replicas.push((r.name.to_string(), r.state));
+                g.routable += usize::from(r.state == Some(NodeState::Serving));
+            }
+        }
+        // Requests for a model nobody lists still show: that is a routing failure worth seeing.
+        for req in &self.requests {
+            groups
+                .entry(req.model.as_str())
+                .or_insert_with(|| ModelGroup {
+                    model: req.model.clone(),
+                    replicas: Vec::new(),
+                    routable: 0,
+                    rps: 0.0,
+                });
+        }
+        let mut out: Vec<ModelGroup> = groups.into_values().collect();
+        for g in &mut out {
+            g.rps = requests_per_second(&self.requests, &g.model, self.now_ms);
+        }
+        out.retain(|g| !g.replicas.is_empty() || g.rps > 0.0);
+        out
+    }
+
+    /// Indices into `logs.lines()` that pass the node, level and search filters.
+    pub fn visible_logs(&self) -> Vec<usize> {
+        let v = &self.logs_view;
+        let needle = v.search.to_ascii_lowercase();
+        self.logs
+            .lines()
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| v.node_filter.as_deref().is_none_or(|n| l.node_id == n))
+            .filter(|(_, l)| v.min_level.is_none_or(|m| Level::parse(&l.level) >= m))
+            .filter(|(_, l)| needle.is_empty() || contains_ci(&l.message, &needle))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Rows a bordered tab body can show (screen less header 3, tab bar 1, footer 1, borders 2);
+    /// page keys move by this much.
+    pub fn page_rows(&self) -> usize {
+        usize::from(self.term.1).saturating_sub(7).max(1)
+    }
+
+    /// First visible line of a filtered log of `len` lines shown `height` rows at a time.
+    pub fn log_top(&self, len: usize, height: usize) -> usize {
+        if self.logs_view.follow {
+            len.saturating_sub(height)
+        } else {
+            self.logs_view.top.min(len.saturating_sub(1))
+        }
+    }
+}
+
+/// Requests for `model` in the last [`RATE_WINDOW_MS`], per second.
+pub fn requests_per_second(reqs: &[RequestRecord], model: &str, now_ms: i64) -> f64 {
+    let from = now_ms - RATE_WINDOW_MS;
+    let n = reqs
+        .iter()
+        .filter(|r| r.model == model && r.at_ms > from && r.at_ms <= now_ms)
+        .count();
+    n as f64 / (RATE_WINDOW_MS as f64 / 1000.0)
+}
+
+/// ASCII case-insensitive substring test; `needle` must already be lowercase.
+pub fn contains_ci(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}

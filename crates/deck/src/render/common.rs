@@ -1,0 +1,245 @@
+//! Pieces every tab shares: the state badge and its colours, header, tab bar, footer, overlays.
+//!
+//! One colour per node state, defined only here, so a state reads the same in every tab.
+
+use infermesh_state::NodeState;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Tabs, Wrap};
+use ratatui::Frame;
+
+use crate::model::{Conn, Model, Tab, Via};
+
+pub fn state_color(s: Option<NodeState>) -> Color {
+    match s {
+        Some(NodeState::Client) => Color::Blue,
+        Some(NodeState::Standby) => Color::Cyan,
+        Some(NodeState::Loading) => Color::Yellow,
+        Some(NodeState::Serving) => Color::Green,
+        None => Color::Magenta,
+    }
+}
+
+pub fn state_word(s: Option<NodeState>) -> &'static str {
+    s.map_or("unknown", NodeState::as_str)
+}
+
+/// ` serving ` on the state's colour; fixed width so badge columns line up.
+pub fn badge(s: Option<NodeState>) -> Span<'static> {
+    Span::styled(
+        format!(" {:<7} ", state_word(s)),
+        Style::new()
+            .fg(Color::Black)
+            .bg(state_color(s))
+            .add_modifier(Modifier::BOLD),
+    )
+}
+
+pub fn level_color(level: &str) -> Color {
+    match crate::model::Level::parse(level) {
+        crate::model::Level::Error => Color::Red,
+        crate::model::Level::Warn => Color::Yellow,
+        crate::model::Level::Info => Color::Green,
+        crate::model::Level::Debug => Color::Blue,
+        crate::model::Level::Trace => Color::DarkGray,
+    }
+}
+
+pub const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+pub fn spinner(m: &Model) -> &'static str {
+    SPINNER[m.spinner % SPINNER.len()]
+}
+
+pub fn conn_span(m: &Model) -> Span<'static> {
+    match &m.conn {
+        Conn::Connecting => Span::styled(format!("{} connecting…", spinner(m)), Color::Yellow),
+        Conn::Connected(Via::Sse) => Span::styled("● connected (live)", Color::Green),
+        Conn::Connected(Via::Polling) => Span::styled("● connected (polling)", Color::Green),
+        Conn::Reconnecting { attempt, error } => Span::styled(
+            format!("{} reconnecting (attempt {attempt}, {error})", spinner(m)),
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+    }
+}
+
+/// Three lines: where the deck is connected, what that node says about itself, the mesh census.
+pub fn header(m: &Model, f: &mut Frame, area: Rect) {
+    let mut l1 = vec![
+        Span::styled("infermesh deck ", Style::new().bold()),
+        Span::raw(m.url.clone()),
+        Span::raw("  "),
+    ];
+    l1.push(conn_span(m));
+    let l2 = match &m.status {
+        Some(s) => {
+            let mut spans = vec![
+                badge(s.state()),
+                Span::raw(" "),
+                Span::raw(s.name.clone()).bold(),
+            ];
+            if let Some(msg) = s.message.as_deref().filter(|t| !t.is_empty()) {
+                spans.push(Span::raw(format!(" — {msg}")));
+            }
+            Line::from(spans)
+        }
+        None => Line::from(Span::styled("no status received yet", Color::DarkGray)),
+    };
+    let l3 = match &m.status {
+        Some(s) => {
+            let mut counts = [0usize; 5];
+            for p in &s.peers {
+                let i = p.node_state().map_or(4, |st| st as usize);
+                counts[i] += 1;
+            }
+            let mut spans = vec![Span::raw(format!("peers {}: ", s.peers.len()))];
+            let slots = NodeState::ALL.iter().map(|st| Some(*st)).chain([None]);
+            for (i, st) in slots.enumerate() {
+                if counts[i] == 0 && st.is_none() {
+                    continue; // "0 unknown" is noise; the four real states always show.
+                }
+                if i > 0 {
+                    spans.push(Span::raw(" · "));
+                }
+                spans.push(Span::styled(
+                    format!("{} {}", counts[i], state_word(st)),
+                    state_color(st),
+                ));
+            }
+            Line::from(spans)
+        }
+        None => Line::default(),
+    };
+    f.render_widget(Paragraph::new(vec![Line::from(l1), l2, l3]), area);
+}
+
+pub fn tab_bar(m: &Model, f: &mut Frame, area: Rect) {
+    let titles = Tab::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Line::from(format!("{} {}", i + 1, t.title())));
+    let tabs = Tabs::new(titles)
+        .select(m.tab.index())
+        .highlight_style(Style::new().fg(Color::Black).bg(Color::White).bold())
+        .divider(" ");
+    f.render_widget(tabs, area);
+}
+
+fn hints(m: &Model) -> &'static str {
+    match m.tab {
+        Tab::Nodes => "j/k move  g/G ends  s sort  ⏎ detail  l logs  1-6 tabs  ? help  q quit",
+        Tab::Models => "j/k move  1-6/Tab tabs  ? help  q quit",
+        Tab::Onboarding => "j/k backend  t test  r refresh  1-6/Tab tabs  ? help  q quit",
+        Tab::Logs => {
+            "f node  v level  p pause  / search  e export  j/k PgUp/PgDn g/G scroll  ? help  q quit"
+        }
+        Tab::Requests => "j/k scroll  1-6/Tab tabs  ? help  q quit",
+        Tab::Wakeable => "1-6/Tab tabs  ? help  q quit",
+    }
+}
+
+pub fn footer(m: &Model, f: &mut Frame, area: Rect) {
+    let line = if let Some(edit) = &m.logs_view.search_edit {
+        Line::from(vec![
+            Span::styled("search: ", Color::Yellow),
+            Span::raw(format!("{edit}▏")),
+            Span::styled("  ⏎ apply  Esc cancel", Color::DarkGray),
+        ])
+    } else if let Some((text, _)) = &m.flash {
+        Line::from(Span::styled(
+            text.clone(),
+            Style::new().fg(Color::Yellow).bold(),
+        ))
+    } else {
+        Line::from(Span::styled(hints(m), Color::DarkGray))
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+/// A `w`×`h` rectangle centred in `area`, clipped to it.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let [v] = Layout::vertical([Constraint::Length(h.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))])
+        .flex(Flex::Center)
+        .areas(v);
+    r
+}
+
+pub const HELP: &[(&str, &str)] = &[
+    (
+        "1-6",
+        "switch tab (NODES MODELS ONBOARDING LOGS REQUESTS WAKEABLE)",
+    ),
+    ("Tab/Shift-Tab ←/→", "next / previous tab"),
+    ("j/k ↓/↑", "move selection or scroll"),
+    ("g/G Home/End", "first / last"),
+    ("PgUp/PgDn", "page"),
+    ("s", "NODES: cycle sort column"),
+    ("Enter", "NODES: open/close the detail pane"),
+    ("l", "NODES: show LOGS of the selected node"),
+    ("t", "ONBOARDING: test the selected backend (asks first)"),
+    ("r", "ONBOARDING: refresh now"),
+    ("f", "LOGS: cycle node filter"),
+    ("v", "LOGS: cycle minimum level"),
+    ("p", "LOGS: pause / resume following"),
+    ("/", "LOGS: search (Enter applies, Esc cancels)"),
+    ("e", "LOGS: export the filtered lines to a file"),
+    ("?", "this help"),
+    ("q / Esc", "quit (Esc first closes a pane)"),
+];
+
+pub fn help(f: &mut Frame, area: Rect) {
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, d)| {
+            Line::from(vec![
+                Span::styled(format!("{k:>18}  "), Style::new().fg(Color::Cyan).bold()),
+                Span::raw(*d),
+            ])
+        })
+        .collect();
+    let r = centered(area, 84, HELP.len() as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" keys — any key closes ")),
+        r,
+    );
+}
+
+pub fn confirm(text: &str, f: &mut Frame, area: Rect) {
+    let r = centered(area, 100, 5);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(text.to_string())
+            .wrap(Wrap { trim: true })
+            .block(
+                Block::bordered()
+                    .title(" confirm ")
+                    .border_style(Style::new().fg(Color::Yellow)),
+            ),
+        r,
+    );
+}
+
+/// Cuts `s` to `max` chars with an ellipsis; column widths are fixed and a long model list must
+/// not push the state badge off screen.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else if max == 0 {
+        String::new()
+    } else {
+        let mut out: String = s.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// First row to draw so that `selected` is visible in `height` rows: whole pages, so the view
+/// only moves when the selection leaves it.
+pub fn page_offset(selected: usize, height: usize) -> usize {
+    selected.checked_div(height).map_or(0, |page| page * height)
+}

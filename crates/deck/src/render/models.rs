@@ -1,0 +1,79 @@
+//! MODELS: one row per model with its replica group and what the router can use.
+
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
+use ratatui::Frame;
+
+use super::common::{clip, page_offset, state_color};
+
+pub fn render(m: &crate::model::Model, f: &mut Frame, area: Rect) {
+    let groups = m.model_groups();
+    if groups.is_empty() {
+        let p = Paragraph::new(
+            "No models: no node in the mesh lists a model yet, and no request named one.",
+        )
+        .block(Block::bordered().title(" MODELS "));
+        f.render_widget(p, area);
+        return;
+    }
+    let sel = m.models_sel.min(groups.len() - 1);
+    let height = usize::from(area.height.saturating_sub(3));
+    let offset = page_offset(sel, height);
+    let rows = groups
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(height)
+        .map(|(i, g)| {
+            // Each replica name in its state's colour: the group reads as a census at a glance.
+            let mut names: Vec<Span> = Vec::new();
+            for (j, (name, st)) in g.replicas.iter().enumerate() {
+                if j > 0 {
+                    names.push(Span::raw(", "));
+                }
+                names.push(Span::styled(name.clone(), state_color(*st)));
+            }
+            if names.is_empty() {
+                names.push(Span::styled("no replica", Color::Red));
+            }
+            let routable = Span::styled(
+                format!("{}/{}", g.routable, g.replicas.len()),
+                if g.routable == 0 {
+                    Color::Red
+                } else {
+                    Color::Green
+                },
+            );
+            let style = if i == sel {
+                Style::new().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::new()
+            };
+            Row::new(vec![
+                Cell::from(clip(&g.model, 32)),
+                Cell::from(routable),
+                Cell::from(format!("{:.2}", g.rps)),
+                Cell::from(Line::from(names)),
+            ])
+            .style(style)
+        });
+    let header = Row::new(["MODEL", "ROUTABLE", "REQ/S", "REPLICAS (group)"])
+        .style(Style::new().bold().fg(Color::Gray));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(32),
+            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Min(10),
+        ],
+    )
+    .header(header)
+    .block(Block::bordered().title(format!(
+        " MODELS ({}) — routable = serving replicas; req/s over the last 60 s ",
+        groups.len()
+    )));
+    f.render_widget(table, area);
+}

@@ -1,0 +1,178 @@
+//! NODES: the connected node and every live peer.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
+use ratatui::Frame;
+
+use super::common::{badge, clip, page_offset};
+use crate::fmt::{ago, gb};
+use crate::model::{Model, NodeRow, SortCol};
+
+const COLUMNS: [(&str, Option<SortCol>); 9] = [
+    ("", None),
+    ("NAME", Some(SortCol::Name)),
+    ("STATE", Some(SortCol::State)),
+    ("MODELS", Some(SortCol::Models)),
+    ("VRAM", Some(SortCol::Vram)),
+    ("RAM", None),
+    ("LOAD", Some(SortCol::Load)),
+    ("VERSION", None),
+    ("SEEN", Some(SortCol::LastSeen)),
+];
+
+pub fn render(m: &Model, f: &mut Frame, area: Rect) {
+    let Some(status) = &m.status else {
+        let p = Paragraph::new("Waiting for the node's first status…")
+            .block(Block::bordered().title(" NODES "));
+        f.render_widget(p, area);
+        return;
+    };
+    let rows = m.node_rows();
+    let sel = m.selected_index(&rows);
+    let (table_area, detail_area) = if m.detail {
+        if area.width >= 120 {
+            let [a, b] =
+                Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+                    .areas(area);
+            (a, Some(b))
+        } else {
+            let [a, b] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(area);
+            (a, Some(b))
+        }
+    } else {
+        (area, None)
+    };
+
+    let title = if status.peers.is_empty() {
+        " NODES (1) — no peers yet: this node is alone in the mesh ".to_string()
+    } else {
+        format!(" NODES ({}) — sorted by {:?} ", rows.len(), m.sort)
+    };
+    let height = usize::from(table_area.height.saturating_sub(3));
+    let offset = page_offset(sel, height);
+    let header = Row::new(COLUMNS.iter().map(|(name, col)| {
+        let mark = if *col == Some(m.sort) { "▼" } else { "" };
+        Cell::from(format!("{name}{mark}"))
+    }))
+    .style(Style::new().bold().fg(Color::Gray));
+    let body = rows
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(height)
+        .map(|(i, r)| row(m, r, i == sel));
+    let table = Table::new(
+        body,
+        [
+            Constraint::Length(1),
+            Constraint::Length(16),
+            Constraint::Length(9),
+            Constraint::Min(10),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(4),
+            Constraint::Length(8),
+            Constraint::Length(8),
+        ],
+    )
+    .header(header)
+    .block(Block::bordered().title(title));
+    f.render_widget(table, table_area);
+
+    if let (Some(a), Some(r)) = (detail_area, rows.get(sel)) {
+        detail(m, r, f, a);
+    }
+}
+
+fn row<'a>(m: &Model, r: &NodeRow<'a>, selected: bool) -> Row<'a> {
+    let seen = match r.last_seen_ms {
+        None => "self".to_string(),
+        Some(t) => ago(m.now_ms, t),
+    };
+    let load = r.load.map_or("-".to_string(), |l| l.to_string());
+    let cells = vec![
+        Cell::from(if r.is_self { "*" } else { " " }),
+        Cell::from(clip(r.name, 16)),
+        Cell::from(badge(r.state)),
+        Cell::from(r.models.join(",")),
+        Cell::from(gb(r.vram_gb)),
+        Cell::from(gb(r.ram_gb)),
+        Cell::from(load),
+        Cell::from(clip(r.version, 8)),
+        Cell::from(seen),
+    ];
+    let style = if selected {
+        Style::new().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::new()
+    };
+    Row::new(cells).style(style)
+}
+
+fn detail(m: &Model, r: &NodeRow<'_>, f: &mut Frame, area: Rect) {
+    let kv = |k: &str, v: String| {
+        Line::from(vec![
+            Span::styled(format!("{k:>13}: "), Color::Gray),
+            Span::raw(v),
+        ])
+    };
+    let mut lines = vec![
+        Line::from(vec![
+            badge(r.state),
+            Span::raw(" "),
+            Span::raw(r.name.to_string()).bold(),
+        ]),
+        kv("node id", r.node_id.to_string()),
+        kv("address", r.addr.to_string()),
+        kv("version", r.version.to_string()),
+        kv("participation", r.participation.unwrap_or("-").to_string()),
+        kv(
+            "models",
+            if r.models.is_empty() {
+                "-".into()
+            } else {
+                r.models.join(", ")
+            },
+        ),
+        kv(
+            "vram / ram",
+            format!("{} / {}", gb(r.vram_gb), gb(r.ram_gb)),
+        ),
+        kv("load", r.load.map_or("-".into(), |l| l.to_string())),
+        kv(
+            "last seen",
+            r.last_seen_ms
+                .map_or("connected node".into(), |t| ago(m.now_ms, t)),
+        ),
+    ];
+    if let Some(e) = m.log_errors.get(r.node_id) {
+        lines.push(kv("log pull", format!("failing: {e}")));
+    }
+    if r.is_self {
+        if let Some(s) = &m.status {
+            if let Some(msg) = &s.message {
+                lines.push(kv("message", msg.clone()));
+            }
+            for b in &s.backends {
+                let phase = b.phase.as_deref().unwrap_or("-");
+                let mut text = format!("{} ({}) {phase}", b.id, b.driver);
+                if let Some(a) = &b.assigned {
+                    text.push_str(&format!(" · {a}"));
+                }
+                if let Some(d) = &b.detail {
+                    text.push_str(&format!(" · {d}"));
+                }
+                lines.push(kv("backend", text));
+            }
+        }
+    }
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" detail — Enter/Esc closes ")),
+        area,
+    );
+}

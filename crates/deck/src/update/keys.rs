@@ -1,0 +1,265 @@
+//! Key handling. Overlays take keys first (confirm modal, search input, help) so a key typed into
+//! one can never also act on the tab underneath; DESIGN §6 lists the bindings.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::{fetch_admin, Cmd, Target, FLASH_MS};
+use crate::fmt::{export_line, file_stamp};
+use crate::model::{Confirm, Level, Model, Tab, TestRun};
+
+pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
+    if k.kind == KeyEventKind::Release {
+        return Vec::new();
+    }
+    if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
+        return vec![Cmd::Quit];
+    }
+    if let Some(c) = m.confirm.take() {
+        // Only an explicit yes sends; N, Esc or any other key cancels with nothing sent.
+        return if matches!(k.code, KeyCode::Char('y' | 'Y')) {
+            start_test(m, c)
+        } else {
+            Vec::new()
+        };
+    }
+    if m.logs_view.search_edit.is_some() {
+        search_key(m, k.code);
+        return Vec::new();
+    }
+    if m.help {
+        m.help = false;
+        return if k.code == KeyCode::Char('q') {
+            vec![Cmd::Quit]
+        } else {
+            Vec::new()
+        };
+    }
+    match k.code {
+        KeyCode::Char('q') => vec![Cmd::Quit],
+        KeyCode::Esc if m.detail => {
+            m.detail = false;
+            Vec::new()
+        }
+        KeyCode::Esc => vec![Cmd::Quit],
+        KeyCode::Char('?') => {
+            m.help = true;
+            Vec::new()
+        }
+        KeyCode::Char(c @ '1'..='6') => switch_tab(m, Tab::ALL[c as usize - '1' as usize]),
+        KeyCode::Tab | KeyCode::Right => switch_tab(m, m.tab.cycle(true)),
+        KeyCode::BackTab | KeyCode::Left => switch_tab(m, m.tab.cycle(false)),
+        code => match m.tab {
+            Tab::Nodes => nodes_key(m, code),
+            Tab::Models => {
+                m.models_sel = step(m.models_sel, m.model_groups().len(), code, m.page_rows());
+                Vec::new()
+            }
+            Tab::Onboarding => onboarding_key(m, code),
+            Tab::Logs => logs_key(m, code),
+            Tab::Requests => {
+                m.requests_scroll = step(m.requests_scroll, m.requests.len(), code, m.page_rows());
+                Vec::new()
+            }
+            Tab::Wakeable => Vec::new(),
+        },
+    }
+}
+
+fn switch_tab(m: &mut Model, tab: Tab) -> Vec<Cmd> {
+    m.tab = tab;
+    m.detail = false;
+    if tab == Tab::Onboarding {
+        // Fetch now instead of showing an empty tab until the next pull.
+        return fetch_admin(m).into_iter().collect();
+    }
+    Vec::new()
+}
+
+/// j/k/g/G/PgUp/PgDn over a list of `len`; other keys leave `cur` as it is.
+fn step(cur: usize, len: usize, code: KeyCode, page: usize) -> usize {
+    let last = len.saturating_sub(1);
+    let next = match code {
+        KeyCode::Char('j') | KeyCode::Down => cur.saturating_add(1),
+        KeyCode::Char('k') | KeyCode::Up => cur.saturating_sub(1),
+        KeyCode::Char('g') | KeyCode::Home => 0,
+        KeyCode::Char('G') | KeyCode::End => last,
+        KeyCode::PageDown => cur.saturating_add(page),
+        KeyCode::PageUp => cur.saturating_sub(page),
+        _ => cur,
+    };
+    next.min(last)
+}
+
+fn nodes_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
+    match code {
+        KeyCode::Char('s') => m.sort = m.sort.next(),
+        KeyCode::Enter => m.detail = !m.detail,
+        KeyCode::Char('l') => {
+            if let Some((id, _, _)) = m.target_node() {
+                m.logs_view.node_filter = Some(id);
+                m.logs_view.follow = true;
+                m.tab = Tab::Logs;
+                m.detail = false;
+            }
+        }
+        _ => {
+            let rows = m.node_rows();
+            let cur = m.selected_index(&rows);
+            let next = step(cur, rows.len(), code, m.page_rows());
+            let id = rows.get(next).map(|r| r.node_id.to_string());
+            m.selected_hint = next;
+            m.selected_node = id;
+        }
+    }
+    Vec::new()
+}
+
+fn onboarding_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
+    match code {
+        KeyCode::Char('t') => {
+            if matches!(m.onboarding.test, Some(TestRun::Running { .. })) {
+                m.flash = Some((
+                    "a test is already running; wait for its result".into(),
+                    m.now_ms + FLASH_MS,
+                ));
+                return Vec::new();
+            }
+            let Some(b) = m.onboarding.backends.get(m.onboarding.selected) else {
+                return Vec::new();
+            };
+            let Some((node_id, node_name, base)) = m.target_node() else {
+                return Vec::new();
+            };
+            if m.onboarding.node_id.as_deref() != Some(&node_id) {
+                return Vec::new();
+            }
+            m.confirm = Some(Confirm {
+                node_id,
+                node_name,
+                base,
+                backend_id: b.node.id.clone(),
+            });
+            Vec::new()
+        }
+        KeyCode::Char('r') => {
+            m.onboarding.in_flight = false;
+            fetch_admin(m).into_iter().collect()
+        }
+        _ => {
+            let len = m.onboarding.backends.len();
+            m.onboarding.selected = step(m.onboarding.selected, len, code, m.page_rows());
+            Vec::new()
+        }
+    }
+}
+
+fn start_test(m: &mut Model, c: Confirm) -> Vec<Cmd> {
+    m.onboarding.test = Some(TestRun::Running {
+        node_name: c.node_name,
+        backend_id: c.backend_id.clone(),
+        started_ms: m.now_ms,
+    });
+    vec![Cmd::PostTest {
+        target: Target {
+            node_id: c.node_id,
+            base: c.base,
+        },
+        backend_id: c.backend_id,
+    }]
+}
+
+fn search_key(m: &mut Model, code: KeyCode) {
+    let v = &mut m.logs_view;
+    let Some(edit) = v.search_edit.as_mut() else {
+        return;
+    };
+    match code {
+        KeyCode::Char(c) => edit.push(c),
+        KeyCode::Backspace => {
+            edit.pop();
+        }
+        KeyCode::Enter => {
+            v.search = v.search_edit.take().unwrap_or_default();
+            v.follow = true;
+        }
+        KeyCode::Esc => v.search_edit = None,
+        _ => {}
+    }
+}
+
+fn logs_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
+    let visible = m.visible_logs();
+    match code {
+        KeyCode::Char('e') => return export(m, &visible),
+        KeyCode::Char('f') => {
+            m.logs_view.node_filter = next_node_filter(m);
+            return Vec::new();
+        }
+        _ => {}
+    }
+    let len = visible.len();
+    let page = m.page_rows();
+    let bottom = len.saturating_sub(page);
+    let cur = m.log_top(len, page);
+    let v = &mut m.logs_view;
+    // Any scroll pauses the tail: the operator is reading, lines must stop moving under them.
+    let scroll_to = |top: usize, v: &mut crate::model::LogsView| {
+        v.follow = false;
+        v.top = top.min(bottom);
+    };
+    match code {
+        KeyCode::Char('p') => {
+            v.follow = !v.follow;
+            v.top = cur;
+        }
+        KeyCode::Char('v') => {
+            v.min_level = match v.min_level {
+                None => Some(Level::Debug),
+                Some(Level::Error) => None,
+                Some(l) => Some(l.next()),
+            };
+        }
+        KeyCode::Char('/') => v.search_edit = Some(v.search.clone()),
+        KeyCode::Char('k') | KeyCode::Up => scroll_to(cur.saturating_sub(1), v),
+        KeyCode::Char('j') | KeyCode::Down => scroll_to(cur + 1, v),
+        KeyCode::PageUp => scroll_to(cur.saturating_sub(page), v),
+        KeyCode::PageDown => scroll_to(cur + page, v),
+        KeyCode::Char('g') | KeyCode::Home => scroll_to(0, v),
+        KeyCode::Char('G') | KeyCode::End => v.follow = true,
+        _ => {}
+    }
+    Vec::new()
+}
+
+/// all → each known node (by name) → all.
+fn next_node_filter(m: &Model) -> Option<String> {
+    let mut ids: Vec<(&str, &str)> = m
+        .names
+        .iter()
+        .map(|(id, name)| (name.as_str(), id.as_str()))
+        .collect();
+    ids.sort();
+    match &m.logs_view.node_filter {
+        None => ids.first().map(|(_, id)| id.to_string()),
+        Some(cur) => {
+            let i = ids.iter().position(|(_, id)| id == cur)?;
+            ids.get(i + 1).map(|(_, id)| id.to_string())
+        }
+    }
+}
+
+fn export(m: &mut Model, visible: &[usize]) -> Vec<Cmd> {
+    let lines = m.logs.lines();
+    let mut contents = String::new();
+    for &i in visible {
+        let l = &lines[i];
+        contents.push_str(&export_line(l, m.name_of(&l.node_id)));
+        contents.push('\n');
+    }
+    let path = format!("./infermesh-deck-logs-{}.txt", file_stamp(m.now_ms));
+    vec![Cmd::Export {
+        path: path.into(),
+        contents,
+        lines: visible.len(),
+    }]
+}

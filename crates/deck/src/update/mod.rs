@@ -1,0 +1,261 @@
+//! `update(&mut Model, Msg) -> Vec<Cmd>`: the only place the model changes.
+//!
+//! Effects are returned as data so the whole deck's behaviour (which fetch happens when, what a key
+//! sends) is testable without a terminal or a network.
+
+mod keys;
+
+use std::path::PathBuf;
+
+use crossterm::event::KeyEvent;
+
+use crate::api::{base_url, AdminNode, LogLine, RequestRecord, Status, TestResult};
+use crate::model::{Conn, Model, Tab, TestRun, Via, REQUEST_CAP};
+
+/// How often peers' logs and the ONBOARDING view are re-pulled.
+pub const PULL_EVERY_MS: i64 = 2_000;
+/// How long a flash message stays in the footer.
+pub const FLASH_MS: i64 = 6_000;
+
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Key(KeyEvent),
+    Resize(u16, u16),
+    /// Wall clock, Unix ms: the only way time enters the model.
+    Tick(i64),
+    Connected(Via),
+    Disconnected {
+        attempt: u32,
+        error: String,
+    },
+    Status(Box<Status>),
+    Log(LogLine),
+    /// Lines pulled from one node's `/api/logs`.
+    Logs {
+        node_id: String,
+        lines: Vec<LogLine>,
+    },
+    LogsFailed {
+        node_id: String,
+        error: String,
+    },
+    /// A `Cmd::FetchLogs` round finished (successes and failures were reported one by one).
+    LogsDone,
+    Request(RequestRecord),
+    Requests(Vec<RequestRecord>),
+    Admin {
+        node_id: String,
+        result: Result<Vec<AdminNode>, String>,
+    },
+    TestDone {
+        node_id: String,
+        backend_id: String,
+        result: Result<TestResult, String>,
+    },
+    Exported(Result<(String, usize), String>),
+}
+
+/// A node to pull from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub node_id: String,
+    pub base: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    FetchLogs(Vec<Target>),
+    FetchAdmin(Target),
+    PostTest {
+        target: Target,
+        backend_id: String,
+    },
+    Export {
+        path: PathBuf,
+        contents: String,
+        lines: usize,
+    },
+    Quit,
+}
+
+pub fn update(m: &mut Model, msg: Msg) -> Vec<Cmd> {
+    match msg {
+        Msg::Key(k) => return keys::on_key(m, k),
+        Msg::Resize(w, h) => m.term = (w, h),
+        Msg::Tick(now) => return on_tick(m, now),
+        Msg::Connected(via) => m.conn = Conn::Connected(via),
+        Msg::Disconnected { attempt, error } => m.conn = Conn::Reconnecting { attempt, error },
+        Msg::Status(s) => on_status(m, *s),
+        Msg::Log(l) => {
+            let src = l.node_id.clone();
+            merge_logs(m, &src, vec![l]);
+        }
+        Msg::Logs { node_id, lines } => {
+            // The live feed's first pull is made before the deck knows the node's id.
+            let source = match (&m.status, node_id.is_empty()) {
+                (Some(s), true) => s.node_id.clone(),
+                _ => node_id,
+            };
+            m.log_errors.remove(&source);
+            merge_logs(m, &source, lines);
+        }
+        Msg::LogsFailed { node_id, error } => {
+            m.log_errors.insert(node_id, error);
+        }
+        Msg::LogsDone => m.logs_in_flight = false,
+        Msg::Request(r) => merge_requests(m, vec![r]),
+        Msg::Requests(rs) => merge_requests(m, rs),
+        Msg::Admin { node_id, result } => on_admin(m, node_id, result),
+        Msg::TestDone {
+            node_id: _,
+            backend_id,
+            result,
+        } => on_test_done(m, backend_id, result),
+        Msg::Exported(r) => {
+            let text = match r {
+                Ok((path, n)) => format!("exported {n} lines to {path}"),
+                Err(e) => format!("export failed: {e}"),
+            };
+            m.flash = Some((text, m.now_ms + FLASH_MS));
+        }
+    }
+    Vec::new()
+}
+
+fn on_tick(m: &mut Model, now: i64) -> Vec<Cmd> {
+    m.now_ms = now;
+    m.spinner = m.spinner.wrapping_add(1);
+    if m.flash.as_ref().is_some_and(|(_, until)| *until <= now) {
+        m.flash = None;
+    }
+    let mut cmds = Vec::new();
+    // Pulls only run while the node answers: peer addresses come from its status, and a pull
+    // storm against a mesh we cannot see would only produce stale errors.
+    if matches!(m.conn, Conn::Connected(_))
+        && !m.logs_in_flight
+        && now - m.last_logs_fetch_ms >= PULL_EVERY_MS
+    {
+        let targets = peer_targets(m);
+        m.last_logs_fetch_ms = now;
+        if !targets.is_empty() {
+            m.logs_in_flight = true;
+            cmds.push(Cmd::FetchLogs(targets));
+        }
+    }
+    if m.tab == Tab::Onboarding && now - m.onboarding.last_fetch_ms >= PULL_EVERY_MS {
+        cmds.extend(fetch_admin(m));
+    }
+    cmds
+}
+
+/// Every peer but the connected node, whose own lines arrive on the live feed.
+fn peer_targets(m: &Model) -> Vec<Target> {
+    let Some(s) = &m.status else {
+        return Vec::new();
+    };
+    s.peers
+        .iter()
+        .filter(|p| !p.addr.is_empty() && p.node_id != s.node_id)
+        .map(|p| Target {
+            node_id: p.node_id.clone(),
+            base: base_url(&p.addr),
+        })
+        .collect()
+}
+
+/// Fetches the ONBOARDING node's backends unless a fetch is already out.
+pub(crate) fn fetch_admin(m: &mut Model) -> Option<Cmd> {
+    let (node_id, _, base) = m.target_node()?;
+    if m.onboarding.node_id.as_deref() != Some(&node_id) {
+        // A different node: drop the old rows now rather than show them under the new name.
+        m.onboarding.node_id = Some(node_id.clone());
+        m.onboarding.backends.clear();
+        m.onboarding.error = None;
+        m.onboarding.selected = 0;
+        m.onboarding.in_flight = false;
+    }
+    if m.onboarding.in_flight {
+        return None;
+    }
+    m.onboarding.in_flight = true;
+    m.onboarding.last_fetch_ms = m.now_ms;
+    Some(Cmd::FetchAdmin(Target { node_id, base }))
+}
+
+fn on_status(m: &mut Model, s: Status) {
+    m.names.insert(s.node_id.clone(), s.name.clone());
+    for p in &s.peers {
+        m.names.insert(p.node_id.clone(), p.name.clone());
+    }
+    m.status = Some(s);
+}
+
+/// Public so the merge is testable with lines from several nodes without going through keys.
+pub fn merge_logs(m: &mut Model, source: &str, lines: Vec<LogLine>) {
+    let before = m.logs.lines().len();
+    let added = m.logs.merge(source, lines);
+    let after = m.logs.lines().len();
+    // A paused view must not slide when the bounded store drops its oldest lines.
+    if !m.logs_view.follow && after < before + added {
+        let dropped = before + added - after;
+        m.logs_view.top = m.logs_view.top.saturating_sub(dropped);
+    }
+}
+
+fn merge_requests(m: &mut Model, rs: Vec<RequestRecord>) {
+    for r in rs {
+        // `id` restarts with the node; `at_ms` tells a new record 17 from the old one.
+        if m.requests
+            .iter()
+            .rev()
+            .take(REQUEST_CAP)
+            .any(|x| x.id == r.id && x.at_ms == r.at_ms)
+        {
+            continue;
+        }
+        let pos = m.requests.partition_point(|x| x.at_ms <= r.at_ms);
+        m.requests.insert(pos, r);
+    }
+    if m.requests.len() > REQUEST_CAP {
+        let drop = m.requests.len() - REQUEST_CAP;
+        m.requests.drain(..drop);
+    }
+}
+
+fn on_admin(m: &mut Model, node_id: String, result: Result<Vec<AdminNode>, String>) {
+    let ob = &mut m.onboarding;
+    if ob.node_id.as_deref() != Some(&node_id) {
+        return; // Answer for a node the operator has since moved away from.
+    }
+    ob.in_flight = false;
+    match result {
+        Ok(b) => {
+            ob.backends = b;
+            ob.fetched_ms = m.now_ms;
+            ob.error = None;
+            ob.selected = ob.selected.min(ob.backends.len().saturating_sub(1));
+        }
+        Err(e) => ob.error = Some(e),
+    }
+}
+
+fn on_test_done(m: &mut Model, backend_id: String, result: Result<TestResult, String>) {
+    let node_name = match &m.onboarding.test {
+        Some(TestRun::Running { node_name, .. }) => node_name.clone(),
+        _ => String::new(),
+    };
+    m.onboarding.test = Some(match result {
+        Ok(result) => TestRun::Done {
+            node_name,
+            backend_id,
+            result,
+        },
+        Err(error) => TestRun::Failed {
+            node_name,
+            backend_id,
+            error,
+        },
+    });
+    // The backend's state and last_test changed on the node: show them without waiting a round.
+    m.onboarding.last_fetch_ms = i64::MIN / 2;
+}

@@ -1,0 +1,44 @@
+//! Helpers shared by the deck's integration tests.
+#![allow(dead_code)]
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use infermesh_deck::{render, update, Cmd, Model, Msg};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+/// Renders `m` on a `w`×`h` test terminal and returns the screen as text, one line per row.
+pub fn screen(m: &Model, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| render(m, f)).unwrap();
+    let buf = t.backend().buffer();
+    let mut s = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+pub fn assert_shows(screen: &str, needle: &str) {
+    assert!(
+        screen.contains(needle),
+        "expected {needle:?} on screen:\n{screen}"
+    );
+}
+
+pub fn assert_hides(screen: &str, needle: &str) {
+    assert!(
+        !screen.contains(needle),
+        "did not expect {needle:?} on screen:\n{screen}"
+    );
+}
+
+pub fn key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
+    update(m, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+pub fn ch(m: &mut Model, c: char) -> Vec<Cmd> {
+    key(m, KeyCode::Char(c))
+}

@@ -1,0 +1,398 @@
+//! Every tab rendered on a `TestBackend`, asserting on the text an operator would read.
+
+mod common;
+
+use common::{assert_hides, assert_shows, ch, key, screen};
+use crossterm::event::KeyCode;
+use infermesh_deck::api::Peer;
+use infermesh_deck::fixtures::{self, MESSAGE, NOW_MS, SELF_NAME, URL};
+use infermesh_deck::model::Tab;
+use infermesh_deck::{update, Model, Msg};
+
+fn with_admin(m: &mut Model) {
+    ch(m, '3');
+    let node_id = m
+        .onboarding
+        .node_id
+        .clone()
+        .expect("onboarding targets a node");
+    update(
+        m,
+        Msg::Admin {
+            node_id,
+            result: Ok(fixtures::admin_nodes()),
+        },
+    );
+}
+
+#[test]
+fn header_shows_url_badge_message_census_and_connection() {
+    let m = fixtures::model(8, 2);
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, URL);
+    assert_shows(&s, " serving ");
+    assert_shows(&s, SELF_NAME);
+    assert_shows(&s, MESSAGE);
+    assert_shows(&s, "peers 8: 2 client · 2 standby · 2 loading · 2 serving");
+    assert_shows(&s, "connected (live)");
+    assert_hides(&s, "unknown");
+}
+
+#[test]
+fn header_says_reconnecting_with_attempt_and_error_and_keeps_data() {
+    let mut m = fixtures::model(3, 1);
+    update(
+        &mut m,
+        Msg::Disconnected {
+            attempt: 3,
+            error: "Connection refused (os error 111)".into(),
+        },
+    );
+    let s = screen(&m, 200, 60);
+    assert_shows(
+        &s,
+        "reconnecting (attempt 3, Connection refused (os error 111))",
+    );
+    assert_shows(&s, "node-0000"); // the last known mesh stays on screen
+    let narrow = screen(&m, 80, 24);
+    assert_shows(&narrow, "reconnecting");
+}
+
+#[test]
+fn nodes_tab_lists_self_and_peers_with_badges_and_last_seen() {
+    let m = fixtures::model(4, 0);
+    let s = screen(&m, 200, 60);
+    for name in [
+        SELF_NAME,
+        "node-0000",
+        "node-0001",
+        "node-0002",
+        "node-0003",
+    ] {
+        assert_shows(&s, name);
+    }
+    for badge in [" serving ", " standby ", " loading ", " client  "] {
+        assert_shows(&s, badge);
+    }
+    assert_shows(&s, "1s ago");
+    assert_shows(&s, "2s ago");
+    assert_shows(&s, "self");
+    assert_shows(&s, "model-0");
+    assert_shows(&s, "NAME▼");
+}
+
+#[test]
+fn nodes_tab_empty_and_before_first_status() {
+    let m = Model::new(URL);
+    let s = screen(&m, 80, 24);
+    assert_shows(&s, "connecting");
+    assert_shows(&s, "Waiting for the node's first status");
+
+    let alone = fixtures::model(0, 0);
+    let s = screen(&alone, 80, 24);
+    assert_shows(&s, "no peers yet");
+    assert_shows(&s, SELF_NAME);
+}
+
+#[test]
+fn unparseable_peer_state_renders_as_unknown() {
+    let mut st = fixtures::status(1);
+    st.peers.push(Peer {
+        node_id: "weird".into(),
+        name: "from-the-future".into(),
+        state: Some("hibernating".into()),
+        ..Peer::default()
+    });
+    let mut m = fixtures::model(0, 0);
+    update(&mut m, Msg::Status(Box::new(st)));
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "from-the-future");
+    assert_shows(&s, " unknown ");
+    assert_shows(&s, "1 unknown");
+}
+
+#[test]
+fn nodes_detail_pane_opens_on_enter() {
+    let mut m = fixtures::model(4, 0);
+    key(&mut m, KeyCode::Enter);
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "detail");
+    assert_shows(&s, "participation");
+    assert_shows(&s, "node id: self0000");
+    key(&mut m, KeyCode::Esc);
+    assert_hides(&screen(&m, 200, 60), "node id: self0000");
+}
+
+#[test]
+fn thousand_nodes_render_in_wide_and_narrow_terminals() {
+    let mut m = fixtures::model(1_000, 2);
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "NODES (1001)");
+    assert_shows(
+        &s,
+        "peers 1000: 250 client · 250 standby · 250 loading · 250 serving",
+    );
+    let narrow = screen(&m, 80, 24);
+    assert_shows(&narrow, "box-self");
+    assert_shows(&narrow, " serving ");
+    // Jumping to the end shows the last node, on its page.
+    ch(&mut m, 'G');
+    let s = screen(&m, 80, 24);
+    assert_shows(&s, "node-0999");
+    assert_hides(&s, "node-0000");
+    for t in ['2', '3', '4', '5', '6'] {
+        ch(&mut m, t);
+        screen(&m, 80, 24);
+        screen(&m, 200, 60);
+    }
+}
+
+#[test]
+fn models_tab_shows_groups_capacity_and_rate() {
+    let mut m = fixtures::model(8, 0);
+    ch(&mut m, '2');
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "SmolLM2-135M-Instruct");
+    assert_shows(&s, "model-0");
+    // node-0000 serves model-0 and node-0002 loads model-2 ... (states cycle by index).
+    assert_shows(&s, "node-0000");
+    assert_shows(&s, "1/1");
+    // 40 fixture requests for model-0 every 0.5 s: 40 in the last 60 s → 0.67/s.
+    assert_shows(&s, "0.67");
+    let narrow = screen(&m, 80, 24);
+    assert_shows(&narrow, "model-0");
+}
+
+#[test]
+fn models_tab_empty() {
+    let mut m = Model::new(URL);
+    ch(&mut m, '2');
+    assert_shows(&screen(&m, 80, 24), "No models");
+}
+
+#[test]
+fn onboarding_tab_shows_state_sentence_countdown_and_schedule_syncing() {
+    let mut m = fixtures::model(2, 0);
+    with_admin(&mut m);
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "ONBOARDING — node box-self");
+    assert_shows(&s, "embedded");
+    assert_shows(&s, "gpu-llama");
+    assert_shows(&s, "serving");
+    assert_shows(&s, "waiting");
+    assert_shows(&s, "in 2h 15m");
+    assert_shows(&s, "schedule syncing");
+    assert_hides(&s, "in 0s");
+    assert_shows(
+        &s,
+        "Validated — safe to be offline until the next round (starts in 2h 15m)",
+    );
+    assert_shows(&s, "pass 217ms");
+    // Last test timings of the selected backend.
+    assert_shows(&s, "LOAD ms");
+    assert_shows(&s, "120");
+    let narrow = screen(&m, 80, 24);
+    assert_shows(&narrow, "schedule syncing");
+    // Second backend: its own sentence, rendered as the node gave it.
+    ch(&mut m, 'j');
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "Schedule syncing");
+    assert_shows(&s, "never tested here");
+}
+
+#[test]
+fn onboarding_confirm_modal_then_spinner_then_result_table() {
+    let mut m = fixtures::model(2, 0);
+    with_admin(&mut m);
+    ch(&mut m, 't');
+    let s = screen(&m, 200, 60);
+    assert_shows(
+        &s,
+        "Run a test of backend embedded on node box-self: loads each model, one inference, stops it. [y/N]",
+    );
+    let narrow = screen(&m, 80, 24);
+    assert_shows(&narrow, "[y/N]");
+    ch(&mut m, 'y');
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "testing… backend embedded on node box-self");
+    update(
+        &mut m,
+        Msg::TestDone {
+            node_id: fixtures::SELF_ID.into(),
+            backend_id: "embedded".into(),
+            result: Ok(serde_json::from_str(
+                r#"{"ok": false, "backend_id": "embedded", "models": [
+                    {"model": "a", "load_ms": 120, "health_ms": 2, "infer_ms": 95, "error": null},
+                    {"model": "b", "load_ms": 0, "health_ms": 0, "infer_ms": 0, "error": "load failed: file not found"}],
+                   "failing_model": "b"}"#,
+            )
+            .unwrap()),
+        },
+    );
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "FAILED");
+    assert_shows(&s, "load failed: file not found");
+    assert_shows(&s, "INFER ms");
+}
+
+#[test]
+fn onboarding_errors_and_client_nodes_are_explained() {
+    let mut m = fixtures::model(1, 0);
+    ch(&mut m, '3');
+    let id = m.onboarding.node_id.clone().unwrap();
+    update(
+        &mut m,
+        Msg::Admin {
+            node_id: id.clone(),
+            result: Err("HTTP 401: bad signature".into()),
+        },
+    );
+    assert_shows(
+        &screen(&m, 80, 24),
+        "cannot read backends: HTTP 401: bad signature",
+    );
+    update(
+        &mut m,
+        Msg::Admin {
+            node_id: id,
+            result: Ok(Vec::new()),
+        },
+    );
+    assert_shows(&screen(&m, 200, 60), "This node has no backends");
+}
+
+#[test]
+fn logs_tab_merges_nodes_and_shows_filters() {
+    let mut m = fixtures::model(3, 3);
+    ch(&mut m, '4');
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "LOGS — following · node all · level ≥ all");
+    assert_shows(&s, "12/12 lines");
+    assert_shows(&s, "box-self");
+    assert_shows(&s, "node-0002");
+    assert_shows(&s, "line 2 from peer0001");
+    assert_shows(&s, "ERROR");
+    ch(&mut m, 'p');
+    assert_shows(&screen(&m, 200, 60), "PAUSED");
+    let narrow = screen(&m, 80, 24);
+    assert_shows(&narrow, "LOGS");
+}
+
+#[test]
+fn logs_tab_empty_and_no_match() {
+    let mut m = fixtures::model(2, 0);
+    ch(&mut m, '4');
+    assert_shows(&screen(&m, 80, 24), "No log lines yet");
+    let mut m = fixtures::model(2, 2);
+    ch(&mut m, '4');
+    ch(&mut m, '/');
+    for c in "zzz".chars() {
+        ch(&mut m, c);
+    }
+    assert_shows(&screen(&m, 80, 24), "search: zzz");
+    key(&mut m, KeyCode::Enter);
+    let s = screen(&m, 80, 24);
+    assert_shows(&s, "No lines match the filters");
+}
+
+#[test]
+fn logs_tab_thousand_nodes_follow_shows_newest() {
+    let mut m = fixtures::model(1_000, 5);
+    ch(&mut m, '4');
+    let s = screen(&m, 200, 60);
+    // The newest line of the fixture is line 4 of the last node.
+    assert_shows(&s, "line 4 from peer0999");
+    assert_shows(&s, "5005/5005 lines");
+}
+
+#[test]
+fn requests_tab_shows_tail_and_sparkline() {
+    let mut m = fixtures::model(12, 0);
+    ch(&mut m, '5');
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "box-self → node-0000");
+    assert_shows(&s, "model-0");
+    assert_shows(&s, "200");
+    assert_shows(&s, "ms");
+    assert_shows(&s, "latency, last 40 requests");
+    assert!(
+        s.chars().any(|c| "▁▂▃▄▅▆▇█".contains(c)),
+        "sparkline bars:\n{s}"
+    );
+    let narrow = screen(&m, 80, 24);
+    assert_shows(&narrow, "REQUESTS");
+
+    let mut empty = Model::new(URL);
+    ch(&mut empty, '5');
+    assert_shows(&screen(&empty, 80, 24), "No routed requests yet");
+}
+
+#[test]
+fn requests_without_a_replica_say_so() {
+    let mut m = fixtures::model(1, 0);
+    let mut r = fixtures::requests(1).remove(0);
+    r.id = 999;
+    r.at_ms = NOW_MS;
+    r.to = None;
+    r.to_name = None;
+    r.status = 503;
+    r.error = Some("no serving replica for model-x".into());
+    update(&mut m, Msg::Request(r));
+    ch(&mut m, '5');
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "no replica");
+    assert_shows(&s, "503");
+    assert_shows(&s, "no serving replica for model-x");
+}
+
+#[test]
+fn wakeable_tab_lists_capacity_or_explains() {
+    let mut m = fixtures::model(1, 0);
+    ch(&mut m, '6');
+    let s = screen(&m, 200, 60);
+    assert_shows(
+        &s,
+        "No wakeable capacity configured. Declare [[wakeable]] entries in the node",
+    );
+    assert_shows(&s, "never routed to.");
+    let narrow = screen(&m, 80, 24);
+    assert_shows(&narrow, "No wakeable capacity configured.");
+
+    let mut st = fixtures::status(1);
+    st.wakeable = fixtures::wakeable();
+    update(&mut m, Msg::Status(Box::new(st)));
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "gpu-7");
+    assert_shows(&s, "example");
+    assert_shows(&s, "llama-70b");
+    assert_shows(&s, "80.0G");
+    assert_shows(&s, "suspended");
+}
+
+#[test]
+fn help_overlay_lists_keys_and_footer_hints_follow_tab() {
+    let mut m = fixtures::model(1, 0);
+    assert_shows(&screen(&m, 100, 30), "s sort");
+    ch(&mut m, '?');
+    let s = screen(&m, 100, 30);
+    assert_shows(&s, "LOGS: pause / resume following");
+    assert_shows(&s, "quit");
+    ch(&mut m, 'x');
+    assert!(!m.help);
+    ch(&mut m, '4');
+    assert_shows(&screen(&m, 100, 30), "e export");
+}
+
+#[test]
+fn export_flash_says_where() {
+    let mut m = fixtures::model(1, 1);
+    m.tab = Tab::Logs;
+    update(
+        &mut m,
+        Msg::Exported(Ok(("/tmp/infermesh-deck-logs-x.txt".into(), 2))),
+    );
+    assert_shows(
+        &screen(&m, 100, 24),
+        "exported 2 lines to /tmp/infermesh-deck-logs-x.txt",
+    );
+}

@@ -1,0 +1,345 @@
+//! `update()` key handling: tabs, sort, filters, follow/pause, search, export, confirm modal.
+
+mod common;
+
+use common::{ch, key};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use infermesh_deck::api::LogLine;
+use infermesh_deck::fixtures::{self, NOW_MS, SELF_ID};
+use infermesh_deck::model::{Level, SortCol, Tab, TestRun};
+use infermesh_deck::update::Target;
+use infermesh_deck::{update, Cmd, Msg};
+
+fn line(node: &str, seq: u64, at_ms: i64, level: &str, msg: &str) -> LogLine {
+    LogLine {
+        seq,
+        at_ms,
+        node_id: node.into(),
+        level: level.into(),
+        target: "t".into(),
+        message: msg.into(),
+    }
+}
+
+#[test]
+fn number_keys_tab_and_arrows_switch_tabs() {
+    let mut m = fixtures::model(2, 0);
+    ch(&mut m, '4');
+    assert_eq!(m.tab, Tab::Logs);
+    key(&mut m, KeyCode::Tab);
+    assert_eq!(m.tab, Tab::Requests);
+    key(&mut m, KeyCode::Right);
+    assert_eq!(m.tab, Tab::Wakeable);
+    key(&mut m, KeyCode::Right);
+    assert_eq!(m.tab, Tab::Nodes, "wraps around");
+    key(&mut m, KeyCode::BackTab);
+    assert_eq!(m.tab, Tab::Wakeable);
+    key(&mut m, KeyCode::Left);
+    assert_eq!(m.tab, Tab::Requests);
+    for (c, t) in ['1', '2', '3', '4', '5', '6'].into_iter().zip(Tab::ALL) {
+        ch(&mut m, c);
+        assert_eq!(m.tab, t);
+    }
+}
+
+#[test]
+fn q_esc_and_ctrl_c_quit_but_esc_closes_panes_first() {
+    let mut m = fixtures::model(1, 0);
+    assert_eq!(ch(&mut m, 'q'), vec![Cmd::Quit]);
+    key(&mut m, KeyCode::Enter);
+    assert!(m.detail);
+    assert_eq!(key(&mut m, KeyCode::Esc), vec![]);
+    assert!(!m.detail);
+    assert_eq!(key(&mut m, KeyCode::Esc), vec![Cmd::Quit]);
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(update(&mut m, Msg::Key(ctrl_c)), vec![Cmd::Quit]);
+    let mut release = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+    release.kind = KeyEventKind::Release;
+    assert_eq!(
+        update(&mut m, Msg::Key(release)),
+        vec![],
+        "key releases are ignored"
+    );
+}
+
+#[test]
+fn sort_cycles_and_selection_follows_the_node() {
+    let mut m = fixtures::model(8, 0);
+    ch(&mut m, 'j');
+    ch(&mut m, 'j');
+    let picked = m.selected_node.clone().unwrap();
+    assert_eq!(picked, "peer0001");
+    let mut seen = vec![m.sort];
+    for _ in 0..SortCol::ALL.len() {
+        ch(&mut m, 's');
+        seen.push(m.sort);
+        let rows = m.node_rows();
+        assert_eq!(rows[m.selected_index(&rows)].node_id, picked);
+    }
+    assert_eq!(seen.first(), seen.last(), "cycles back to NAME");
+    assert_eq!(&seen[..6], &SortCol::ALL);
+
+    m.sort = SortCol::State;
+    let rows = m.node_rows();
+    assert_eq!(rows[0].state.unwrap().as_str(), "serving");
+    assert_eq!(rows.last().unwrap().state.unwrap().as_str(), "client");
+    m.sort = SortCol::LastSeen;
+    let rows = m.node_rows();
+    assert_eq!(rows.last().unwrap().node_id, SELF_ID, "self is seen now");
+    ch(&mut m, 'G');
+    assert_eq!(m.selected_node.as_deref(), Some(SELF_ID));
+    ch(&mut m, 'g');
+    assert_eq!(m.selected_index(&m.node_rows()), 0);
+}
+
+#[test]
+fn l_on_nodes_jumps_to_logs_filtered_on_the_selected_node() {
+    let mut m = fixtures::model(3, 2);
+    ch(&mut m, 'j');
+    ch(&mut m, 'l');
+    assert_eq!(m.tab, Tab::Logs);
+    assert_eq!(m.logs_view.node_filter.as_deref(), Some("peer0000"));
+    let vis = m.visible_logs();
+    assert_eq!(vis.len(), 2);
+    assert!(vis.iter().all(|&i| m.logs.lines()[i].node_id == "peer0000"));
+}
+
+#[test]
+fn f_cycles_node_filter_by_name_and_back_to_all() {
+    let mut m = fixtures::model(2, 1);
+    ch(&mut m, '4');
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        ch(&mut m, 'f');
+        got.push(m.logs_view.node_filter.clone());
+    }
+    assert_eq!(
+        got,
+        vec![
+            Some(SELF_ID.to_string()), // box-self
+            Some("peer0000".into()),   // node-0000
+            Some("peer0001".into()),   // node-0001
+            None,
+        ]
+    );
+}
+
+#[test]
+fn v_cycles_min_level_and_filters() {
+    let mut m = fixtures::model(0, 0);
+    update(
+        &mut m,
+        Msg::Logs {
+            node_id: SELF_ID.into(),
+            lines: ["trace", "debug", "info", "warn", "error", "shouty"]
+                .iter()
+                .enumerate()
+                .map(|(i, l)| line(SELF_ID, i as u64, NOW_MS + i as i64, l, l))
+                .collect(),
+        },
+    );
+    ch(&mut m, '4');
+    let mut counts = vec![m.visible_logs().len()];
+    let mut levels = vec![m.logs_view.min_level];
+    for _ in 0..5 {
+        ch(&mut m, 'v');
+        counts.push(m.visible_logs().len());
+        levels.push(m.logs_view.min_level);
+    }
+    // An unknown level word counts as info: never hidden by a filter nobody asked for.
+    assert_eq!(counts, vec![6, 5, 4, 2, 1, 6]);
+    assert_eq!(
+        levels,
+        vec![
+            None,
+            Some(Level::Debug),
+            Some(Level::Info),
+            Some(Level::Warn),
+            Some(Level::Error),
+            None
+        ]
+    );
+}
+
+#[test]
+fn follow_pause_and_scrollback() {
+    let mut m = fixtures::model(0, 100);
+    update(&mut m, Msg::Resize(80, 24)); // 17 body rows
+    ch(&mut m, '4');
+    assert!(m.logs_view.follow);
+    ch(&mut m, 'p');
+    assert!(!m.logs_view.follow);
+    assert_eq!(
+        m.logs_view.top,
+        100 - 17,
+        "pausing freezes the current view"
+    );
+    // New lines while paused do not move the view.
+    update(
+        &mut m,
+        Msg::Log(line(SELF_ID, 1_000, NOW_MS, "info", "late")),
+    );
+    assert_eq!(m.log_top(101, 17), 83);
+    ch(&mut m, 'k');
+    assert_eq!(m.logs_view.top, 82);
+    key(&mut m, KeyCode::PageUp);
+    assert_eq!(m.logs_view.top, 65);
+    ch(&mut m, 'g');
+    assert_eq!(m.logs_view.top, 0);
+    key(&mut m, KeyCode::PageDown);
+    assert_eq!(m.logs_view.top, 17);
+    ch(&mut m, 'G');
+    assert!(m.logs_view.follow);
+    ch(&mut m, 'p');
+    ch(&mut m, 'p');
+    assert!(m.logs_view.follow, "p resumes");
+    ch(&mut m, 'j');
+    assert!(!m.logs_view.follow, "scrolling pauses the tail");
+}
+
+#[test]
+fn search_input_captures_keys_until_enter_or_esc() {
+    let mut m = fixtures::model(1, 3);
+    ch(&mut m, '4');
+    ch(&mut m, '/');
+    for c in "LINE 1 q".chars() {
+        assert_eq!(ch(&mut m, c), vec![], "typing q in search must not quit");
+    }
+    key(&mut m, KeyCode::Backspace);
+    key(&mut m, KeyCode::Backspace);
+    assert_eq!(
+        m.tab,
+        Tab::Logs,
+        "digits typed into search do not switch tabs"
+    );
+    key(&mut m, KeyCode::Enter);
+    assert_eq!(m.logs_view.search, "LINE 1");
+    assert_eq!(m.visible_logs().len(), 2, "case-insensitive, one per node");
+    ch(&mut m, '/');
+    ch(&mut m, 'x');
+    assert_eq!(
+        key(&mut m, KeyCode::Esc),
+        vec![],
+        "Esc cancels the edit, not the deck"
+    );
+    assert_eq!(m.logs_view.search, "LINE 1");
+}
+
+#[test]
+fn e_exports_the_filtered_lines_to_a_timestamped_file() {
+    let mut m = fixtures::model(2, 2);
+    ch(&mut m, '4');
+    ch(&mut m, 'f'); // box-self only
+    let cmds = ch(&mut m, 'e');
+    let [Cmd::Export {
+        path,
+        contents,
+        lines,
+    }] = cmds.as_slice()
+    else {
+        panic!("expected one export, got {cmds:?}");
+    };
+    assert_eq!(*lines, 2);
+    assert_eq!(
+        path.to_str().unwrap(),
+        format!(
+            "./infermesh-deck-logs-{}.txt",
+            infermesh_deck::fmt::file_stamp(NOW_MS)
+        )
+    );
+    assert_eq!(contents.lines().count(), 2);
+    assert!(
+        contents.lines().all(|l| l.contains(" box-self ")),
+        "{contents}"
+    );
+    assert!(contents.starts_with("2026-"), "{contents}");
+}
+
+#[test]
+fn confirm_modal_posts_only_on_y() {
+    let mut m = fixtures::model(2, 0);
+    let cmds = ch(&mut m, '3');
+    assert_eq!(
+        cmds,
+        vec![Cmd::FetchAdmin(Target {
+            node_id: SELF_ID.into(),
+            base: fixtures::URL.into()
+        })]
+    );
+    update(
+        &mut m,
+        Msg::Admin {
+            node_id: SELF_ID.into(),
+            result: Ok(fixtures::admin_nodes()),
+        },
+    );
+    for no in [
+        KeyCode::Char('n'),
+        KeyCode::Char('N'),
+        KeyCode::Esc,
+        KeyCode::Enter,
+        KeyCode::Char('q'),
+    ] {
+        assert_eq!(ch(&mut m, 't'), vec![]);
+        assert!(m.confirm.is_some());
+        assert_eq!(
+            key(&mut m, no),
+            vec![],
+            "{no:?} must send nothing (and not quit)"
+        );
+        assert!(m.confirm.is_none());
+        assert!(m.onboarding.test.is_none());
+    }
+    ch(&mut m, 'j');
+    ch(&mut m, 't');
+    assert_eq!(m.confirm.as_ref().unwrap().backend_id, "gpu-llama");
+    let cmds = ch(&mut m, 'y');
+    assert_eq!(
+        cmds,
+        vec![Cmd::PostTest {
+            target: Target {
+                node_id: SELF_ID.into(),
+                base: fixtures::URL.into()
+            },
+            backend_id: "gpu-llama".into()
+        }]
+    );
+    assert!(matches!(m.onboarding.test, Some(TestRun::Running { .. })));
+    assert_eq!(ch(&mut m, 't'), vec![], "no second test while one runs");
+    assert!(m.confirm.is_none());
+    assert!(m.flash.is_some());
+    update(
+        &mut m,
+        Msg::TestDone {
+            node_id: SELF_ID.into(),
+            backend_id: "gpu-llama".into(),
+            result: Err("HTTP 409: backend is serving".into()),
+        },
+    );
+    assert!(
+        matches!(m.onboarding.test, Some(TestRun::Failed { ref error, .. }) if error.contains("409"))
+    );
+}
+
+#[test]
+fn onboarding_targets_the_node_selected_on_nodes() {
+    let mut m = fixtures::model(3, 0);
+    ch(&mut m, 'j'); // node-0000
+    let cmds = ch(&mut m, '3');
+    assert_eq!(
+        cmds,
+        vec![Cmd::FetchAdmin(Target {
+            node_id: "peer0000".into(),
+            base: "http://127.0.0.1:40000".into()
+        })]
+    );
+    // A late answer for another node is not shown under this one.
+    update(
+        &mut m,
+        Msg::Admin {
+            node_id: SELF_ID.into(),
+            result: Ok(fixtures::admin_nodes()),
+        },
+    );
+    assert!(m.onboarding.backends.is_empty());
+}

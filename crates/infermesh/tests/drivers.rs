@@ -1,0 +1,380 @@
+//! The `openai` and `llama_server` drivers and the tester against real servers: a real infermesh
+//! node as the OpenAI-compatible remote, and a real `llama-server` when one is available.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use common::*;
+use infermesh_backend::llama_server::{LlamaServerBackend, LlamaServerConfig};
+use infermesh_backend::model_fetch::{ensure_model, SMOLLM2_135M};
+use infermesh_backend::openai::{OpenAiBackend, OpenAiConfig};
+use infermesh_backend::tester::run_test;
+use infermesh_backend::{
+    Backend, BackendError, ChatMessage, FinishReason, GenParams, InferEvent, InferRequest,
+    ModelSpec, Prompt, Usage,
+};
+use serde_json::{json, Value};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Held by the tests that run a model. Two llama.cpp engines busy-waiting on the same two cores
+/// slow each other down more than tenfold (a 0.7 s test inference was measured at 14 s).
+static ONE_ENGINE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn engine_turn() -> MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next test is still entitled to its turn.
+    ONE_ENGINE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The reqwest blocking client used by the harness cannot run inside an async runtime, so each
+/// test drives its async part on a runtime of its own.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+fn chat(model: &str, content: &str, max_tokens: u32) -> InferRequest {
+    InferRequest {
+        model: model.into(),
+        prompt: Prompt::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: content.into(),
+        }]),
+        params: GenParams {
+            max_tokens,
+            temperature: 0.0,
+            ..GenParams::default()
+        },
+    }
+}
+
+/// An inference's text and its single `Done`'s fields.
+struct Answer {
+    text: String,
+    finish: FinishReason,
+    usage: Usage,
+    prompt_ms: f64,
+    gen_ms: f64,
+}
+
+async fn answer(b: &dyn Backend, req: InferRequest) -> Result<Answer, BackendError> {
+    let mut rx = b.infer(req).await?;
+    let mut text = String::new();
+    let mut done = None;
+    while let Some(ev) = rx.recv().await {
+        match ev? {
+            InferEvent::Text(t) => {
+                assert!(done.is_none(), "text after Done");
+                text.push_str(&t);
+            }
+            InferEvent::Done {
+                finish_reason,
+                usage,
+                prompt_ms,
+                gen_ms,
+            } => {
+                assert!(done.is_none(), "two Done events");
+                done = Some((finish_reason, usage, prompt_ms, gen_ms));
+            }
+        }
+    }
+    let (finish, usage, prompt_ms, gen_ms) = done.expect("stream ended without Done");
+    Ok(Answer {
+        text,
+        finish,
+        usage,
+        prompt_ms,
+        gen_ms,
+    })
+}
+
+fn args(v: Value) -> BTreeMap<String, Value> {
+    serde_json::from_value(v).unwrap()
+}
+
+fn openai(base_url: &str, models: Vec<ModelSpec>) -> OpenAiBackend {
+    OpenAiBackend::new(OpenAiConfig {
+        id: "remote".into(),
+        base_url: base_url.into(),
+        api_key: Some("test-key".into()),
+        models,
+    })
+    .expect("valid config")
+}
+
+#[test]
+fn openai_driver_and_tester_against_a_real_node() {
+    let _turn = engine_turn();
+    let node = NodeProc::start(&[]);
+    node.wait_state("serving", Duration::from_secs(180));
+    let base = format!("{}/v1/", node.url); // trailing slash: normalised away
+    let models = vec![
+        ModelSpec {
+            name: MODEL.into(),
+            args: args(json!({"seed": 42})),
+        },
+        ModelSpec::named("no-such-model"),
+    ];
+    let b = openai(&base, models);
+    assert_eq!(b.base_url(), format!("{}/v1", node.url));
+    block_on(async {
+        let info = b.describe();
+        assert_eq!((info.driver.as_str(), info.loaded), ("openai", None));
+        assert_eq!(
+            b.health().await,
+            Err(BackendError::Unavailable("no model loaded".into()))
+        );
+
+        b.load(MODEL).await.expect("load");
+        assert_eq!(b.describe().loaded.as_deref(), Some(MODEL));
+        b.health().await.expect("health");
+
+        let a = answer(&b, chat(MODEL, "What is the capital of France?", 24))
+            .await
+            .expect("chat");
+        assert!(a.text.contains("Paris"), "{}", a.text);
+        assert!(a.usage.prompt_tokens > 5, "{:?}", a.usage);
+        assert!(
+            (1..=24).contains(&a.usage.completion_tokens),
+            "{:?}",
+            a.usage
+        );
+        assert!(a.prompt_ms > 0.0 && a.gen_ms >= 0.0);
+
+        let mut raw = chat(MODEL, "", 4);
+        raw.prompt = Prompt::Raw("The capital of France is".into());
+        let a = answer(&b, raw).await.expect("raw completion");
+        assert!(!a.text.trim().is_empty());
+        assert_eq!(a.finish, FinishReason::Length);
+        assert_eq!(a.usage.completion_tokens, 4);
+
+        // The remote's validation message reaches the caller as a client error.
+        let mut bad = chat(MODEL, "hi", 4);
+        bad.params.temperature = 3.0;
+        match b.infer(bad).await {
+            Err(BackendError::BadRequest(m)) => assert!(m.contains("temperature"), "{m}"),
+            other => panic!("expected BadRequest, got {:?}", other.map(|_| ())),
+        }
+
+        assert_eq!(
+            b.load("not-configured").await,
+            Err(BackendError::UnknownModel("not-configured".into()))
+        );
+        match b.load("no-such-model").await {
+            Err(BackendError::Failed(m)) => {
+                assert!(
+                    m.contains(&format!("{}/v1/models", node.url))
+                        && m.contains("`no-such-model`")
+                        && m.contains(MODEL),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let r = run_test(&b, &[MODEL.to_string()], TEST_TIMEOUT, |_| {}).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.backend_id, "remote");
+        let m = &r.models[0];
+        assert!(m.load_ms > 0 && m.health_ms > 0 && m.infer_ms > 0, "{m:?}");
+        eprintln!("openai tester timings against a node: {m:?}");
+
+        let r = run_test(
+            &b,
+            &["no-such-model".to_string(), MODEL.to_string()],
+            TEST_TIMEOUT,
+            |_| {},
+        )
+        .await;
+        assert!(!r.ok);
+        assert_eq!(r.failing_model.as_deref(), Some("no-such-model"));
+        // Sorted order: the failing model comes first, and the good one is still tested.
+        let err = r.models[0].error.as_deref().unwrap();
+        assert!(
+            err.starts_with("load failed: ") && err.contains("does not serve"),
+            "{err}"
+        );
+        assert_eq!(r.models[1].model, MODEL);
+        assert_eq!(r.models[1].error, None);
+
+        b.stop().await.unwrap();
+        assert_eq!(b.describe().loaded, None);
+        assert!(matches!(
+            b.infer(chat(MODEL, "hi", 4)).await,
+            Err(BackendError::Unavailable(_))
+        ));
+    });
+}
+
+#[test]
+fn openai_driver_reports_a_dead_url_and_bad_urls_clearly() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let b = openai(
+        &format!("http://127.0.0.1:{port}/v1"),
+        vec![ModelSpec::named("m")],
+    );
+    block_on(async {
+        match b.load("m").await {
+            Err(BackendError::Unavailable(m)) => {
+                assert!(
+                    m.starts_with(&format!("cannot connect to http://127.0.0.1:{port}/v1")),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = run_test(&b, &["m".to_string()], TEST_TIMEOUT, |_| {}).await;
+        assert!(!r.ok);
+        assert_eq!(r.failing_model.as_deref(), Some("m"));
+        assert!(r.models[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("load failed: cannot connect"));
+    });
+    for url in [
+        "https://api.example.com/v1",
+        "ftp://x/v1",
+        "http://",
+        "localhost:8080",
+    ] {
+        let cfg = OpenAiConfig {
+            id: "x".into(),
+            base_url: url.into(),
+            api_key: None,
+            models: vec![],
+        };
+        assert!(
+            matches!(OpenAiBackend::new(cfg), Err(BackendError::BadRequest(_))),
+            "{url}"
+        );
+    }
+}
+
+/// `$INFERMESH_LLAMA_SERVER`, else `llama-server` on `PATH`, else what
+/// `scripts/build-llama-server` installs by default.
+fn find_llama_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("INFERMESH_LLAMA_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("llama-server"))
+            .find(|p| p.is_file())
+    });
+    let built =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/llama-server/llama-server");
+    on_path.or_else(|| built.is_file().then_some(built))
+}
+
+fn llama_backend(binary: PathBuf, models: Vec<ModelSpec>) -> LlamaServerBackend {
+    LlamaServerBackend::new(LlamaServerConfig {
+        id: "ls".into(),
+        binary,
+        models,
+        ctx: 2048,
+        startup_timeout: Duration::from_secs(60),
+    })
+}
+
+#[test]
+fn llama_server_driver_serves_and_passes_the_tester() {
+    let Some(binary) = find_llama_server() else {
+        eprintln!("skipped: llama-server not found on PATH");
+        return;
+    };
+    let _turn = engine_turn();
+    let gguf = ensure_model(&SMOLLM2_135M, &model_dir(), &mut |l| eprintln!("{l}")).unwrap();
+    let path = gguf.to_str().unwrap();
+    let b = llama_backend(
+        binary,
+        vec![
+            ModelSpec {
+                name: "smol".into(),
+                args: args(json!({"path": path, "threads": 2, "parallel": 1})),
+            },
+            ModelSpec {
+                name: "smol-bad-flag".into(),
+                args: args(json!({"path": path, "no-such-flag": true})),
+            },
+        ],
+    );
+    block_on(async {
+        let r = run_test(&b, &["smol".to_string()], TEST_TIMEOUT, |p| {
+            eprintln!("{p:?}")
+        })
+        .await;
+        assert!(r.ok, "{r:?}");
+        let m = &r.models[0];
+        assert!(m.load_ms > 0 && m.health_ms > 0 && m.infer_ms > 0, "{m:?}");
+        eprintln!("llama_server tester timings: {m:?}");
+        assert_eq!(b.describe().loaded, None, "the tester stops the backend");
+
+        b.load("smol").await.expect("load");
+        let info = b.describe();
+        assert_eq!(info.driver, "llama_server");
+        assert_eq!(info.loaded.as_deref(), Some("smol"));
+        assert!(info.mem_gb > 0.05, "{info:?}");
+        b.health().await.expect("health");
+        let a = answer(&b, chat("smol", "What is the capital of France?", 16))
+            .await
+            .expect("chat");
+        assert!(!a.text.trim().is_empty());
+        assert!(
+            a.usage.prompt_tokens > 5 && a.usage.completion_tokens > 0,
+            "{:?}",
+            a.usage
+        );
+        assert!(a.prompt_ms > 0.0 && a.gen_ms > 0.0);
+
+        let base = b.base_url().unwrap();
+        b.stop().await.unwrap();
+        assert_eq!(b.base_url(), None);
+        let port: u16 = base
+            .trim_end_matches("/v1")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "llama-server still listening after stop"
+        );
+
+        match b.load("smol-bad-flag").await {
+            Err(BackendError::Failed(m)) => {
+                assert!(m.starts_with("llama-server exited"), "{m}");
+                assert!(m.contains("no-such-flag"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn llama_server_missing_binary_is_a_clear_error() {
+    let gguf = tempfile::NamedTempFile::new().unwrap();
+    let b = llama_backend(
+        PathBuf::from("/nonexistent/bin/llama-server"),
+        vec![ModelSpec {
+            name: "m".into(),
+            args: args(json!({"path": gguf.path()})),
+        }],
+    );
+    let r = block_on(run_test(&b, &["m".to_string()], TEST_TIMEOUT, |_| {}));
+    assert!(!r.ok);
+    assert_eq!(r.failing_model.as_deref(), Some("m"));
+    assert_eq!(
+        r.models[0].error.as_deref(),
+        Some("load failed: llama-server binary not found at /nonexistent/bin/llama-server (install it or set the backend's `binary`)")
+    );
+}

@@ -1,0 +1,223 @@
+//! Signed validations and schedule adoption over real UDP gossip on 127.0.0.1.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use infermesh_mesh::{
+    active_set, collect_validations, fast_schedule, node_id_from_public_key, sign,
+    BackendValidation, EmbeddedSchedule, Mesh, MeshConfig, MeshHandle, NodeRecord,
+    ParticipationTracker, Schedule, SyntheticSchedule, ValidationResult,
+};
+use infermesh_state::{NodeState, Participation, ScheduleSpec};
+
+const CONVERGE_LIMIT: Duration = Duration::from_secs(10);
+const GENESIS: i64 = 1_700_000_000_000;
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn id_of(k: &SigningKey) -> String {
+    node_id_from_public_key(k.verifying_key().as_bytes())
+}
+
+fn passing(node_id: &str, epoch: u64) -> ValidationResult {
+    let backend = BackendValidation {
+        backend_id: "b1".into(),
+        model: "smollm2".into(),
+        infer_ms: 90,
+        tokens: 16,
+        error: None,
+    };
+    ValidationResult::from_backends(node_id, epoch, vec![backend], GENESIS)
+}
+
+async fn start(node_id: &str, record: NodeRecord, seeds: &[&MeshHandle]) -> MeshHandle {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut cfg = MeshConfig::new(node_id, addr, record);
+    cfg.cluster_id = "validation-test".into();
+    cfg.seeds = seeds.iter().map(|s| s.gossip_addr().to_string()).collect();
+    Mesh::start(cfg).await.expect("mesh starts")
+}
+
+fn base_record(node_id: &str) -> NodeRecord {
+    NodeRecord {
+        node_id: node_id.into(),
+        name: node_id.into(),
+        state: Some(NodeState::Standby),
+        models: vec!["smollm2".into()],
+        version: "test".into(),
+        ..Default::default()
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < CONVERGE_LIMIT,
+            "timed out after {CONVERGE_LIMIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t0.elapsed()
+}
+
+/// Every node sees every other node's current validation.
+fn validations_converged(nodes: &[&MeshHandle]) -> bool {
+    nodes.iter().all(|me| {
+        let peers = me.peers();
+        peers.len() == nodes.len() - 1
+            && nodes
+                .iter()
+                .filter(|n| n.node_id() != me.node_id())
+                .all(|n| {
+                    peers.iter().any(|p| {
+                        p.record.node_id == n.node_id()
+                            && p.record.validation == n.record().validation
+                    })
+                })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_stale_validations_are_not_admitted() {
+    let spec = fast_schedule(GENESIS);
+    let epoch = 7;
+    let (round_start, _) = spec.round_window(epoch);
+    let (ka, kb, kc, kx) = (key(1), key(2), key(3), key(99));
+    let (a_id, b_id, c_id) = (id_of(&ka), id_of(&kb), id_of(&kc));
+
+    // a: honest, current. b: claims its own key but the signature is another key's (forged).
+    // c: honest signature, previous epoch (stale).
+    let mut forged = sign(passing(&b_id, epoch), &kx);
+    forged.public_key = hex::encode(kb.verifying_key().as_bytes());
+    let with = |id: &str, v| NodeRecord {
+        validation: Some(v),
+        ..base_record(id)
+    };
+    let a = start(&a_id, with(&a_id, sign(passing(&a_id, epoch), &ka)), &[]).await;
+    let b = start(&b_id, with(&b_id, forged), &[&a]).await;
+    let c = start(
+        &c_id,
+        with(&c_id, sign(passing(&c_id, epoch - 1), &kc)),
+        &[&a],
+    )
+    .await;
+
+    let took = wait_for("validations to converge", || {
+        validations_converged(&[&a, &b, &c])
+    })
+    .await;
+    eprintln!("validations converged in {took:?}");
+
+    let want: BTreeSet<String> = [a_id.clone()].into();
+    for n in [&a, &b, &c] {
+        let records = collect_validations(&n.record(), &n.peers());
+        assert_eq!(records.len(), 3);
+        assert_eq!(
+            active_set(&records, epoch),
+            want,
+            "as seen by {}",
+            n.node_id()
+        );
+    }
+
+    // The same verdict through the tracker each node would run, on a clock inside the epoch.
+    let a = Arc::new(a);
+    let b = Arc::new(b);
+    let schedule: Arc<dyn Schedule> =
+        Arc::new(SyntheticSchedule::frozen(Some(spec), round_start + 1_000));
+    let ta = ParticipationTracker::for_mesh(a.clone(), schedule.clone(), Duration::from_secs(30));
+    let tb = ParticipationTracker::for_mesh(b.clone(), schedule.clone(), Duration::from_secs(30));
+    let mut on_a = ta.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), on_a.changed())
+        .await
+        .expect("a becomes active")
+        .unwrap();
+    assert_eq!(ta.current(), Participation::Active);
+    assert_eq!(tb.current(), Participation::InactiveWaiting);
+
+    // c re-validates honestly for the current epoch: every node admits it after gossip.
+    c.publish(with(&c_id, sign(passing(&c_id, epoch), &kc)));
+    let want: BTreeSet<String> = [a_id.clone(), c_id.clone()].into();
+    wait_for("c to be admitted everywhere", || {
+        [a.as_ref(), b.as_ref(), &c]
+            .iter()
+            .all(|n| active_set(&collect_validations(&n.record(), &n.peers()), epoch) == want)
+    })
+    .await;
+
+    drop((ta, tb));
+    for mut n in [a, b] {
+        // The aborted tracker task releases its handle on the runtime, not inside drop().
+        let n = loop {
+            match Arc::try_unwrap(n) {
+                Ok(n) => break n,
+                Err(shared) => n = shared,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        n.shutdown().await.unwrap();
+    }
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_without_a_spec_learns_it_from_peers() {
+    let spec = fast_schedule(GENESIS);
+    let minority = ScheduleSpec {
+        epoch_ms: 30_000,
+        ..spec
+    };
+    let with = |id: &str, s: Option<ScheduleSpec>| NodeRecord {
+        schedule: s,
+        ..base_record(id)
+    };
+    let a = start("a", with("a", Some(spec)), &[]).await;
+    let b = start("b", with("b", Some(spec)), &[&a]).await;
+    let m = start("m", with("m", Some(minority)), &[&a]).await;
+    let c = start("c", with("c", None), &[&a]).await;
+
+    let learner = EmbeddedSchedule::new(None);
+    assert_eq!(learner.spec(), None);
+    assert!(!learner.timing(600_000).is_known(), "unknown until learnt");
+    let mut changes = c.subscribe();
+    let took = wait_for("c to see all three specs", || {
+        changes.borrow_and_update();
+        c.peers()
+            .iter()
+            .filter(|p| p.record.schedule.is_some())
+            .count()
+            == 3
+    })
+    .await;
+    eprintln!("specs reached c in {took:?}");
+    assert_eq!(
+        learner.learn_from_peers(&c.peers()),
+        Some(spec),
+        "majority wins"
+    );
+    assert_eq!(learner.spec(), Some(spec));
+    assert!(learner.timing(600_000).is_known());
+
+    // Publishing the adopted spec lets nodes further out learn it from c too.
+    c.publish(with("c", learner.spec()));
+    wait_for("c's adopted spec to propagate", || {
+        a.peers()
+            .iter()
+            .any(|p| p.record.node_id == "c" && p.record.schedule == Some(spec))
+    })
+    .await;
+
+    // A node with its own spec keeps it whatever the peers say.
+    let own = EmbeddedSchedule::new(Some(minority));
+    assert_eq!(own.learn_from_peers(&c.peers()), Some(minority));
+
+    for n in [a, b, m, c] {
+        n.shutdown().await.unwrap();
+    }
+}
