@@ -5,10 +5,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use infermesh_mesh::schedule::{EmbeddedSchedule, Schedule};
 use infermesh_mesh::{MeshHandle, NodeRecord, PeerView};
-use infermesh_state::NodeState;
+use infermesh_state::{NodeState, Participation, Tunables};
 use serde::Serialize;
 
+use crate::config::NodeConfig;
+use crate::drivers::BuildContext;
 use crate::node::Node;
 use crate::requests::RequestLog;
 
@@ -16,8 +23,49 @@ use crate::requests::RequestLog;
 /// to declare it dead, and every request meanwhile should not pay a failed attempt first.
 pub const FAILED_PEER_COOLDOWN: Duration = Duration::from_secs(5);
 
+/// This node's standing in the current epoch, as the round runner last established it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoundView {
+    pub participation: Participation,
+    /// Backends admitted in the current epoch's round (their own validation passed).
+    pub admitted: BTreeSet<String>,
+}
+
+/// What a node is started with besides its node and mesh.
+pub struct AppOptions {
+    pub schedule: Arc<dyn Schedule>,
+    pub tunables: Tunables,
+    /// Where `config.toml` lives; `None` keeps registrations in memory only.
+    pub data_dir: Option<PathBuf>,
+    pub config: NodeConfig,
+    pub build: BuildContext,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            schedule: Arc::new(EmbeddedSchedule::new(None)),
+            tunables: Tunables::default(),
+            data_dir: None,
+            config: NodeConfig::default(),
+            build: BuildContext {
+                model_dir: infermesh_backend::model_fetch::default_model_dir(),
+                engine: infermesh_backend::engine::EngineConfig::default(),
+                llama_server_startup: Duration::from_secs(120),
+            },
+        }
+    }
+}
+
 pub struct App {
     pub node: Arc<Node>,
+    pub schedule: Arc<dyn Schedule>,
+    pub tunables: Tunables,
+    pub rounds: RwLock<RoundView>,
+    pub data_dir: Option<PathBuf>,
+    /// The persisted config; held across a save so concurrent admin calls cannot interleave.
+    pub config: Mutex<NodeConfig>,
+    pub build: BuildContext,
     /// `None` only for a node that runs without gossip (unit tests of the HTTP surface).
     pub mesh: Option<MeshHandle>,
     /// `host:port` peers use to reach this node's API.
@@ -97,6 +145,15 @@ impl Drop for Outstanding {
 
 impl App {
     pub fn new(node: Arc<Node>, mesh: Option<MeshHandle>, api_addr: String) -> Arc<Self> {
+        Self::with_options(node, mesh, api_addr, AppOptions::default())
+    }
+
+    pub fn with_options(
+        node: Arc<Node>,
+        mesh: Option<MeshHandle>,
+        api_addr: String,
+        opts: AppOptions,
+    ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             // Routed traffic stays inside the mesh; a proxy from the environment would break it.
@@ -105,6 +162,12 @@ impl App {
             .expect("a plain HTTP client always builds");
         Arc::new(Self {
             node,
+            schedule: opts.schedule,
+            tunables: opts.tunables,
+            rounds: RwLock::new(RoundView::default()),
+            data_dir: opts.data_dir,
+            config: Mutex::new(opts.config),
+            build: opts.build,
             mesh,
             api_addr,
             requests: RequestLog::default(),
@@ -113,6 +176,17 @@ impl App {
             outstanding: Mutex::new(HashMap::new()),
             failed_at: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn round_view(&self) -> RoundView {
+        self.rounds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn timing(&self) -> infermesh_state::Timing {
+        self.schedule.timing(self.tunables.alert_lead_ms)
     }
 
     pub fn peers(&self) -> Vec<PeerView> {

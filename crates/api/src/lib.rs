@@ -1,7 +1,10 @@
 //! The node's HTTP surface (one port): `/api/status`, `/api/requests`, `/v1/*` (OpenAI-compatible,
 //! routed across the mesh).
 
+pub mod admin;
 pub mod app;
+pub mod config;
+pub mod drivers;
 pub mod error;
 pub mod node;
 pub mod openai;
@@ -12,11 +15,11 @@ pub mod status;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-pub use app::App;
+pub use app::{App, AppOptions};
 pub use node::{Node, NodeInfo, Phase};
 
 #[derive(Deserialize)]
@@ -37,6 +40,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/status", get(status::get_status))
         .route("/api/requests", get(get_requests))
+        .route("/admin/v1/nodes", get(admin::list).post(admin::register))
+        .route(
+            "/admin/v1/nodes/{id}",
+            put(admin::change).delete(admin::remove),
+        )
+        .route("/admin/v1/nodes/{id}/test", post(admin::test))
         .route("/v1/models", get(route::list_models))
         .route("/v1/chat/completions", post(route::chat_completions))
         .route("/v1/completions", post(route::completions))

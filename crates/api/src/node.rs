@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
+use infermesh_backend::tester::TestResult;
 use infermesh_backend::Backend;
 use infermesh_state::{derive_node_state, NodeFacts, NodeState};
 use serde::Serialize;
+
+use crate::config::BackendConfig;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInfo {
@@ -35,6 +38,29 @@ pub struct BackendSlot {
     /// The model this backend should serve.
     pub assigned: Option<String>,
     pub phase: Phase,
+    /// The registered config; `None` for the backend built from `up`'s command line.
+    pub config: Option<BackendConfig>,
+    pub testing: bool,
+    /// The tester's most recent result for the *current* config.
+    pub last_test: Option<TestResult>,
+    /// Bumped on every config change, so a test that started before it cannot record a result
+    /// about a configuration that no longer exists.
+    pub config_rev: u64,
+}
+
+/// Why a test cannot start now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestRefusal {
+    Unknown,
+    AlreadyTesting,
+    Serving(String),
+}
+
+/// A test that may run: the backend, its models and the config revision it tests.
+pub struct TestTicket {
+    pub backend: Arc<dyn Backend>,
+    pub models: Vec<String>,
+    pub rev: u64,
 }
 
 /// Result of looking a model up among this node's backends.
@@ -70,13 +96,85 @@ impl Node {
     }
 
     pub fn add_backend(&self, backend: Arc<dyn Backend>, assigned: Option<String>) {
+        self.put_backend(backend, assigned, None);
+    }
+
+    /// Registers or replaces a backend. A replacement starts with no test result: the old one
+    /// was about another configuration.
+    pub fn put_backend(
+        &self,
+        backend: Arc<dyn Backend>,
+        assigned: Option<String>,
+        config: Option<BackendConfig>,
+    ) {
         let id = backend.describe().id;
+        let mut slots = self.slots.write().expect("slots lock");
+        let rev = slots.get(&id).map_or(0, |s| s.config_rev + 1);
         let slot = BackendSlot {
             backend,
             assigned,
             phase: Phase::Idle,
+            config,
+            testing: false,
+            last_test: None,
+            config_rev: rev,
         };
-        self.slots.write().expect("slots lock").insert(id, slot);
+        slots.insert(id, slot);
+    }
+
+    pub fn remove_backend(&self, id: &str) -> Option<Arc<dyn Backend>> {
+        let mut slots = self.slots.write().expect("slots lock");
+        slots.remove(id).map(|s| s.backend)
+    }
+
+    /// Reads one slot under the lock.
+    pub fn with_slot<T>(&self, id: &str, f: impl FnOnce(&BackendSlot) -> T) -> Option<T> {
+        self.slots.read().expect("slots lock").get(id).map(f)
+    }
+
+    pub fn backend_ids(&self) -> Vec<String> {
+        self.slots
+            .read()
+            .expect("slots lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Claims the per-backend test lock: a second caller is refused, not queued, and a backend
+    /// that is loading or serving is not taken out of service for a test.
+    pub fn try_begin_test(&self, id: &str) -> Result<TestTicket, TestRefusal> {
+        let mut slots = self.slots.write().expect("slots lock");
+        let slot = slots.get_mut(id).ok_or(TestRefusal::Unknown)?;
+        if slot.testing {
+            return Err(TestRefusal::AlreadyTesting);
+        }
+        match &slot.phase {
+            Phase::Ready => return Err(TestRefusal::Serving("is serving".into())),
+            Phase::Loading => return Err(TestRefusal::Serving("is loading its model".into())),
+            Phase::Idle | Phase::Failed(_) => {}
+        }
+        slot.testing = true;
+        Ok(TestTicket {
+            backend: slot.backend.clone(),
+            models: slot.backend.describe().models,
+            rev: slot.config_rev,
+        })
+    }
+
+    /// Releases the test lock and records `result` if the config it tested is still current.
+    /// Returns whether it was recorded.
+    pub fn finish_test(&self, id: &str, rev: u64, result: TestResult) -> bool {
+        let mut slots = self.slots.write().expect("slots lock");
+        let Some(slot) = slots.get_mut(id) else {
+            return false;
+        };
+        if slot.config_rev != rev {
+            return false;
+        }
+        slot.testing = false;
+        slot.last_test = Some(result);
+        true
     }
 
     fn set_phase(&self, id: &str, phase: Phase) {

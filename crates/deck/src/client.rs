@@ -146,24 +146,27 @@ impl Client {
 
     fn spawn_backlog(&self, base: String, node_id: String) {
         let me = self.clone();
-        tokio::spawn(async move {
-            me.pull_logs_and_requests(&base, &node_id).await.ok();
-        });
+        tokio::spawn(async move { me.pull_logs_and_requests(&base, &node_id).await });
     }
 
-    async fn pull_logs_and_requests(&self, base: &str, node_id: &str) -> Result<(), String> {
-        let logs: LogsBody = self
-            .get_json(&format!("{base}/api/logs?tail={LOG_TAIL}"), FETCH_TIMEOUT)
-            .await?;
-        self.send(Msg::Logs {
-            node_id: node_id.to_string(),
-            lines: logs.lines,
+    /// Logs and requests are extras: a node without these routes (older, or a build in progress)
+    /// is still connected, so a failure here is reported against the node, never as a disconnect.
+    async fn pull_logs_and_requests(&self, base: &str, node_id: &str) {
+        let url = format!("{base}/api/logs?tail={LOG_TAIL}");
+        self.send(match self.get_json::<LogsBody>(&url, FETCH_TIMEOUT).await {
+            Ok(logs) => Msg::Logs {
+                node_id: node_id.to_string(),
+                lines: logs.lines,
+            },
+            Err(error) => Msg::LogsFailed {
+                node_id: node_id.to_string(),
+                error,
+            },
         });
-        let reqs: RequestsBody = self
-            .get_json(&format!("{base}/api/requests?limit=200"), FETCH_TIMEOUT)
-            .await?;
-        self.send(Msg::Requests(reqs.requests));
-        Ok(())
+        let url = format!("{base}/api/requests?limit=200");
+        if let Ok(reqs) = self.get_json::<RequestsBody>(&url, FETCH_TIMEOUT).await {
+            self.send(Msg::Requests(reqs.requests));
+        }
     }
 
     /// The fallback for nodes without `/api/events`: status every 1 s, logs and requests every 2 s.
@@ -190,9 +193,7 @@ impl Client {
             let node_id = s.node_id.clone();
             self.send(Msg::Status(Box::new(s)));
             if n % 2 == 0 {
-                if let Err(e) = self.pull_logs_and_requests(base, &node_id).await {
-                    return (connected, e);
-                }
+                self.pull_logs_and_requests(base, &node_id).await;
             }
         }
         (connected, "deck closing".into())

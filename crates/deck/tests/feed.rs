@@ -20,6 +20,7 @@ const LOG: &str = r#"{"seq":1,"at_ms":1790000000000,"node_id":"n1","level":"info
 #[derive(Clone, Copy)]
 struct Mode {
     sse: bool,
+    logs: bool,
 }
 
 /// Answers one request per connection; SSE connections stay open until the server task dies.
@@ -76,7 +77,7 @@ async fn handle(mut sock: TcpStream, mode: Mode, auth: Arc<Mutex<Vec<String>>>) 
             }
         }
         "/api/status" => json("200 OK", STATUS),
-        p if p.starts_with("/api/logs") => json(
+        p if p.starts_with("/api/logs") && mode.logs => json(
             "200 OK",
             r#"{"lines":[{"seq":0,"at_ms":1789999999000,"node_id":"n1","level":"warn","message":"backlog"}]}"#,
         ),
@@ -123,7 +124,15 @@ async fn expect(rx: &mut UnboundedReceiver<Msg>, what: &str, pred: impl Fn(&Msg)
 #[tokio::test]
 async fn sse_feed_reconnects_after_a_node_restart() {
     let auth = Arc::new(Mutex::new(Vec::new()));
-    let (port, server) = start(0, Mode { sse: true }, auth.clone()).await;
+    let (port, server) = start(
+        0,
+        Mode {
+            sse: true,
+            logs: true,
+        },
+        auth.clone(),
+    )
+    .await;
     let (tx, mut rx) = unbounded_channel();
     let client = Client::new(Arc::new(NoopSigner), tx).unwrap();
     let feed = tokio::spawn(client.feed(format!("http://127.0.0.1:{port}")));
@@ -172,7 +181,15 @@ async fn sse_feed_reconnects_after_a_node_restart() {
     };
     assert!(!error.is_empty());
 
-    let (_, server) = start(port, Mode { sse: true }, auth).await;
+    let (_, server) = start(
+        port,
+        Mode {
+            sse: true,
+            logs: true,
+        },
+        auth,
+    )
+    .await;
     expect(&mut rx, "reconnected", |m| {
         matches!(m, Msg::Connected(Via::Sse))
     })
@@ -184,7 +201,15 @@ async fn sse_feed_reconnects_after_a_node_restart() {
 
 #[tokio::test]
 async fn falls_back_to_polling_without_sse() {
-    let (port, server) = start(0, Mode { sse: false }, Arc::default()).await;
+    let (port, server) = start(
+        0,
+        Mode {
+            sse: false,
+            logs: true,
+        },
+        Arc::default(),
+    )
+    .await;
     let (tx, mut rx) = unbounded_channel();
     let client = Client::new(Arc::new(NoopSigner), tx).unwrap();
     let feed = tokio::spawn(client.feed(format!("http://127.0.0.1:{port}")));
@@ -218,7 +243,15 @@ impl Signer for TestSigner {
 #[tokio::test]
 async fn post_test_is_signed_and_reports_results_and_errors() {
     let auth = Arc::new(Mutex::new(Vec::new()));
-    let (port, server) = start(0, Mode { sse: false }, auth.clone()).await;
+    let (port, server) = start(
+        0,
+        Mode {
+            sse: false,
+            logs: true,
+        },
+        auth.clone(),
+    )
+    .await;
     let (tx, mut rx) = unbounded_channel();
     let client = Client::new(Arc::new(TestSigner), tx).unwrap();
     let target = Target {
@@ -276,4 +309,42 @@ async fn export_writes_the_file_and_says_where() {
     assert_eq!(shown, path.display().to_string());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_node_without_api_logs_stays_connected() {
+    let (port, server) = start(
+        0,
+        Mode {
+            sse: false,
+            logs: false,
+        },
+        Arc::default(),
+    )
+    .await;
+    let (tx, mut rx) = unbounded_channel();
+    let client = Client::new(Arc::new(NoopSigner), tx).unwrap();
+    let feed = tokio::spawn(client.feed(format!("http://127.0.0.1:{port}")));
+    expect(&mut rx, "polling", |m| {
+        matches!(m, Msg::Connected(Via::Polling))
+    })
+    .await;
+    let m = expect(&mut rx, "log failure", |m| {
+        matches!(m, Msg::LogsFailed { .. })
+    })
+    .await;
+    let Msg::LogsFailed { error, .. } = m else {
+        unreachable!()
+    };
+    assert_eq!(error, "HTTP 404: no such route");
+    // Two more status polls, and no disconnect among everything received meanwhile.
+    for _ in 0..2 {
+        let m = expect(&mut rx, "status or disconnect", |m| {
+            matches!(m, Msg::Status(_) | Msg::Disconnected { .. })
+        })
+        .await;
+        assert!(matches!(m, Msg::Status(_)), "{m:?}");
+    }
+    feed.abort();
+    server.abort();
 }

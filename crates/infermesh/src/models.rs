@@ -82,16 +82,29 @@ fn replicas(mesh: &MeshHandle) -> BTreeMap<String, u32> {
 }
 
 /// Picks the model for a node started without `--model`, logging one line that says why.
-/// With seeds to join, it first gives gossip a moment so the choice sees the mesh.
-pub async fn auto_assign(dir: PathBuf, mesh: &MeshHandle, joining: bool) -> (String, ModelSource) {
+/// With seeds to join, it first gives gossip a moment so the choice sees the mesh. A `standby`
+/// node only registers a model as available and says so.
+pub async fn auto_assign(
+    dir: PathBuf,
+    mesh: &MeshHandle,
+    joining: bool,
+    standby: bool,
+) -> (String, ModelSource) {
     let mut disk = on_disk(&dir);
-    if disk.is_empty() {
+    if disk.is_empty() && standby {
+        tracing::info!(
+            "standby: no model on disk; {} is registered and fetched when assigned",
+            SMOLLM2_135M.name
+        );
+    } else if disk.is_empty() {
         tracing::info!(
             model = SMOLLM2_135M.name,
             "serving {}: no model on disk yet, fetching the default model into {}",
             SMOLLM2_135M.name,
             dir.display()
         );
+    }
+    if disk.is_empty() {
         return (
             SMOLLM2_135M.name.to_string(),
             ModelSource::Fetch {
@@ -99,6 +112,11 @@ pub async fn auto_assign(dir: PathBuf, mesh: &MeshHandle, joining: bool) -> (Str
                 cache_dir: dir,
             },
         );
+    }
+    if standby {
+        let (name, source) = disk.pop_first().expect("disk is not empty");
+        tracing::info!(model = %name, "standby: idle capacity, {name} on disk but not assigned");
+        return (name, source);
     }
     if joining {
         wait_for_peers(mesh, Duration::from_secs(2)).await;

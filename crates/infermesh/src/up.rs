@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use infermesh_api::app::machine_ram_gb;
-use infermesh_api::{App, Node, NodeInfo};
+use infermesh_api::drivers::BuildContext;
+use infermesh_api::{App, AppOptions, Node, NodeInfo};
 use infermesh_backend::embedded::EmbeddedBackend;
 use infermesh_backend::engine::EngineConfig;
 use infermesh_backend::model_fetch::default_model_dir;
@@ -34,6 +35,10 @@ pub struct UpArgs {
     /// Serve no model: only route requests to the mesh.
     #[arg(long)]
     pub client: bool,
+    /// Register the embedded backend but serve nothing yet: idle capacity (`standby`) that an
+    /// operator or the mesh can assign a model to later.
+    #[arg(long, conflicts_with_all = ["client", "model"])]
+    pub standby: bool,
     /// Human-readable node name (default: hostname plus a short id).
     #[arg(long)]
     pub name: Option<String>,
@@ -82,6 +87,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         client_mode: args.client,
     });
+    let node_config = infermesh_api::config::load(&data_dir).map_err(anyhow::Error::msg)?;
     // Validate an explicit model before binding anything: a typo must not leave a half-up node.
     let explicit = match &args.model {
         Some(path) => Some(models::explicit(path, args.model_name.clone())?),
@@ -120,7 +126,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             Some(m) => m,
             None => {
                 let dir = args.model_dir.clone().unwrap_or_else(default_model_dir);
-                models::auto_assign(dir, &mesh, !args.join.is_empty()).await
+                models::auto_assign(dir, &mesh, !args.join.is_empty(), args.standby).await
             }
         };
         let cfg = EngineConfig {
@@ -129,14 +135,33 @@ pub async fn run(args: UpArgs) -> Result<()> {
             ..EngineConfig::default()
         };
         let models = BTreeMap::from([(model_name.clone(), source)]);
+        let assigned = (!args.standby).then(|| model_name.clone());
         node.add_backend(
             Arc::new(EmbeddedBackend::new("embedded", models, cfg)),
-            Some(model_name),
+            assigned,
         );
-        to_activate = Some("embedded");
+        if !args.standby {
+            to_activate = Some("embedded");
+        }
     }
 
-    let app = App::new(node.clone(), Some(mesh), api_addr);
+    let build = BuildContext {
+        model_dir: args.model_dir.clone().unwrap_or_else(default_model_dir),
+        engine: EngineConfig {
+            n_ctx: args.ctx,
+            slots: args.slots.max(1),
+            ..EngineConfig::default()
+        },
+        llama_server_startup: std::time::Duration::from_secs(120),
+    };
+    let opts = AppOptions {
+        data_dir: Some(data_dir.clone()),
+        config: node_config,
+        build,
+        ..AppOptions::default()
+    };
+    let app = App::with_options(node.clone(), Some(mesh), api_addr, opts);
+    infermesh_api::admin::restore(&app).await;
     if let Some(backend) = to_activate {
         let node = node.clone();
         tokio::spawn(async move { node.activate(backend).await });

@@ -3,10 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 /// Serialized `inactive_waiting` / `active`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Participation {
-    /// Not in this epoch's active set; it can join at the next round at the earliest.
+    /// Not in this epoch's active set; it can join at the next round at the earliest. Every
+    /// node starts here.
+    #[default]
     InactiveWaiting,
     /// In this epoch's active set: an accepted passing validation result for the epoch.
     Active,

@@ -210,16 +210,23 @@ pub fn help(f: &mut Frame, area: Rect) {
 }
 
 pub fn confirm(text: &str, f: &mut Frame, area: Rect) {
-    let r = centered(area, 100, 5);
+    let r = centered(area, 100, 7);
     f.render_widget(Clear, r);
     f.render_widget(
-        Paragraph::new(text.to_string())
-            .wrap(Wrap { trim: true })
-            .block(
-                Block::bordered()
-                    .title(" confirm ")
-                    .border_style(Style::new().fg(Color::Yellow)),
-            ),
+        Paragraph::new(vec![
+            Line::from(text.to_string()),
+            Line::default(),
+            Line::from(Span::styled(
+                "y runs it · any other key cancels, nothing is sent",
+                Color::DarkGray,
+            )),
+        ])
+        .wrap(Wrap { trim: true })
+        .block(
+            Block::bordered()
+                .title(" confirm ")
+                .border_style(Style::new().fg(Color::Yellow)),
+        ),
         r,
     );
 }

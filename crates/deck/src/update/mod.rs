@@ -87,15 +87,12 @@ pub fn update(m: &mut Model, msg: Msg) -> Vec<Cmd> {
         Msg::Disconnected { attempt, error } => m.conn = Conn::Reconnecting { attempt, error },
         Msg::Status(s) => on_status(m, *s),
         Msg::Log(l) => {
-            let src = l.node_id.clone();
-            merge_logs(m, &src, vec![l]);
+            // Live lines come from the connected node; one without `node_id` is its own.
+            let source = source_or_self(m, l.node_id.clone());
+            merge_logs(m, &source, vec![l]);
         }
         Msg::Logs { node_id, lines } => {
-            // The live feed's first pull is made before the deck knows the node's id.
-            let source = match (&m.status, node_id.is_empty()) {
-                (Some(s), true) => s.node_id.clone(),
-                _ => node_id,
-            };
+            let source = source_or_self(m, node_id);
             m.log_errors.remove(&source);
             merge_logs(m, &source, lines);
         }
@@ -120,6 +117,14 @@ pub fn update(m: &mut Model, msg: Msg) -> Vec<Cmd> {
         }
     }
     Vec::new()
+}
+
+/// An empty source means the connected node (the live feed may not know its id yet).
+fn source_or_self(m: &Model, node_id: String) -> String {
+    match &m.status {
+        Some(s) if node_id.is_empty() => s.node_id.clone(),
+        _ => node_id,
+    }
 }
 
 fn on_tick(m: &mut Model, now: i64) -> Vec<Cmd> {

@@ -1,0 +1,81 @@
+//! Turns a registered [`BackendConfig`] into a running driver.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use infermesh_backend::embedded::{EmbeddedBackend, ModelSource};
+use infermesh_backend::engine::EngineConfig;
+use infermesh_backend::llama_server::{LlamaServerBackend, LlamaServerConfig};
+use infermesh_backend::model_fetch::{KnownModel, SMOLLM2_135M};
+use infermesh_backend::openai::{OpenAiBackend, OpenAiConfig};
+use infermesh_backend::Backend;
+
+use crate::config::{BackendConfig, DriverConfig, NodeConfig};
+
+/// Models the embedded driver can fetch by name alone.
+pub const KNOWN_MODELS: &[KnownModel] = &[SMOLLM2_135M];
+
+/// Node-wide settings drivers are built with.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    pub model_dir: PathBuf,
+    pub engine: EngineConfig,
+    pub llama_server_startup: Duration,
+}
+
+/// Builds the driver with every model's args merged with the mesh defaults, so the tester and
+/// serving run the same settings.
+pub fn build_backend(
+    cfg: &BackendConfig,
+    node_cfg: &NodeConfig,
+    ctx: &BuildContext,
+) -> Result<Arc<dyn Backend>, String> {
+    let models: Vec<_> = cfg.models.iter().map(|m| node_cfg.merged(m)).collect();
+    Ok(match &cfg.driver {
+        DriverConfig::Embedded => {
+            let mut sources = BTreeMap::new();
+            for m in &models {
+                let source = match m.args.get("path").and_then(|p| p.as_str()) {
+                    Some(p) => ModelSource::File(PathBuf::from(p)),
+                    None => match KNOWN_MODELS.iter().find(|k| k.name == m.name) {
+                        Some(k) => ModelSource::Fetch {
+                            model: *k,
+                            cache_dir: ctx.model_dir.clone(),
+                        },
+                        None => return Err(format!(
+                            "model `{}` has no `args.path` and is not a known model (known: {})",
+                            m.name,
+                            KNOWN_MODELS
+                                .iter()
+                                .map(|k| k.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    },
+                };
+                sources.insert(m.name.clone(), source);
+            }
+            Arc::new(EmbeddedBackend::new(&cfg.id, sources, ctx.engine.clone()))
+        }
+        DriverConfig::LlamaServer { binary, ctx: n_ctx } => {
+            Arc::new(LlamaServerBackend::new(LlamaServerConfig {
+                id: cfg.id.clone(),
+                binary: binary.clone(),
+                models,
+                ctx: n_ctx.unwrap_or(ctx.engine.n_ctx),
+                startup_timeout: ctx.llama_server_startup,
+            }))
+        }
+        DriverConfig::Openai { url, api_key } => Arc::new(
+            OpenAiBackend::new(OpenAiConfig {
+                id: cfg.id.clone(),
+                base_url: url.clone(),
+                api_key: api_key.clone(),
+                models,
+            })
+            .map_err(|e| format!("invalid `url`: {e}"))?,
+        ),
+    })
+}
