@@ -9,10 +9,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::RwLock;
 
+use ed25519_dalek::SigningKey;
 use infermesh_mesh::schedule::{EmbeddedSchedule, Schedule};
-use infermesh_mesh::{MeshHandle, NodeRecord, PeerView};
+use infermesh_mesh::{MeshHandle, NodeRecord, PeerView, SignedValidation};
 use infermesh_state::{NodeState, Participation, Tunables};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 use crate::drivers::BuildContext;
@@ -27,13 +29,20 @@ pub const FAILED_PEER_COOLDOWN: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoundView {
     pub participation: Participation,
-    /// Backends admitted in the current epoch's round (their own validation passed).
+    /// This node's backends admitted in the current epoch's round (their own validation passed).
     pub admitted: BTreeSet<String>,
+    /// Nodes with an accepted passing result for the current epoch: the ones routed to.
+    pub active_set: BTreeSet<String>,
+    pub epoch: Option<u64>,
 }
 
 /// What a node is started with besides its node and mesh.
 pub struct AppOptions {
     pub schedule: Arc<dyn Schedule>,
+    /// Set when the schedule may be learnt from peers' records (the real node's schedule).
+    pub learner: Option<Arc<EmbeddedSchedule>>,
+    /// Signs this node's validation results; without it the node never validates.
+    pub signing_key: Option<SigningKey>,
     pub tunables: Tunables,
     /// Where `config.toml` lives; `None` keeps registrations in memory only.
     pub data_dir: Option<PathBuf>,
@@ -45,6 +54,8 @@ impl Default for AppOptions {
     fn default() -> Self {
         Self {
             schedule: Arc::new(EmbeddedSchedule::new(None)),
+            learner: None,
+            signing_key: None,
             tunables: Tunables::default(),
             data_dir: None,
             config: NodeConfig::default(),
@@ -60,6 +71,12 @@ impl Default for AppOptions {
 pub struct App {
     pub node: Arc<Node>,
     pub schedule: Arc<dyn Schedule>,
+    pub learner: Option<Arc<EmbeddedSchedule>>,
+    pub signing_key: Option<SigningKey>,
+    /// This node's signed result for the latest round it validated in.
+    pub own_validation: RwLock<Option<SignedValidation>>,
+    /// Bumped on every change of the mesh view or of this node's own record.
+    pub changes: watch::Sender<u64>,
     pub tunables: Tunables,
     pub rounds: RwLock<RoundView>,
     pub data_dir: Option<PathBuf>,
@@ -90,13 +107,20 @@ pub struct PeerStatus {
     pub ram_gb: f32,
     pub version: String,
     pub load: u32,
+    /// Whether the peer is in this epoch's active set (routed to) as this node sees it.
+    pub participation: Participation,
     /// Milliseconds since this node last heard from the peer.
     pub last_seen_ms: u64,
 }
 
-impl From<&PeerView> for PeerStatus {
-    fn from(p: &PeerView) -> Self {
+impl PeerStatus {
+    pub fn new(p: &PeerView, active_set: &BTreeSet<String>) -> Self {
         Self {
+            participation: if active_set.contains(&p.record.node_id) {
+                Participation::Active
+            } else {
+                Participation::InactiveWaiting
+            },
             node_id: p.record.node_id.clone(),
             name: p.record.name.clone(),
             addr: p.record.api_addr.clone(),
@@ -163,6 +187,10 @@ impl App {
         Arc::new(Self {
             node,
             schedule: opts.schedule,
+            learner: opts.learner,
+            signing_key: opts.signing_key,
+            own_validation: RwLock::new(None),
+            changes: watch::channel(0).0,
             tunables: opts.tunables,
             rounds: RwLock::new(RoundView::default()),
             data_dir: opts.data_dir,
@@ -195,7 +223,15 @@ impl App {
 
     /// What this node tells the mesh about itself right now.
     pub fn record(&self) -> NodeRecord {
-        Self::record_of(&self.node, &self.api_addr, self.ram_gb)
+        NodeRecord {
+            validation: self
+                .own_validation
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            schedule: self.schedule.spec(),
+            ..Self::record_of(&self.node, &self.api_addr, self.ram_gb)
+        }
     }
 
     pub fn record_of(node: &Node, api_addr: &str, ram_gb: f32) -> NodeRecord {
@@ -228,6 +264,7 @@ impl App {
             let rec = self.record();
             if mesh.record() != rec {
                 mesh.publish(rec);
+                self.changes.send_modify(|n| *n += 1);
             }
         }
     }

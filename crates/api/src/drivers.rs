@@ -44,7 +44,8 @@ pub fn build_backend(
                             model: *k,
                             cache_dir: ctx.model_dir.clone(),
                         },
-                        None => return Err(format!(
+                        None => {
+                            return Err(format!(
                             "model `{}` has no `args.path` and is not a known model (known: {})",
                             m.name,
                             KNOWN_MODELS
@@ -52,7 +53,8 @@ pub fn build_backend(
                                 .map(|k| k.name)
                                 .collect::<Vec<_>>()
                                 .join(", ")
-                        )),
+                        ))
+                        }
                     },
                 };
                 sources.insert(m.name.clone(), source);

@@ -9,6 +9,7 @@ pub mod error;
 pub mod node;
 pub mod openai;
 pub mod requests;
+pub mod rounds;
 pub mod route;
 pub mod status;
 

@@ -291,6 +291,27 @@ impl Node {
             .collect()
     }
 
+    /// Backends answering now, with the model each serves: what a validation round checks.
+    pub fn ready_backends(&self) -> Vec<(String, String, Arc<dyn Backend>)> {
+        let slots = self.slots.read().expect("slots lock");
+        slots
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Ready)
+            .filter_map(|(id, s)| {
+                s.assigned
+                    .clone()
+                    .map(|m| (id.clone(), m, s.backend.clone()))
+            })
+            .collect()
+    }
+
+    pub fn any_test_passed(&self) -> bool {
+        let slots = self.slots.read().expect("slots lock");
+        slots
+            .values()
+            .any(|s| s.last_test.as_ref().is_some_and(|t| t.ok))
+    }
+
     /// Memory of the loaded models. A fold, not `sum()`: an empty f32 sum is `-0.0`, which
     /// would show as "-0" on a client node.
     pub fn vram_gb(&self) -> f32 {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use infermesh_state::NodeState;
+use infermesh_state::{node_message, NodeState, Participation, Timing};
 use serde::Serialize;
 
 use crate::app::{App, PeerStatus};
@@ -20,6 +20,11 @@ pub struct StatusResponse {
     pub node_state: NodeState,
     /// Title Case alias of `node_state` for older consumers.
     pub node_status: &'static str,
+    pub participation: Participation,
+    pub timing: Timing,
+    /// What the operator should do now, in one sentence.
+    pub message: String,
+    pub epoch: Option<u64>,
     pub models: Vec<String>,
     pub vram_gb: f32,
     pub ram_gb: f32,
@@ -32,6 +37,9 @@ pub struct StatusResponse {
 pub fn status(app: &App) -> StatusResponse {
     let node = &app.node;
     let state = node.state();
+    let rounds = app.round_view();
+    let timing = app.timing();
+    let validated = !rounds.admitted.is_empty() || node.any_test_passed();
     let backends = node.backend_views();
     StatusResponse {
         node_id: node.info.node_id.clone(),
@@ -41,12 +49,20 @@ pub fn status(app: &App) -> StatusResponse {
         version: node.info.version.clone(),
         node_state: state,
         node_status: state.title(),
+        participation: rounds.participation,
+        timing,
+        message: node_message(state, rounds.participation, &timing, validated),
+        epoch: rounds.epoch,
         models: node.serving_models(),
         vram_gb: node.vram_gb(),
         ram_gb: app.ram_gb,
         in_flight: node.in_flight(),
         backends,
-        peers: app.peers().iter().map(PeerStatus::from).collect(),
+        peers: app
+            .peers()
+            .iter()
+            .map(|p| PeerStatus::new(p, &rounds.active_set))
+            .collect(),
         wakeable: Vec::new(),
     }
 }

@@ -1,5 +1,6 @@
 //! `infermesh`: one binary for the node, its operator tools and the demo.
 
+mod client_cmds;
 mod identity;
 mod logging;
 mod models;
@@ -28,6 +29,10 @@ struct Cli {
 enum Cmd {
     /// Run a node: load a model (fetching the default one if needed) and serve the API.
     Up(up::UpArgs),
+    /// Show a node's state, peers and backends with what the operator should do.
+    Status(client_cmds::StatusArgs),
+    /// Test one backend now (load → health → inference → stop per model); exit 1 if it fails.
+    Test(client_cmds::TestArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,12 +51,18 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.cmd {
             Cmd::Up(args) => up::run(args).await,
+            Cmd::Status(args) => client_cmds::status(args).await,
+            Cmd::Test(args) => client_cmds::test(args).await,
         }
     });
     // A model load blocked on slow storage must not hold the process open after shutdown.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Operator commands print their own message and choose the exit code.
+        Err(e) if e.is::<client_cmds::Exit>() => {
+            std::process::ExitCode::from(e.downcast_ref::<client_cmds::Exit>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -12,8 +12,9 @@ use infermesh_api::{App, AppOptions, Node, NodeInfo};
 use infermesh_backend::embedded::EmbeddedBackend;
 use infermesh_backend::engine::EngineConfig;
 use infermesh_backend::model_fetch::default_model_dir;
+use infermesh_mesh::schedule::{fast_schedule, EmbeddedSchedule, MESH_SCHEDULE};
 use infermesh_mesh::{Mesh, MeshConfig};
-use infermesh_state::NodeState;
+use infermesh_state::{NodeState, ScheduleSpec, Tunables};
 
 use crate::{identity, models};
 
@@ -60,6 +61,45 @@ pub struct UpArgs {
     /// UDP port for gossip [default: the same number as --port; 0 picks a free one].
     #[arg(long)]
     pub gossip_port: Option<u16>,
+    /// Validation round schedule: `mesh` (the embedded mesh schedule: 4 h epochs opening with a
+    /// 10 min round), `fast` (20 s epochs, 4 s rounds, short alert lead: demos and tests) or
+    /// `learn` (adopt the schedule peers advertise).
+    #[arg(long, value_enum, default_value = "mesh")]
+    pub schedule: ScheduleChoice,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleChoice {
+    Mesh,
+    Fast,
+    Learn,
+}
+
+impl ScheduleChoice {
+    fn spec(self) -> Option<ScheduleSpec> {
+        match self {
+            Self::Mesh => Some(MESH_SCHEDULE),
+            // Genesis 0: every fast node agrees on the boundaries without coordination.
+            Self::Fast => Some(fast_schedule(0)),
+            Self::Learn => None,
+        }
+    }
+
+    /// The fast schedule needs proportionally short onboarding timings, or a node would always
+    /// read "must be online now".
+    fn tunables(self) -> Tunables {
+        match self {
+            Self::Fast => Tunables {
+                alert_lead_ms: 5_000,
+                auto_test_min_lead_ms: 8_000,
+                auto_test_retry_ms: 20_000,
+                test_timeout_ms: 60_000,
+                participation_refresh_ms: 1_000,
+                onboarding_heartbeat_ms: 20_000,
+            },
+            Self::Mesh | Self::Learn => Tunables::default(),
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -154,7 +194,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         },
         llama_server_startup: std::time::Duration::from_secs(120),
     };
+    let schedule = Arc::new(EmbeddedSchedule::new(args.schedule.spec()));
     let opts = AppOptions {
+        schedule: schedule.clone(),
+        learner: Some(schedule),
+        signing_key: Some(id.key.clone()),
+        tunables: args.schedule.tunables(),
         data_dir: Some(data_dir.clone()),
         config: node_config,
         build,
@@ -167,6 +212,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         tokio::spawn(async move { node.activate(backend).await });
     }
     tokio::spawn(publish_loop(app.clone()));
+    tokio::spawn(infermesh_api::rounds::run(app.clone()));
     tokio::spawn(log_membership(app.clone()));
 
     let router = infermesh_api::router(app.clone());

@@ -35,6 +35,16 @@ fn peer_state(node: &NodeProc, name: &str) -> Option<String> {
         .map(|p| p["state"].as_str().unwrap_or("").to_string())
 }
 
+/// Serving and in the epoch's active set as `node` sees it: what routing requires.
+fn routable(node: &NodeProc, name: &str) -> bool {
+    peers(node)
+        .iter()
+        .any(|p| p["name"] == name && p["state"] == "serving" && p["participation"] == "active")
+}
+
+/// One fast epoch (20 s) plus slack: a node admitted at the next round is seen by then.
+const NEXT_ROUND: Duration = Duration::from_secs(30);
+
 fn chat(url: &str, max_tokens: u32) -> (u16, Value) {
     post_json(
         &format!("{url}/v1/chat/completions"),
@@ -45,28 +55,34 @@ fn chat(url: &str, max_tokens: u32) -> (u16, Value) {
 
 #[test]
 fn client_routes_fails_over_and_peer_rejoins() {
-    let mut a = NodeProc::start(&["--name", "A", "--gossip-port", "0"]);
+    let fast = ["--schedule", "fast", "--gossip-port", "0"];
+    let mut a = NodeProc::start(&[&fast[..], &["--name", "A"]].concat());
     let join = a.gossip.clone();
-    let b = NodeProc::start(&["--name", "B", "--gossip-port", "0", "--join", &join]);
-    let c = NodeProc::start(&[
-        "--name",
-        "C",
-        "--client",
-        "--gossip-port",
-        "0",
-        "--join",
-        &join,
-    ]);
+    let b = NodeProc::start(&[&fast[..], &["--name", "B", "--join", &join]].concat());
+    // The client has no schedule of its own: it learns it from the mesh.
+    let learn = ["--schedule", "learn", "--gossip-port", "0", "--client"];
+    let c = NodeProc::start(&[&learn[..], &["--name", "C", "--join", &join]].concat());
     a.wait_state("serving", Duration::from_secs(60));
     b.wait_state("serving", Duration::from_secs(60));
     c.wait_state("client", Duration::from_secs(10));
     let a_id = a.status()["node_id"].clone();
 
-    // Convergence: the client sees both serving peers with their models and addresses.
+    // Convergence: the client sees both serving peers with their models and addresses...
     wait_for("C sees A and B serving", Duration::from_secs(10), || {
         peer_state(&c, "A").as_deref() == Some("serving")
             && peer_state(&c, "B").as_deref() == Some("serving")
     });
+    // ...and, once the round has admitted them, routes to them.
+    wait_for("A and B admitted by a round", NEXT_ROUND, || {
+        routable(&c, "A") && routable(&c, "B")
+    });
+    assert!(
+        c.status()["timing"]["seconds_until_next_round"]
+            .as_i64()
+            .unwrap()
+            >= 0,
+        "C learnt the schedule"
+    );
     let ps = peers(&c);
     for p in &ps {
         assert_eq!(p["models"], json!([MODEL]), "{p}");
@@ -160,6 +176,8 @@ fn client_routes_fails_over_and_peer_rejoins() {
     wait_for("C sees A serving again", Duration::from_secs(15), || {
         peer_state(&c, "A").as_deref() == Some("serving")
     });
+    // A node back mid-epoch waits for the next round before the mesh routes to it.
+    wait_for("A admitted again", NEXT_ROUND, || routable(&c, "A"));
     wait_for("A sees B and C again", Duration::from_secs(15), || {
         peers(&a).len() == 2
     });

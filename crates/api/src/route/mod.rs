@@ -72,6 +72,9 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
                 state: NodeState::Serving,
                 has_model: true,
                 in_flight: node.in_flight(),
+                // A node's own healthy backend answers the clients that reach this node directly
+                // whatever the round said: the active set governs what the *mesh* routes to a
+                // node (see docs/decisions.md).
                 active: true,
             });
             targets.push(Target {
@@ -84,6 +87,7 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
         LocalModel::Absent => {}
     }
     if !local_only {
+        let active = app.round_view().active_set;
         for p in app.peers() {
             let id = &p.record.node_id;
             cands.push(Candidate {
@@ -93,7 +97,8 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
                 has_model: p.record.models.iter().any(|m| m == model),
                 // The peer's published load lags; our own outstanding count does not.
                 in_flight: p.record.load.max(app.outstanding_on(id)),
-                active: true,
+                // Only peers validated in this epoch's round receive mesh traffic.
+                active: active.contains(id),
             });
             targets.push(Target {
                 node_id: id.clone(),
@@ -187,14 +192,16 @@ fn no_replica(
     }
 }
 
-/// `GET /v1/models`: every model served anywhere in the mesh, with its replica count.
+/// `GET /v1/models`: every model this node can get answered — its own, and those of peers active
+/// in this epoch — with the replica count.
 pub async fn list_models(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     let mut replicas: BTreeMap<String, u32> = BTreeMap::new();
     for m in app.node.serving_models() {
         *replicas.entry(m).or_default() += 1;
     }
+    let active = app.round_view().active_set;
     for p in app.peers() {
-        if p.state == NodeState::Serving {
+        if p.state == NodeState::Serving && active.contains(&p.record.node_id) {
             for m in p.record.models {
                 *replicas.entry(m).or_default() += 1;
             }

@@ -1,0 +1,811 @@
+//! Operator identity: every admin mutation carries an ed25519 signature by a key the node lists in
+//! its operator registry (`[[operator]]` in `config.toml`).
+//!
+//! Wire format (DESIGN §4):
+//!
+//! ```text
+//! Authorization: Infermesh <key-id>:<ts_ms>:<sig-hex>
+//! ```
+//!
+//! `key-id` is the first 16 hex digits of sha256(operator public key), `ts_ms` the signer's clock
+//! in Unix milliseconds, `sig-hex` the ed25519 signature (128 hex digits) over the canonical
+//! string
+//!
+//! ```text
+//! infermesh-admin-v1\n{METHOD}\n{PATH}\n{hex sha256(body)}\n{ts_ms}
+//! ```
+//!
+//! where `PATH` is the request target as sent: the path, plus `?query` when there is one. A
+//! request is accepted when the key is registered, the signature verifies (strictly: one message
+//! has one valid signature), the timestamp is within ±60 s of the node's clock, and the same
+//! signed request has not been accepted before (replay cache, pruned by time). Anything else is
+//! a 401 naming the reason, and the handler never runs, so nothing changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::error::plain_error;
+
+/// The `Authorization` scheme word.
+pub const SCHEME: &str = "Infermesh";
+/// First line of every signed string: an admin signature can never pass for anything else the
+/// operator key might sign. Bumped whenever the canonical string changes.
+pub const DOMAIN: &str = "infermesh-admin-v1";
+/// How far a signature's timestamp may be from the node's clock, either way.
+pub const MAX_SKEW_MS: i64 = 60_000;
+/// Largest admin body read for verification; admin bodies are small JSON documents.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Most signed requests remembered at once (each is remembered for about two minutes).
+pub const REPLAY_CAPACITY: usize = 100_000;
+
+/// Shown when mutations are refused because no operator key is configured.
+pub const NO_OPERATORS: &str = "no operator keys configured: run `infermesh keygen` and add the \
+public key to config.toml [[operator]], or start with --admin-open for local experiments";
+
+/// One `[[operator]]` entry of `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorConfig {
+    /// Who holds the key, for logs (`alice@laptop`).
+    pub name: String,
+    /// Hex ed25519 public key, as `infermesh keygen` prints it.
+    pub public_key: String,
+}
+
+/// The first 16 hex digits of sha256(public key).
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+/// The exact string that is signed.
+pub fn canonical(method: &str, path: &str, body: &[u8], ts_ms: i64) -> String {
+    format!(
+        "{DOMAIN}\n{}\n{path}\n{}\n{ts_ms}",
+        method.to_ascii_uppercase(),
+        hex::encode(Sha256::digest(body))
+    )
+}
+
+/// The `Authorization` header value for a request signed at `ts_ms`.
+pub fn sign_request(key: &SigningKey, method: &str, path: &str, body: &[u8], ts_ms: i64) -> String {
+    let sig = key.sign(canonical(method, path, body, ts_ms).as_bytes());
+    format!(
+        "{SCHEME} {}:{ts_ms}:{}",
+        key_id(&key.verifying_key()),
+        hex::encode(sig.to_bytes())
+    )
+}
+
+/// The `Authorization` header value for a request signed now: what the CLI and deck send.
+pub fn authorization_header(key: &SigningKey, method: &str, path: &str, body: &[u8]) -> String {
+    sign_request(key, method, path, body, now_ms())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Why a signed request was refused. Each message says what was wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    Missing,
+    /// The header is there but not `Infermesh <key-id>:<ts_ms>:<sig-hex>`.
+    Malformed(String),
+    /// The key id is not in this node's operator registry.
+    UnknownKey(String),
+    /// The signature does not match this method, path, body and timestamp.
+    BadSignature,
+    /// The timestamp is more than [`MAX_SKEW_MS`] away; positive `skew_ms` is in the past.
+    Expired { skew_ms: i64 },
+    /// This exact signed request was already accepted once.
+    Replayed,
+    /// Mutations are refused because the registry is empty (and the node is not admin-open).
+    NoOperators,
+    /// The replay cache is full of live entries: too many signed requests in two minutes.
+    Busy,
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => write!(
+                f,
+                "admin changes must be signed: missing `Authorization: {SCHEME} <key-id>:<ts_ms>:<signature>` header (the infermesh CLI and deck sign with the key from `infermesh keygen`)"
+            ),
+            Self::Malformed(why) => write!(
+                f,
+                "malformed Authorization header: {why} (expected `{SCHEME} <key-id>:<ts_ms>:<signature>`)"
+            ),
+            Self::UnknownKey(id) => write!(
+                f,
+                "operator key `{id}` is not accepted by this node: add its public key to config.toml [[operator]] and restart the node"
+            ),
+            Self::BadSignature => write!(
+                f,
+                "signature does not match this request (method, path, body and timestamp are signed): sign the exact bytes sent"
+            ),
+            Self::Expired { skew_ms } => {
+                let secs = skew_ms.unsigned_abs().div_ceil(1000);
+                let when = if *skew_ms >= 0 {
+                    format!("{secs}s old")
+                } else {
+                    format!("{secs}s in the future")
+                };
+                write!(
+                    f,
+                    "signature timestamp is {when}; the node accepts ±{}s: sign again, and check this machine's clock",
+                    MAX_SKEW_MS / 1000
+                )
+            }
+            Self::Replayed => write!(
+                f,
+                "this signed request was already accepted once; each signature is accepted only once: sign it again"
+            ),
+            Self::NoOperators => f.write_str(NO_OPERATORS),
+            Self::Busy => write!(
+                f,
+                "too many signed admin requests in the last {}s; retry shortly",
+                2 * MAX_SKEW_MS / 1000
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// Who signed an accepted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorId {
+    pub key_id: String,
+    pub name: String,
+}
+
+/// The operator keys a node accepts, by key id.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorRegistry {
+    keys: BTreeMap<String, (String, VerifyingKey)>,
+}
+
+impl OperatorRegistry {
+    /// Builds the registry from config entries; an entry that is not a valid key is an error
+    /// naming it (a typo must not silently lock the operator out).
+    pub fn from_config(ops: &[OperatorConfig]) -> Result<Self, String> {
+        let mut keys = BTreeMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            let key = parse_public_key(&op.public_key)
+                .map_err(|e| format!("operator[{i}] (`{}`): public_key {e}", op.name))?;
+            keys.insert(key_id(&key), (op.name.clone(), key));
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn get(&self, key_id: &str) -> Option<&(String, VerifyingKey)> {
+        self.keys.get(key_id)
+    }
+}
+
+/// Parses a hex ed25519 public key (64 hex digits).
+pub fn parse_public_key(s: &str) -> Result<VerifyingKey, String> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut bytes)
+        .map_err(|e| format!("is not 64 hex digits: {e}"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("is not an ed25519 key: {e}"))
+}
+
+/// Signed requests accepted recently, remembered until their timestamp leaves the window (after
+/// which the timestamp check refuses them anyway). Keyed by the signed message and key, not the
+/// signature bytes, so a re-encoded signature of the same request is still a replay.
+#[derive(Debug, Default)]
+pub struct ReplayCache {
+    inner: Mutex<ReplayInner>,
+}
+
+#[derive(Debug, Default)]
+struct ReplayInner {
+    seen: HashSet<[u8; 32]>,
+    /// The same entries ordered by signature timestamp, so expiry is a pop from the front.
+    by_ts: BTreeSet<(i64, [u8; 32])>,
+}
+
+impl ReplayCache {
+    /// Records `entry` (timestamp `ts_ms`) as accepted. `Err(Replayed)` if it was already;
+    /// `Err(Busy)` if the cache is full of entries that cannot be forgotten yet.
+    fn accept_once(&self, entry: [u8; 32], ts_ms: i64, now_ms: i64) -> Result<(), AuthError> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget everything whose timestamp left the window: the time check refuses it anyway.
+        while let Some(&(ts, e)) = g.by_ts.first() {
+            if now_ms.saturating_sub(ts) <= MAX_SKEW_MS {
+                break;
+            }
+            g.by_ts.pop_first();
+            g.seen.remove(&e);
+        }
+        if g.seen.contains(&entry) {
+            return Err(AuthError::Replayed);
+        }
+        if g.seen.len() >= REPLAY_CAPACITY {
+            return Err(AuthError::Busy);
+        }
+        g.seen.insert(entry);
+        g.by_ts.insert((ts_ms, entry));
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Splits `Infermesh <key-id>:<ts_ms>:<sig-hex>`.
+fn parse_header(h: &str) -> Result<(&str, i64, [u8; 64]), AuthError> {
+    let malformed = |why: &str| AuthError::Malformed(why.to_string());
+    let (scheme, rest) = h
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| malformed("no credentials after the scheme"))?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return Err(AuthError::Malformed(format!(
+            "scheme `{scheme}` is not `{SCHEME}`"
+        )));
+    }
+    let mut parts = rest.trim().split(':');
+    let (Some(id), Some(ts), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed("want three `:`-separated fields"));
+    };
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed("key id must be 16 hex digits"));
+    }
+    let ts: i64 = ts
+        .parse()
+        .map_err(|_| malformed("timestamp must be Unix milliseconds"))?;
+    let mut sig_bytes = [0u8; 64];
+    hex::decode_to_slice(sig, &mut sig_bytes)
+        .map_err(|_| malformed("signature must be 128 hex digits"))?;
+    Ok((id, ts, sig_bytes))
+}
+
+/// Checks one admin request. Order: shape, key, signature, then time and replay — so a forged
+/// request reads as a bad signature, never as "expired", and only a genuine request can occupy
+/// the replay cache.
+pub fn verify(
+    header: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    now_ms: i64,
+    registry: &OperatorRegistry,
+    replay: &ReplayCache,
+) -> Result<OperatorId, AuthError> {
+    if registry.is_empty() {
+        return Err(AuthError::NoOperators);
+    }
+    let header = header.ok_or(AuthError::Missing)?;
+    let (id, ts_ms, sig) = parse_header(header)?;
+    let id = id.to_ascii_lowercase();
+    let (name, key) = registry
+        .get(&id)
+        .ok_or_else(|| AuthError::UnknownKey(id.clone()))?;
+    let message = canonical(method, path, body, ts_ms);
+    key.verify_strict(message.as_bytes(), &Signature::from_bytes(&sig))
+        .map_err(|_| AuthError::BadSignature)?;
+    let skew_ms = now_ms.saturating_sub(ts_ms);
+    if skew_ms.abs() > MAX_SKEW_MS {
+        return Err(AuthError::Expired { skew_ms });
+    }
+    let mut h = Sha256::new();
+    h.update(id.as_bytes());
+    h.update(b"\n");
+    h.update(message.as_bytes());
+    replay.accept_once(h.finalize().into(), ts_ms, now_ms)?;
+    Ok(OperatorId {
+        key_id: id,
+        name: name.clone(),
+    })
+}
+
+/// The node's admin gate: its registry, replay cache and whether checks are off.
+#[derive(Debug, Default)]
+pub struct AdminAuth {
+    pub registry: OperatorRegistry,
+    pub replay: ReplayCache,
+    /// `--admin-open`: mutations are accepted unsigned (local experiments only).
+    pub open: bool,
+}
+
+impl AdminAuth {
+    pub fn new(registry: OperatorRegistry, open: bool) -> Self {
+        Self {
+            registry,
+            replay: ReplayCache::default(),
+            open,
+        }
+    }
+
+    /// Logs how the node treats admin mutations, once at start.
+    pub fn log_mode(&self) {
+        if self.open {
+            tracing::warn!(
+                "--admin-open: admin changes are accepted WITHOUT operator signatures; anyone who can reach this port can change this node. Use it only for local experiments"
+            );
+        } else if self.registry.is_empty() {
+            tracing::warn!("admin changes are refused: {NO_OPERATORS}");
+        } else {
+            let names: Vec<&str> = self
+                .registry
+                .keys
+                .values()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            tracing::info!(operators = ?names, "admin changes require an operator signature");
+        }
+    }
+}
+
+/// Whether a request is an admin mutation (needs a signature): any method but GET, HEAD and
+/// OPTIONS under `/admin/`. Deny by default, so admin routes added later are covered too.
+pub fn is_admin_mutation(method: &Method, path: &str) -> bool {
+    let read = method == Method::GET || method == Method::HEAD || method == Method::OPTIONS;
+    !read && (path == "/admin" || path.starts_with("/admin/"))
+}
+
+fn refuse(err: &AuthError, method: &Method, path: &str) -> Response {
+    let status = match err {
+        AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    tracing::warn!(%method, path, reason = %err, "admin request refused");
+    let mut resp = plain_error(status, err);
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(SCHEME));
+    resp
+}
+
+/// Axum middleware (`from_fn_with_state`): passes reads and non-admin routes through, checks the
+/// signature of every admin mutation, and hands the handler the exact body that was verified.
+pub async fn require_operator(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    check(&app.admin, req, next).await
+}
+
+/// The middleware body, usable with any state that owns an [`AdminAuth`].
+pub async fn check(auth: &AdminAuth, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if auth.open || !is_admin_mutation(&method, &path) {
+        return next.run(req).await;
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(path.clone(), |pq| pq.as_str().to_string());
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return plain_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("admin request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        }
+    };
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    match verify(
+        header,
+        method.as_str(),
+        &target,
+        &bytes,
+        now_ms(),
+        &auth.registry,
+        &auth.replay,
+    ) {
+        Ok(op) => {
+            tracing::info!(operator = %op.name, key_id = %op.key_id, %method, path = %target, "admin change signed by operator");
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => refuse(&e, &method, &target),
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        plain_error(StatusCode::UNAUTHORIZED, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_790_000_000_000;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn registry(keys: &[&SigningKey]) -> OperatorRegistry {
+        let ops: Vec<OperatorConfig> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| OperatorConfig {
+                name: format!("op{i}"),
+                public_key: hex::encode(k.verifying_key().as_bytes()),
+            })
+            .collect();
+        OperatorRegistry::from_config(&ops).unwrap()
+    }
+
+    fn check_at(
+        h: Option<&str>,
+        body: &[u8],
+        now: i64,
+        reg: &OperatorRegistry,
+        cache: &ReplayCache,
+    ) -> Result<OperatorId, AuthError> {
+        verify(h, "POST", "/admin/v1/nodes", body, now, reg, cache)
+    }
+
+    #[test]
+    fn a_valid_signature_is_accepted_once() {
+        let k = key(1);
+        let reg = registry(&[&k]);
+        let cache = ReplayCache::default();
+        let h = sign_request(&k, "POST", "/admin/v1/nodes", b"{}", NOW);
+        let op = check_at(Some(&h), b"{}", NOW + 5, &reg, &cache).unwrap();
+        assert_eq!(op.name, "op0");
+        assert_eq!(op.key_id, key_id(&k.verifying_key()));
+        assert_eq!(
+            check_at(Some(&h), b"{}", NOW + 6, &reg, &cache),
+            Err(AuthError::Replayed)
+        );
+        // Re-signed (new timestamp) is a new request.
+        let h2 = sign_request(&k, "POST", "/admin/v1/nodes", b"{}", NOW + 1);
+        assert!(check_at(Some(&h2), b"{}", NOW + 6, &reg, &cache).is_ok());
+    }
+
+    #[test]
+    fn header_shape_and_key_id() {
+        let k = key(2);
+        let h = sign_request(&k, "post", "/p", b"", 42);
+        let rest = h.strip_prefix("Infermesh ").unwrap();
+        let f: Vec<&str> = rest.split(':').collect();
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].len(), 16);
+        assert_eq!(f[0], &hex::encode(Sha256::digest(k.verifying_key().as_bytes()))[..16]);
+        assert_eq!(f[1], "42");
+        assert_eq!(f[2].len(), 128);
+        assert_eq!(
+            canonical("post", "/p", b"", 42),
+            "infermesh-admin-v1\nPOST\n/p\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n42"
+        );
+    }
+
+    #[test]
+    fn every_signed_field_matters() {
+        let k = key(3);
+        let reg = registry(&[&k]);
+        let cache = ReplayCache::default();
+        let h = sign_request(&k, "POST", "/admin/v1/nodes", b"{\"a\":1}", NOW);
+        // Other body.
+        assert_eq!(
+            check_at(Some(&h), b"{\"a\":2}", NOW, &reg, &cache),
+            Err(AuthError::BadSignature)
+        );
+        // Other method / path.
+        assert_eq!(
+            verify(Some(&h), "PUT", "/admin/v1/nodes", b"{\"a\":1}", NOW, &reg, &cache),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            verify(Some(&h), "POST", "/admin/v1/nodes/x", b"{\"a\":1}", NOW, &reg, &cache),
+            Err(AuthError::BadSignature)
+        );
+        // Other timestamp in the header than the one signed.
+        let forged = h.replace(&format!(":{NOW}:"), &format!(":{}:", NOW + 1));
+        assert_eq!(
+            check_at(Some(&forged), b"{\"a\":1}", NOW, &reg, &cache),
+            Err(AuthError::BadSignature)
+        );
+        // Failures consumed nothing: the genuine request still passes.
+        assert!(check_at(Some(&h), b"{\"a\":1}", NOW, &reg, &cache).is_ok());
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_expired() {
+        let k = key(4);
+        let reg = registry(&[&k]);
+        let cache = ReplayCache::default();
+        let old = sign_request(&k, "POST", "/admin/v1/nodes", b"", NOW - 61_000);
+        assert_eq!(
+            check_at(Some(&old), b"", NOW, &reg, &cache),
+            Err(AuthError::Expired { skew_ms: 61_000 })
+        );
+        let future = sign_request(&k, "POST", "/admin/v1/nodes", b"", NOW + 90_500);
+        let err = check_at(Some(&future), b"", NOW, &reg, &cache).unwrap_err();
+        assert_eq!(err, AuthError::Expired { skew_ms: -90_500 });
+        assert!(err.to_string().contains("91s in the future"), "{err}");
+        assert!(AuthError::Expired { skew_ms: 61_000 }
+            .to_string()
+            .contains("61s old"));
+        // The edges are inside.
+        for ts in [NOW - MAX_SKEW_MS, NOW + MAX_SKEW_MS] {
+            let h = sign_request(&k, "POST", "/admin/v1/nodes", b"", ts);
+            assert!(check_at(Some(&h), b"", NOW, &reg, &cache).is_ok());
+        }
+        assert!(cache.len() == 2);
+    }
+
+    #[test]
+    fn unknown_key_missing_and_malformed() {
+        let k = key(5);
+        let stranger = key(6);
+        let reg = registry(&[&k]);
+        let cache = ReplayCache::default();
+        let h = sign_request(&stranger, "POST", "/admin/v1/nodes", b"", NOW);
+        let err = check_at(Some(&h), b"", NOW, &reg, &cache).unwrap_err();
+        assert_eq!(
+            err,
+            AuthError::UnknownKey(key_id(&stranger.verifying_key()))
+        );
+        assert!(err.to_string().contains("[[operator]]"));
+        assert_eq!(
+            check_at(None, b"", NOW, &reg, &cache),
+            Err(AuthError::Missing)
+        );
+        let sig = "ab".repeat(64);
+        for bad in [
+            "Bearer abc".to_string(),
+            "Infermesh".to_string(),
+            "Infermesh abc".to_string(),
+            format!("Infermesh 0123456789abcdef:{NOW}"),
+            format!("Infermesh 0123456789abcdef:{NOW}:{sig}:x"),
+            format!("Infermesh 0123:{NOW}:{sig}"),
+            format!("Infermesh 0123456789abcdeg:{NOW}:{sig}"),
+            format!("Infermesh 0123456789abcdef:soon:{sig}"),
+            format!("Infermesh 0123456789abcdef:{NOW}:abcd"),
+            format!("Infermesh 0123456789abcdef:{NOW}:{}", "zz".repeat(64)),
+        ] {
+            let err = check_at(Some(&bad), b"", NOW, &reg, &cache).unwrap_err();
+            assert!(matches!(err, AuthError::Malformed(_)), "{bad}: {err:?}");
+            assert!(err.to_string().starts_with("malformed"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_registry_refuses_with_the_keygen_hint() {
+        let k = key(7);
+        let cache = ReplayCache::default();
+        let h = sign_request(&k, "POST", "/admin/v1/nodes", b"", NOW);
+        let err = check_at(Some(&h), b"", NOW, &OperatorRegistry::default(), &cache).unwrap_err();
+        assert_eq!(err, AuthError::NoOperators);
+        assert!(err.to_string().contains("infermesh keygen"));
+        assert!(err.to_string().contains("--admin-open"));
+    }
+
+    #[test]
+    fn any_registered_key_may_sign() {
+        let (a, b) = (key(8), key(9));
+        let reg = registry(&[&a, &b]);
+        assert_eq!(reg.len(), 2);
+        let cache = ReplayCache::default();
+        let h = sign_request(&b, "DELETE", "/admin/v1/nodes/x", b"", NOW);
+        let op = verify(Some(&h), "DELETE", "/admin/v1/nodes/x", b"", NOW, &reg, &cache).unwrap();
+        assert_eq!(op.name, "op1");
+    }
+
+    #[test]
+    fn registry_rejects_bad_keys_by_name() {
+        let bad = OperatorConfig {
+            name: "alice".into(),
+            public_key: "nothex".into(),
+        };
+        let err = OperatorRegistry::from_config(&[bad]).unwrap_err();
+        assert!(err.contains("alice") && err.contains("hex"), "{err}");
+    }
+
+    #[test]
+    fn malleated_signatures_do_not_pass_or_dodge_the_replay_check() {
+        let k = key(10);
+        let reg = registry(&[&k]);
+        let cache = ReplayCache::default();
+        let h = sign_request(&k, "POST", "/admin/v1/nodes", b"", NOW);
+        assert!(check_at(Some(&h), b"", NOW, &reg, &cache).is_ok());
+        // s + L: the classic malleation; strict verification refuses it.
+        let (prefix, sig_hex) = h.rsplit_once(':').unwrap();
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(sig_hex, &mut sig).unwrap();
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = u16::from(sig[32 + i]) + u16::from(L[i]) + carry;
+            sig[32 + i] = v as u8;
+            carry = v >> 8;
+        }
+        let malleated = format!("{prefix}:{}", hex::encode(sig));
+        let err = check_at(Some(&malleated), b"", NOW, &reg, &cache).unwrap_err();
+        assert!(
+            matches!(err, AuthError::BadSignature | AuthError::Replayed),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_replay_cache_forgets_only_what_can_no_longer_pass() {
+        let cache = ReplayCache::default();
+        cache.accept_once([1; 32], NOW, NOW).unwrap();
+        assert_eq!(
+            cache.accept_once([1; 32], NOW, NOW + MAX_SKEW_MS),
+            Err(AuthError::Replayed)
+        );
+        // Past the window the entry is pruned (and the timestamp check refuses the request).
+        cache.accept_once([2; 32], NOW + 1, NOW + MAX_SKEW_MS + 1).unwrap();
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn the_replay_cache_is_bounded() {
+        let cache = ReplayCache::default();
+        for i in 0..REPLAY_CAPACITY {
+            let mut e = [0u8; 32];
+            e[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.accept_once(e, NOW, NOW).unwrap();
+        }
+        assert_eq!(cache.accept_once([0xff; 32], NOW, NOW), Err(AuthError::Busy));
+        // Once the window passes, the space is reclaimed.
+        cache
+            .accept_once([0xff; 32], NOW + MAX_SKEW_MS + 1, NOW + MAX_SKEW_MS + 1)
+            .unwrap();
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn only_admin_mutations_are_gated() {
+        assert!(is_admin_mutation(&Method::POST, "/admin/v1/nodes"));
+        assert!(is_admin_mutation(&Method::PUT, "/admin/v1/nodes/x"));
+        assert!(is_admin_mutation(&Method::DELETE, "/admin/v1/nodes/x"));
+        assert!(is_admin_mutation(&Method::POST, "/admin/v1/wakeable/w/wake"));
+        assert!(is_admin_mutation(&Method::PATCH, "/admin/anything"));
+        assert!(!is_admin_mutation(&Method::GET, "/admin/v1/nodes"));
+        assert!(!is_admin_mutation(&Method::HEAD, "/admin/v1/nodes"));
+        assert!(!is_admin_mutation(&Method::POST, "/v1/chat/completions"));
+        assert!(!is_admin_mutation(&Method::POST, "/administrator"));
+    }
+
+    mod middleware {
+        use super::*;
+        use axum::routing::{get, post};
+        use axum::Router;
+        use tokio::net::TcpListener;
+
+        async fn serve(auth: AdminAuth) -> String {
+            let auth = Arc::new(auth);
+            let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let h2 = hits.clone();
+            let router = Router::new()
+                .route(
+                    "/admin/v1/nodes",
+                    get(|| async { "list" }).post(move |body: Bytes| {
+                        let hits = h2.clone();
+                        async move {
+                            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            format!("got {}", String::from_utf8_lossy(&body))
+                        }
+                    }),
+                )
+                .route("/v1/x", post(|| async { "open" }))
+                .layer(axum::middleware::from_fn_with_state(
+                    auth,
+                    |State(a): State<Arc<AdminAuth>>, req: Request, next: Next| async move {
+                        check(&a, req, next).await
+                    },
+                ));
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", l.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
+            url
+        }
+
+        #[tokio::test]
+        async fn gate_over_http() {
+            let k = key(11);
+            let url = serve(AdminAuth::new(registry(&[&k]), false)).await;
+            let c = reqwest::Client::new();
+            let u = format!("{url}/admin/v1/nodes");
+            // Reads and non-admin routes pass unsigned.
+            assert_eq!(c.get(&u).send().await.unwrap().text().await.unwrap(), "list");
+            let r = c.post(format!("{url}/v1/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            // Unsigned mutation: 401 with a reason and the scheme.
+            let r = c.post(&u).body("{}").send().await.unwrap();
+            assert_eq!(r.status(), 401);
+            assert_eq!(r.headers()["www-authenticate"], "Infermesh");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(body["error"].as_str().unwrap().contains("missing"), "{body}");
+            // Signed: the handler sees the same body.
+            let h = authorization_header(&k, "POST", "/admin/v1/nodes", b"{\"x\":1}");
+            let r = c
+                .post(&u)
+                .header("authorization", &h)
+                .body("{\"x\":1}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), "got {\"x\":1}");
+            // Replayed.
+            let r = c
+                .post(&u)
+                .header("authorization", &h)
+                .body("{\"x\":1}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(body["error"].as_str().unwrap().contains("already accepted"));
+            // The signed target includes the query string.
+            let h = authorization_header(&k, "POST", "/admin/v1/nodes", b"");
+            let r = c
+                .post(format!("{u}?force=1"))
+                .header("authorization", &h)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+
+        #[tokio::test]
+        async fn open_mode_and_empty_registry() {
+            let url = serve(AdminAuth::new(OperatorRegistry::default(), true)).await;
+            let r = reqwest::Client::new()
+                .post(format!("{url}/admin/v1/nodes"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let url = serve(AdminAuth::new(OperatorRegistry::default(), false)).await;
+            let r = reqwest::Client::new()
+                .post(format!("{url}/admin/v1/nodes"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], NO_OPERATORS);
+        }
+    }
+}

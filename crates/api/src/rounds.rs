@@ -1,0 +1,250 @@
+//! The validation round runner and onboarding logger: validates this node's serving backends
+//! when a round opens, publishes the signed result, keeps [`RoundView`] (participation, admitted
+//! backends, the epoch's active set) current, and tells the operator in `info` lines where the
+//! node stands.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use infermesh_backend::{ChatMessage, GenParams, InferEvent, InferRequest, Prompt};
+use infermesh_mesh::validation::{VALIDATION_MAX_TOKENS, VALIDATION_PROMPT};
+use infermesh_mesh::{
+    active_set, collect_validations, participation_of, sign, validation_due, BackendValidation,
+    ParticipationTracker, ValidationResult,
+};
+use infermesh_state::{format_duration, node_message, NodeState, Participation};
+
+use crate::app::{App, RoundView};
+
+/// How often the runner looks at the clock; bounds how late a round's validation starts.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Participation from the records this node holds; `Err` while the schedule is unknown (the
+/// tracker then keeps its previous value).
+fn participation_inputs(app: &App) -> Result<Participation, String> {
+    if app.schedule.spec().is_none() {
+        return Err("schedule unknown".into());
+    }
+    let Some(epoch) = app.schedule.current_epoch() else {
+        return Ok(Participation::InactiveWaiting);
+    };
+    let records = collect_validations(&app.record(), &app.peers());
+    Ok(participation_of(
+        &app.node.info.node_id,
+        &active_set(&records, epoch),
+    ))
+}
+
+/// Runs the round loop until the process ends.
+pub async fn run(app: Arc<App>) {
+    let weak: Weak<App> = Arc::downgrade(&app);
+    let tracker = ParticipationTracker::spawn(
+        move || {
+            let app = weak.upgrade().ok_or("node stopped")?;
+            participation_inputs(&app)
+        },
+        app.changes.subscribe(),
+        Duration::from_millis(app.tunables.participation_refresh_ms.max(100) as u64),
+    );
+    if let Some(mesh) = &app.mesh {
+        let mut peer_changes = mesh.subscribe();
+        let app2 = app.clone();
+        tokio::spawn(async move {
+            while peer_changes.changed().await.is_ok() {
+                app2.changes.send_modify(|n| *n += 1);
+            }
+        });
+    }
+    let mut log = OnboardingLog::default();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(learner) = &app.learner {
+            learner.learn_from_peers(&app.peers());
+        }
+        let published = app
+            .own_validation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|v| v.result.epoch);
+        let spec = app.schedule.spec();
+        if let Some(epoch) = validation_due(spec.as_ref(), app.schedule.now_ms(), published) {
+            validate(&app, epoch).await;
+        }
+        app.publish_if_changed();
+        let view = round_view(&app, tracker.current());
+        *app.rounds.write().unwrap_or_else(|e| e.into_inner()) = view.clone();
+        log.observe(&app, &view);
+    }
+}
+
+fn round_view(app: &App, participation: Participation) -> RoundView {
+    let epoch = app.schedule.current_epoch();
+    let Some(e) = epoch else {
+        return RoundView {
+            participation,
+            ..RoundView::default()
+        };
+    };
+    let records = collect_validations(&app.record(), &app.peers());
+    let own = app
+        .own_validation
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let admitted: BTreeSet<String> = own
+        .filter(|v| v.result.epoch == e)
+        .map(|v| {
+            v.result
+                .admitted_backends()
+                .map(|b| b.backend_id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    RoundView {
+        participation,
+        admitted,
+        active_set: active_set(&records, e),
+        epoch,
+    }
+}
+
+/// One validation inference per serving backend, then the signed result into the record.
+async fn validate(app: &Arc<App>, epoch: u64) {
+    let Some(key) = &app.signing_key else {
+        return;
+    };
+    let serving = app.node.ready_backends();
+    let mut results = Vec::new();
+    for (id, model, backend) in serving {
+        let started = Instant::now();
+        let req = InferRequest {
+            model: model.clone(),
+            prompt: Prompt::Chat(vec![ChatMessage {
+                role: "user".into(),
+                content: VALIDATION_PROMPT.into(),
+            }]),
+            params: GenParams {
+                max_tokens: VALIDATION_MAX_TOKENS,
+                temperature: 0.0,
+                ..GenParams::default()
+            },
+        };
+        let outcome = answer(backend.as_ref(), req).await;
+        let infer_ms = started.elapsed().as_millis() as u64;
+        let (tokens, error) = match outcome {
+            Ok(tokens) => (tokens, None),
+            Err(e) => (0, Some(e)),
+        };
+        match &error {
+            None => {
+                tracing::info!(backend = %id, model, epoch, infer_ms, tokens, "round: backend validated")
+            }
+            Some(e) => {
+                tracing::error!(backend = %id, model, epoch, error = %e, "round: backend failed validation; it will not serve this epoch — fix it before the next round")
+            }
+        }
+        results.push(BackendValidation {
+            backend_id: id,
+            model,
+            infer_ms,
+            tokens,
+            error,
+        });
+    }
+    if results.is_empty() {
+        tracing::info!(
+            epoch,
+            "round: no serving backend to validate; this node stays inactive this epoch"
+        );
+    }
+    let result = ValidationResult::from_backends(
+        app.node.info.node_id.clone(),
+        epoch,
+        results,
+        app.schedule.now_ms(),
+    );
+    *app.own_validation
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = Some(sign(result, key));
+    app.publish_if_changed();
+}
+
+/// Runs one inference to completion; the answer must contain text.
+async fn answer(
+    backend: &dyn infermesh_backend::Backend,
+    req: InferRequest,
+) -> Result<u32, String> {
+    let mut rx = backend.infer(req).await.map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev.map_err(|e| e.to_string())? {
+            InferEvent::Text(t) => text.push_str(&t),
+            InferEvent::Done { usage, .. } => {
+                return if text.trim().is_empty() {
+                    Err("empty answer to the validation prompt".into())
+                } else {
+                    Ok(usage.completion_tokens)
+                };
+            }
+        }
+    }
+    Err("the answer ended before completion".into())
+}
+
+/// The operator's onboarding narrative at `info`: a line at start and every heartbeat while
+/// inactive, one line when the alert window opens, one on becoming active, then quiet.
+#[derive(Default)]
+struct OnboardingLog {
+    last_heartbeat: Option<Instant>,
+    alerted_for: Option<Option<u64>>,
+    was_active: bool,
+}
+
+impl OnboardingLog {
+    fn observe(&mut self, app: &App, view: &RoundView) {
+        let state = app.node.state();
+        if state == NodeState::Client {
+            return;
+        }
+        let timing = app.timing();
+        let active = view.participation.is_active();
+        let validated = !view.admitted.is_empty() || app.node.any_test_passed();
+        let message = node_message(state, view.participation, &timing, validated);
+        if active != self.was_active {
+            self.was_active = active;
+            if active {
+                tracing::info!(epoch = ?view.epoch, "active for this epoch: validated in the round, receiving routed traffic");
+            } else {
+                tracing::info!(epoch = ?view.epoch, "not active this epoch: {message}");
+            }
+            self.last_heartbeat = Some(Instant::now());
+            return;
+        }
+        if active {
+            return;
+        }
+        if timing.should_be_online
+            && !timing.in_round
+            && self.alerted_for != Some(timing.target_round_epoch)
+        {
+            self.alerted_for = Some(timing.target_round_epoch);
+            tracing::info!(
+                "round starts in {} — must be online now",
+                format_duration(timing.seconds_until_next_round.max(1))
+            );
+        }
+        let every = Duration::from_millis(app.tunables.onboarding_heartbeat_ms.max(1000) as u64);
+        if self.last_heartbeat.is_none_or(|t| t.elapsed() >= every) {
+            self.last_heartbeat = Some(Instant::now());
+            tracing::info!(
+                state = state.as_str(),
+                participation = view.participation.as_str(),
+                "onboarding: {message}"
+            );
+        }
+    }
+}
