@@ -6,6 +6,8 @@ pub mod app;
 pub mod config;
 pub mod drivers;
 pub mod error;
+pub mod events;
+pub mod logs;
 pub mod node;
 pub mod openai;
 pub mod requests;
@@ -41,6 +43,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/status", get(status::get_status))
         .route("/api/requests", get(get_requests))
+        .route("/api/logs", get(events::get_logs))
+        .route("/api/events", get(events::get_events))
         .route("/admin/v1/nodes", get(admin::list).post(admin::register))
         .route(
             "/admin/v1/nodes/{id}",

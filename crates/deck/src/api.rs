@@ -124,6 +124,10 @@ pub struct Peer {
     pub version: Option<String>,
     pub load: Option<u64>,
     pub participation: Option<String>,
+    /// On the wire: milliseconds since the node last heard from the peer. In the [`Model`]
+    /// (after `update`): the local time it was last heard of.
+    ///
+    /// [`Model`]: crate::model::Model
     pub last_seen_ms: Option<i64>,
 }
 

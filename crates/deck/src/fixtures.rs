@@ -60,7 +60,8 @@ pub fn status(peers: usize) -> Status {
                     version: Some("0.1.0".into()),
                     load: Some((i % 4) as u64),
                     participation: Some("active".into()),
-                    last_seen_ms: Some(NOW_MS - ((i % 5) as i64 + 1) * 1_000),
+                    // On the wire: an age.
+                    last_seen_ms: Some(((i % 5) as i64 + 1) * 1_000),
                 }
             })
             .collect(),
@@ -150,8 +151,8 @@ pub fn model(peers: usize, logs_per_node: usize) -> Model {
     let mut m = Model::new(URL);
     update(&mut m, Msg::Resize(200, 60));
     update(&mut m, Msg::Connected(Via::Sse));
-    update(&mut m, Msg::Status(Box::new(status(peers))));
     update(&mut m, Msg::Tick(NOW_MS));
+    update(&mut m, Msg::Status(Box::new(status(peers))));
     for (id, lines) in logs(peers + 1, logs_per_node) {
         update(&mut m, Msg::Logs { node_id: id, lines });
     }

@@ -1,7 +1,11 @@
-//! Log setup: human format by default, JSON lines with `--log-format json`.
+//! Log setup: human format by default, JSON lines with `--log-format json`. Every line printed
+//! is also kept in the node's log ring (`/api/logs`, `/api/events`).
 
 use clap::ValueEnum;
-use tracing_subscriber::EnvFilter;
+use infermesh_api::logs::CaptureLayer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -15,11 +19,16 @@ const DEFAULT_FILTER: &str = "info,llama-cpp-2=error";
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("INFERMESH_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let printer = match format {
+        LogFormat::Human => fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(printer)
+        .with(CaptureLayer)
+        .init();
 }

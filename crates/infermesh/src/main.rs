@@ -1,6 +1,7 @@
 //! `infermesh`: one binary for the node, its operator tools and the demo.
 
 mod client_cmds;
+mod deck_cmd;
 mod identity;
 mod logging;
 mod models;
@@ -33,11 +34,16 @@ enum Cmd {
     Status(client_cmds::StatusArgs),
     /// Test one backend now (load → health → inference → stop per model); exit 1 if it fails.
     Test(client_cmds::TestArgs),
+    /// Open the operator deck: a live terminal view of the mesh through one node.
+    Deck(deck_cmd::DeckArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // The deck owns the terminal: log lines on stderr would tear its screen.
+    if !matches!(cli.cmd, Cmd::Deck(_)) {
+        logging::init(cli.log_format);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,6 +59,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Up(args) => up::run(args).await,
             Cmd::Status(args) => client_cmds::status(args).await,
             Cmd::Test(args) => client_cmds::test(args).await,
+            Cmd::Deck(args) => deck_cmd::run(args).await,
         }
     });
     // A model load blocked on slow storage must not hold the process open after shutdown.

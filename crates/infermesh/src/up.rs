@@ -116,6 +116,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(identity::default_data_dir);
     let id = identity::load_or_create(&data_dir)?;
+    infermesh_api::logs::global().set_node_id(&id.node_id);
     let name = args
         .name
         .clone()

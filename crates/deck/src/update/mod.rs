@@ -187,7 +187,12 @@ pub(crate) fn fetch_admin(m: &mut Model) -> Option<Cmd> {
     Some(Cmd::FetchAdmin(Target { node_id, base }))
 }
 
-fn on_status(m: &mut Model, s: Status) {
+fn on_status(m: &mut Model, mut s: Status) {
+    // The node sends each peer's silence as an age; pinning it to our clock at receipt keeps
+    // "2s ago" growing between updates instead of freezing at the last value.
+    for p in &mut s.peers {
+        p.last_seen_ms = p.last_seen_ms.map(|age| m.now_ms - age);
+    }
     m.names.insert(s.node_id.clone(), s.name.clone());
     for p in &s.peers {
         m.names.insert(p.node_id.clone(), p.name.clone());

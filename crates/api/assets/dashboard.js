@@ -1,0 +1,420 @@
+// infermesh dashboard: renders what the node's API says, never invents state text.
+// Live through /api/events (SSE: `status`, `request`, `log`); polls /api/status every 2 s
+// whenever the stream is not delivering, so the page works without it.
+(function () {
+  "use strict";
+
+  var POLL_MS = 2000;
+  /** A status event at least this recent means the stream is live (the node sends one >= 5 s). */
+  var SSE_FRESH_MS = 7000;
+  var MAX_REQUESTS = 50;
+  var MAX_LOGS = 100;
+  var NODE_STATES = ["client", "standby", "loading", "serving"];
+
+  var model = {
+    status: null,
+    statusAt: 0,
+    nodes: null,
+    requests: [],
+    logs: [],
+    sseOpen: false,
+    sseStatusAt: 0,
+    logsAvailable: true,
+    failures: 0,
+  };
+
+  function $(id) {
+    return document.getElementById(id);
+  }
+
+  function esc(v) {
+    return String(v === null || v === undefined ? "" : v)
+      .replace(/&/g, "&amp;")
+      .replace(/</g, "&lt;")
+      .replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;")
+      .replace(/'/g, "&#39;");
+  }
+
+  /** A CSS-safe state word; anything unexpected renders as "unknown". */
+  function stateClass(word) {
+    return /^[a-z_]+$/.test(String(word || "")) ? "state-" + word : "state-unknown";
+  }
+
+  function words(w) {
+    return String(w === null || w === undefined ? "unknown" : w).replace(/_/g, " ");
+  }
+
+  function badge(word, title, extraClass) {
+    return (
+      '<span class="' + (extraClass || "badge") + " " + stateClass(word) + '" data-state="' +
+      esc(word || "unknown") + '"' + (title ? ' title="' + esc(title) + '"' : "") + ">" +
+      esc(words(word)) + "</span>"
+    );
+  }
+
+  // Same rules as infermesh_state::format_duration.
+  function formatDuration(secs) {
+    if (secs < 0) return "unknown";
+    if (secs < 60) return secs + "s";
+    var mins = Math.ceil(secs / 60);
+    if (mins < 60) return mins + "m";
+    if (mins < 24 * 60) {
+      var h = Math.floor(mins / 60), m = mins % 60;
+      return m === 0 ? h + "h" : h + "h " + m + "m";
+    }
+    var hours = Math.ceil(mins / 60);
+    var d = Math.floor(hours / 24), hh = hours % 24;
+    return hh === 0 ? d + "d" : d + "d " + hh + "h";
+  }
+
+  function gb(v) {
+    if (typeof v !== "number") return "—";
+    return (v >= 10 ? v.toFixed(0) : v.toFixed(1)) + " GB";
+  }
+
+  function clock(ms) {
+    if (!ms) return "—";
+    var d = new Date(ms);
+    return d.toLocaleTimeString([], { hour12: false });
+  }
+
+  /** Countdown element: seconds as of `at` (page clock), ticking down locally. */
+  function countdown(id, timing, at) {
+    var secs = timing ? timing.seconds_until_next_round : -1;
+    var inRound = timing && timing.in_round;
+    return (
+      '<span class="countdown" ' + (id ? 'id="' + id + '" ' : "") + 'data-seconds="' + esc(secs) +
+      '" data-at="' + at + '" data-in-round="' + (inRound ? "1" : "0") + '">' +
+      esc(countdownText(secs, inRound, 0)) + "</span>"
+    );
+  }
+
+  function countdownText(secs, inRound, elapsedS) {
+    if (typeof secs !== "number" || secs < 0) return "schedule syncing";
+    var left = Math.max(0, secs - elapsedS);
+    var text = "in " + formatDuration(left);
+    return inRound ? "round running · next " + text : text;
+  }
+
+  function tickCountdowns() {
+    var now = Date.now();
+    var els = document.querySelectorAll(".countdown[data-seconds]");
+    for (var i = 0; i < els.length; i++) {
+      var el = els[i];
+      var secs = Number(el.getAttribute("data-seconds"));
+      var at = Number(el.getAttribute("data-at")) || now;
+      var elapsed = Math.floor((now - at) / 1000);
+      el.textContent = countdownText(secs, el.getAttribute("data-in-round") === "1", elapsed);
+    }
+  }
+
+  // ---- this node ----------------------------------------------------------------------------
+
+  function renderSidebar(s, at) {
+    var models = (s.models || []).join(", ") || "—";
+    var html =
+      '<h3 id="self-name">' + esc(s.name) + "</h3>" +
+      '<div class="mono muted" id="self-id">' + esc(s.node_id) + "</div>" +
+      "<p>" + badge(s.node_state, s.message, "pill").replace('class="pill', 'id="state-pill" class="pill') + "</p>" +
+      '<p class="message" id="state-message">' + esc(s.message) + "</p>" +
+      "<dl>" +
+      "<dt>participation</dt><dd>" + badge(s.participation).replace('class="badge', 'id="participation" class="badge') + "</dd>" +
+      "<dt>next round</dt><dd>" + countdown("self-countdown", s.timing, at) + "</dd>" +
+      "<dt>epoch</dt><dd>" + esc(s.epoch === null || s.epoch === undefined ? "—" : s.epoch) + "</dd>" +
+      "<dt>models</dt><dd>" + esc(models) + "</dd>" +
+      "<dt>memory</dt><dd>vram " + esc(gb(s.vram_gb)) + " · ram " + esc(gb(s.ram_gb)) + "</dd>" +
+      "<dt>in flight</dt><dd>" + esc(s.in_flight) + "</dd>" +
+      "<dt>api</dt><dd class=\"mono\">" + esc(s.api_addr) + "</dd>" +
+      "<dt>version</dt><dd>" + esc(s.version) + "</dd>" +
+      "</dl>";
+    $("sidebar").innerHTML = html;
+    $("node-title").textContent = s.name || "";
+    document.title = "infermesh · " + (s.name || "") + " · " + (s.node_state || "");
+  }
+
+  // ---- topology -----------------------------------------------------------------------------
+
+  function nodeItem(n, self) {
+    var models = (n.models || []).join(", ") || "no models";
+    var meta = [models, n.addr || n.api_addr || "", "load " + (n.load !== undefined ? n.load : n.in_flight)];
+    if (!self && typeof n.last_seen_ms === "number") meta.push("seen " + n.last_seen_ms + " ms ago");
+    var title = self ? n.message : words(n.participation);
+    return (
+      '<li class="node' + (self ? " self" : "") + '" data-node-id="' + esc(n.node_id) + '" data-node-name="' +
+      esc(n.name) + '"><span class="name">' + esc(n.name) + "</span>" +
+      badge(self ? n.node_state : n.state, title) +
+      (self ? ' <span class="muted">this node</span>' : "") +
+      '<div class="meta">' + esc(meta.join(" · ")) + "</div></li>"
+    );
+  }
+
+  function renderTopology(s) {
+    var peers = (s.peers || []).slice().sort(function (a, b) {
+      return String(a.name).localeCompare(String(b.name));
+    });
+    var items = [nodeItem(s, true)];
+    for (var i = 0; i < peers.length; i++) items.push(nodeItem(peers[i], false));
+    $("topology").innerHTML = items.join("");
+    var counts = {};
+    for (var j = 0; j < peers.length; j++) counts[peers[j].state] = (counts[peers[j].state] || 0) + 1;
+    var parts = [peers.length + (peers.length === 1 ? " peer" : " peers")];
+    for (var k = 0; k < NODE_STATES.length; k++) {
+      if (counts[NODE_STATES[k]]) parts.push(counts[NODE_STATES[k]] + " " + NODE_STATES[k]);
+    }
+    $("peer-count").textContent = parts.join(" · ");
+    drawGraph(s, peers);
+  }
+
+  function fillClass(word) {
+    return NODE_STATES.indexOf(word) >= 0 ? "fill-" + word : "fill-unknown";
+  }
+
+  function drawGraph(s, peers) {
+    var cx = 320, cy = 150, r = peers.length > 0 ? 105 : 0;
+    var out = [];
+    var pos = [];
+    for (var i = 0; i < peers.length; i++) {
+      var a = -Math.PI / 2 + (2 * Math.PI * i) / peers.length;
+      pos.push([cx + 2.2 * r * Math.cos(a), cy + r * Math.sin(a)]);
+      out.push('<line x1="' + cx + '" y1="' + cy + '" x2="' + pos[i][0].toFixed(1) + '" y2="' + pos[i][1].toFixed(1) + '"></line>');
+    }
+    function node(x, y, n, word, self) {
+      return (
+        '<g data-node-name="' + esc(n.name) + '" data-state="' + esc(word) + '"><title>' + esc(n.name + ": " + word) + "</title>" +
+        '<circle cx="' + x.toFixed(1) + '" cy="' + y.toFixed(1) + '" r="' + (self ? 20 : 15) + '" class="' + fillClass(word) + '"></circle>' +
+        '<text x="' + x.toFixed(1) + '" y="' + (y + (self ? 36 : 30)).toFixed(1) + '">' + esc(n.name) + " · " + esc(word) + "</text></g>"
+      );
+    }
+    for (var j = 0; j < peers.length; j++) out.push(node(pos[j][0], pos[j][1], peers[j], peers[j].state, false));
+    out.push(node(cx, cy, s, s.node_state, true));
+    $("topology-svg").innerHTML = out.join("");
+  }
+
+  // ---- wakeable -----------------------------------------------------------------------------
+
+  var WAKEABLE_EMPTY =
+    "No wakeable capacity configured. Declare [[wakeable]] entries in the node config to list suspended machines here; they are never routed to.";
+
+  function renderWakeable(list) {
+    if (!list || list.length === 0) {
+      $("wakeable").innerHTML = '<p class="muted" id="wakeable-empty">' + esc(WAKEABLE_EMPTY) + "</p>";
+      return;
+    }
+    var rows = list.map(function (w) {
+      return (
+        '<tr data-wakeable-id="' + esc(w.id) + '"><td class="mono">' + esc(w.id) + "</td><td>" + esc(w.provider) +
+        "</td><td>" + esc((w.models || []).join(", ") || "—") + "</td><td>" + esc(gb(w.vram_gb)) + "</td><td>" +
+        badge(w.state, w.reason) + (w.reason ? '<div class="reason">' + esc(w.reason) + "</div>" : "") +
+        '</td><td class="mono">' + esc(w.node_name || "") + "</td></tr>"
+      );
+    });
+    $("wakeable").innerHTML =
+      '<table class="grid"><thead><tr><th>id</th><th>provider</th><th>models</th><th>vram</th><th>state</th><th>joins as</th></tr></thead><tbody>' +
+      rows.join("") + "</tbody></table>";
+  }
+
+  // ---- onboarding ---------------------------------------------------------------------------
+
+  function lastTest(t) {
+    if (!t) return '<span class="muted">no test yet</span>';
+    var head = t.ok ? '<span class="ok">passed</span>' : '<span class="bad">failed</span>';
+    var when = t.started_at_ms ? " at " + esc(clock(t.started_at_ms)) : "";
+    var models = (t.models || []).map(function (m) {
+      return m.error
+        ? esc(m.model) + ': <span class="bad">' + esc(m.error) + "</span>"
+        : esc(m.model) + ": load " + esc(m.load_ms) + " ms, health " + esc(m.health_ms) + " ms, infer " + esc(m.infer_ms) + " ms";
+    });
+    return head + when + (t.failing_model ? " (failing model " + esc(t.failing_model) + ")" : "") +
+      (models.length ? '<div class="meta muted">' + models.join("<br>") + "</div>" : "");
+  }
+
+  function renderOnboarding(list, at) {
+    var el = $("onboarding");
+    if (!Array.isArray(list)) return;
+    if (list.length === 0) {
+      el.innerHTML = '<p class="muted">No backends on this node.</p>';
+      return;
+    }
+    el.innerHTML = list.map(function (e) {
+      var n = e.node || {};
+      var o = e.onboarding;
+      var models = (n.models || []).map(function (m) { return typeof m === "string" ? m : m.name; }).join(", ");
+      var html = '<div class="backend" data-backend-id="' + esc(n.id) + '"><div class="row"><span class="id">' + esc(n.id) +
+        '</span><span class="muted">' + esc(n.driver) + "</span><span>" + esc(models) + "</span>";
+      if (o) {
+        html += badge(o.backend_state, o.message) + badge(o.participation) +
+          '<span class="muted">next round</span> ' + countdown("", o.timing, at);
+      }
+      html += "</div>";
+      if (o) {
+        html += '<p class="message">' + esc(o.message) + "</p>" +
+          (o.failing_model ? '<div class="bad">failing model: ' + esc(o.failing_model) + "</div>" : "") +
+          '<div>last test: ' + lastTest(o.last_test) + "</div>";
+      }
+      if (n.detail) html += '<div class="reason">' + esc(n.detail) + "</div>";
+      return html + "</div>";
+    }).join("");
+  }
+
+  // ---- requests and logs --------------------------------------------------------------------
+
+  function renderRequests() {
+    var rows = model.requests.slice().reverse().map(function (r) {
+      var okClass = r.status >= 200 && r.status < 300 ? "ok" : "bad";
+      return (
+        '<tr data-request-id="' + esc(r.id) + '"><td>' + esc(clock(r.at_ms)) + "</td><td>" + esc(r.model) + "</td><td>" +
+        esc(r.endpoint) + (r.stream ? " (stream)" : "") + "</td><td>" + esc(r.to_name || r.to || "—") + '</td><td class="' + okClass + '">' +
+        esc(r.status) + "</td><td>" + esc(r.latency_ms) + " ms</td><td>" + (r.ttft_ms === null || r.ttft_ms === undefined ? "—" : esc(r.ttft_ms) + " ms") +
+        "</td><td>" + esc(r.tokens) + "</td><td>" + esc(r.attempts) + '</td><td class="bad">' + esc(r.error || "") + "</td></tr>"
+      );
+    });
+    $("requests").innerHTML = rows.length ? rows.join("") : '<tr><td colspan="10" class="muted">No requests yet.</td></tr>';
+  }
+
+  function addRequest(r) {
+    if (!r || model.requests.some(function (x) { return x.id === r.id; })) return;
+    model.requests.push(r);
+    model.requests.sort(function (a, b) { return a.id - b.id; });
+    if (model.requests.length > MAX_REQUESTS) model.requests = model.requests.slice(-MAX_REQUESTS);
+    renderRequests();
+  }
+
+  function renderLogs() {
+    $("logs-card").hidden = model.logs.length === 0;
+    $("logs").innerHTML = model.logs.slice().reverse().map(function (l) {
+      return '<tr><td>' + esc(clock(l.at_ms)) + '</td><td class="lvl-' + esc(l.level) + '">' + esc(l.level) +
+        '</td><td class="mono muted">' + esc(l.target) + "</td><td>" + esc(l.message) + "</td></tr>";
+    }).join("");
+  }
+
+  function addLog(l) {
+    if (!l) return;
+    if (typeof l.seq === "number" && model.logs.some(function (x) { return x.seq === l.seq; })) return;
+    model.logs.push(l);
+    if (model.logs.length > MAX_LOGS) model.logs = model.logs.slice(-MAX_LOGS);
+    renderLogs();
+  }
+
+  // ---- data flow ----------------------------------------------------------------------------
+
+  function applyStatus(s) {
+    if (!s || typeof s !== "object") return;
+    model.status = s;
+    model.statusAt = Date.now();
+    renderSidebar(s, model.statusAt);
+    renderTopology(s);
+    renderWakeable(s.wakeable);
+    document.body.setAttribute("data-node-state", s.node_state || "");
+  }
+
+  function setConn() {
+    var el = $("conn");
+    var live = sseLive();
+    var word = live ? "live" : model.failures > 0 ? "down" : model.status ? "polling" : "connecting";
+    el.setAttribute("data-conn", word);
+    el.textContent = live
+      ? "live (event stream)"
+      : word === "down"
+        ? "node unreachable — retrying every 2 s"
+        : word === "polling"
+          ? "polling every 2 s"
+          : "connecting…";
+  }
+
+  function sseLive() {
+    return model.sseOpen && Date.now() - model.sseStatusAt < SSE_FRESH_MS;
+  }
+
+  function getJson(url) {
+    return fetch(url, { headers: { accept: "application/json" }, cache: "no-store" }).then(function (r) {
+      if (!r.ok) {
+        var e = new Error(url + ": HTTP " + r.status);
+        e.status = r.status;
+        throw e;
+      }
+      return r.json();
+    });
+  }
+
+  function poll() {
+    var jobs = [];
+    if (!sseLive()) {
+      jobs.push(getJson("/api/status").then(applyStatus));
+      jobs.push(getJson("/api/requests?limit=" + MAX_REQUESTS).then(function (b) {
+        (b.requests || []).forEach(addRequest);
+        renderRequests();
+      }));
+      if (model.logsAvailable) {
+        jobs.push(getJson("/api/logs?tail=" + MAX_LOGS).then(function (b) {
+          (b.lines || []).forEach(addLog);
+        }, function (e) {
+          if (e.status === 404) model.logsAvailable = false;
+        }));
+      }
+    }
+    jobs.push(getJson("/admin/v1/nodes").then(function (list) {
+      model.nodes = list;
+      renderOnboarding(list, Date.now());
+    }));
+    Promise.all(jobs).then(function () {
+      model.failures = 0;
+    }, function () {
+      model.failures += 1;
+    }).then(setConn);
+  }
+
+  function connectEvents() {
+    if (typeof EventSource === "undefined") return;
+    var es = new EventSource("/api/events");
+    es.onopen = function () {
+      model.sseOpen = true;
+      setConn();
+    };
+    es.onerror = function () {
+      model.sseOpen = es.readyState === EventSource.OPEN;
+      setConn();
+    };
+    function parse(e) {
+      try {
+        return JSON.parse(e.data);
+      } catch (err) {
+        return null;
+      }
+    }
+    es.addEventListener("status", function (e) {
+      model.sseStatusAt = Date.now();
+      model.failures = 0;
+      applyStatus(parse(e));
+      setConn();
+    });
+    es.addEventListener("request", function (e) {
+      addRequest(parse(e));
+    });
+    es.addEventListener("log", function (e) {
+      addLog(parse(e));
+    });
+  }
+
+  function start() {
+    var initial = null;
+    try {
+      initial = JSON.parse($("initial-status").textContent);
+    } catch (err) {
+      initial = null;
+    }
+    if (initial) applyStatus(initial);
+    renderRequests();
+    setConn();
+    connectEvents();
+    poll();
+    setInterval(poll, POLL_MS);
+    setInterval(function () {
+      tickCountdowns();
+      setConn();
+    }, 1000);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,823 @@
+//! Wakeable capacity: suspended, provider-backed machines declared in `config.toml`
+//! (`[[wakeable]]`) that this node knows how to wake.
+//!
+//! They are listed in `/api/status` `wakeable[]` only — never among peers, in peer counts, in
+//! `/v1/models` or in routing: nothing about them is gossiped. `POST /admin/v1/wakeable/:id/wake`
+//! runs the entry's wake command (bounded by `timeout_s`, output logged line by line) and moves
+//! it to `waking`; it becomes `failed` with the reason if the command fails or its node has not
+//! joined the mesh within `grace_s`, and `joined` (leaving the list) once its node is a live peer.
+//!
+//! Every transition is decided by the pure [`next_state`]; this module only feeds it events.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use infermesh_mesh::PeerView;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::app::App;
+use crate::error::plain_error;
+
+pub const DEFAULT_GRACE_S: u64 = 300;
+pub const DEFAULT_TIMEOUT_S: u64 = 60;
+/// How often a wake in progress looks for its node among the live peers.
+const JOIN_POLL: Duration = Duration::from_millis(500);
+/// After the wake command exits, how long its output is still read (a background process it
+/// started may hold the pipes open forever).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+/// Output lines kept to explain a failure.
+const TAIL_LINES: usize = 5;
+
+/// How a machine is woken: one string run by `sh -c`, or an argv run directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WakeCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl WakeCommand {
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Shell(s) => s.trim().is_empty(),
+            Self::Argv(v) => v.first().is_none_or(|p| p.is_empty()),
+        }
+    }
+
+    fn display(&self) -> String {
+        match self {
+            Self::Shell(s) => s.clone(),
+            Self::Argv(v) => v.join(" "),
+        }
+    }
+}
+
+/// One `[[wakeable]]` entry of `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WakeableConfig {
+    pub id: String,
+    /// Who hosts the machine (`aws`, `lambda`, `home-lab`): shown, not interpreted.
+    pub provider: String,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub vram_gb: f32,
+    pub wake_command: WakeCommand,
+    /// The name its node uses in the mesh (`infermesh up --name`); default: the `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Seconds from the wake until its node must have joined.
+    #[serde(default = "default_grace_s")]
+    pub grace_s: u64,
+    /// Seconds the wake command may run.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_grace_s() -> u64 {
+    DEFAULT_GRACE_S
+}
+
+fn default_timeout_s() -> u64 {
+    DEFAULT_TIMEOUT_S
+}
+
+impl WakeableConfig {
+    /// The peer name (or node id) that means this machine has joined.
+    pub fn expected_node(&self) -> &str {
+        self.node_name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// Checks the `[[wakeable]]` list: valid, unique ids, a command, positive limits.
+pub fn validate(list: &[WakeableConfig]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, w) in list.iter().enumerate() {
+        let id_ok = !w.id.is_empty()
+            && w.id.len() <= 64
+            && w.id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !id_ok {
+            return Err(format!(
+                "wakeable[{i}]: invalid `id` `{}`: use 1-64 letters, digits, `-`, `_` or `.`",
+                w.id
+            ));
+        }
+        if !seen.insert(&w.id) {
+            return Err(format!("wakeable[{i}]: `id` `{}` is listed twice", w.id));
+        }
+        if w.wake_command.is_empty() {
+            return Err(format!("wakeable `{}`: `wake_command` is empty", w.id));
+        }
+        if w.timeout_s == 0 || w.grace_s == 0 {
+            return Err(format!(
+                "wakeable `{}`: `timeout_s` and `grace_s` must be positive",
+                w.id
+            ));
+        }
+        if !(w.vram_gb.is_finite() && w.vram_gb >= 0.0) {
+            return Err(format!("wakeable `{}`: `vram_gb` must be >= 0", w.id));
+        }
+    }
+    Ok(())
+}
+
+/// Where a wakeable machine is. `joined` entries are live peers and leave the inventory list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WakeState {
+    Sleeping,
+    Waking,
+    Failed,
+    Joined,
+}
+
+impl WakeState {
+    pub const ALL: [WakeState; 4] = [Self::Sleeping, Self::Waking, Self::Failed, Self::Joined];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sleeping => "sleeping",
+            Self::Waking => "waking",
+            Self::Failed => "failed",
+            Self::Joined => "joined",
+        }
+    }
+}
+
+/// What can happen to a wakeable machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeEvent {
+    /// An operator asked to wake it.
+    Wake,
+    /// The wake command exited 0 (the machine is booting; its node has not joined yet).
+    CommandSucceeded,
+    /// The wake command failed, timed out or could not run.
+    CommandFailed,
+    /// Its node did not join within the grace period.
+    GraceExpired,
+    /// Its node is a live peer.
+    PeerJoined,
+    /// Its node is no longer a live peer.
+    PeerGone,
+}
+
+/// Why a wake is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeRefusal {
+    AlreadyWaking,
+    AlreadyJoined,
+}
+
+/// The outcome of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    To(WakeState),
+    /// Nothing changes (a stale or irrelevant event).
+    Stay,
+    Refuse(WakeRefusal),
+}
+
+/// The wakeable state machine.
+pub fn next_state(current: WakeState, event: WakeEvent) -> Step {
+    use WakeEvent as E;
+    use WakeState as S;
+    match (current, event) {
+        (S::Sleeping | S::Failed, E::Wake) => Step::To(S::Waking),
+        (S::Waking, E::Wake) => Step::Refuse(WakeRefusal::AlreadyWaking),
+        (S::Joined, E::Wake) => Step::Refuse(WakeRefusal::AlreadyJoined),
+        (S::Waking, E::CommandFailed | E::GraceExpired) => Step::To(S::Failed),
+        (S::Sleeping | S::Waking | S::Failed, E::PeerJoined) => Step::To(S::Joined),
+        (S::Joined, E::PeerGone) => Step::To(S::Sleeping),
+        _ => Step::Stay,
+    }
+}
+
+/// One entry as `/api/status` `wakeable[]` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WakeableStatus {
+    pub id: String,
+    pub provider: String,
+    pub models: Vec<String>,
+    pub vram_gb: f32,
+    pub state: WakeState,
+    /// Why it failed (state `failed` only).
+    pub reason: Option<String>,
+    /// When it entered `state` (Unix ms; 0 = since the node started).
+    pub since_ms: i64,
+    /// The mesh name its node will join under.
+    pub node_name: String,
+}
+
+struct Entry {
+    cfg: WakeableConfig,
+    state: WakeState,
+    reason: Option<String>,
+    since_ms: i64,
+    /// Bumped on every wake, so a late report of an older attempt changes nothing.
+    attempt: u64,
+}
+
+impl Entry {
+    fn view(&self) -> WakeableStatus {
+        WakeableStatus {
+            id: self.cfg.id.clone(),
+            provider: self.cfg.provider.clone(),
+            models: self.cfg.models.clone(),
+            vram_gb: self.cfg.vram_gb,
+            state: self.state,
+            reason: self.reason.clone(),
+            since_ms: self.since_ms,
+            node_name: self.cfg.expected_node().to_string(),
+        }
+    }
+
+    /// Applies `event`; returns whether the state changed.
+    fn apply(&mut self, event: WakeEvent, reason: Option<String>, now_ms: i64) -> bool {
+        match next_state(self.state, event) {
+            Step::To(s) => {
+                self.state = s;
+                self.reason = if s == WakeState::Failed { reason } else { None };
+                self.since_ms = now_ms;
+                true
+            }
+            Step::Stay | Step::Refuse(_) => false,
+        }
+    }
+}
+
+/// Why `POST /admin/v1/wakeable/:id/wake` did not start a wake.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WakeError {
+    Unknown(String),
+    Refused(WakeRefusal, WakeableStatus),
+}
+
+impl WakeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unknown(_) => StatusCode::NOT_FOUND,
+            Self::Refused(..) => StatusCode::CONFLICT,
+        }
+    }
+}
+
+impl std::fmt::Display for WakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown(id) => write!(
+                f,
+                "no wakeable machine `{id}` on this node (declare it as [[wakeable]] in config.toml)"
+            ),
+            Self::Refused(WakeRefusal::AlreadyWaking, s) => write!(
+                f,
+                "`{}` is already waking; wait for its node `{}` to join or for the wake to fail",
+                s.id, s.node_name
+            ),
+            Self::Refused(WakeRefusal::AlreadyJoined, s) => write!(
+                f,
+                "`{}` has joined the mesh as node `{}`; it is a live peer now",
+                s.id, s.node_name
+            ),
+        }
+    }
+}
+
+/// A wake to run: what [`Inventory::begin_wake`] hands to [`run_wake`].
+#[derive(Debug, Clone)]
+pub struct WakeJob {
+    pub id: String,
+    pub attempt: u64,
+    pub command: WakeCommand,
+    pub timeout: Duration,
+    pub env: Vec<(String, String)>,
+}
+
+/// The node's wakeable machines and their states.
+pub struct Inventory {
+    entries: Mutex<Vec<Entry>>,
+    /// Extra environment for wake commands: where the woken node should join.
+    env: Vec<(String, String)>,
+}
+
+impl Inventory {
+    /// `join_addr` is this node's gossip address and `api_addr` its HTTP address, passed to
+    /// wake commands as `INFERMESH_JOIN` and `INFERMESH_API_ADDR`.
+    pub fn new(configs: &[WakeableConfig], join_addr: Option<String>, api_addr: &str) -> Self {
+        let mut env = vec![("INFERMESH_API_ADDR".to_string(), api_addr.to_string())];
+        if let Some(j) = join_addr {
+            env.push(("INFERMESH_JOIN".into(), j));
+        }
+        Self {
+            entries: Mutex::new(
+                configs
+                    .iter()
+                    .map(|cfg| Entry {
+                        cfg: cfg.clone(),
+                        state: WakeState::Sleeping,
+                        reason: None,
+                        since_ms: 0,
+                        attempt: 0,
+                    })
+                    .collect(),
+            ),
+            env,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Every entry, `joined` included (metrics).
+    pub fn all(&self) -> Vec<WakeableStatus> {
+        self.lock().iter().map(Entry::view).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<WakeableStatus> {
+        self.lock().iter().find(|e| e.cfg.id == id).map(Entry::view)
+    }
+
+    /// The inventory list of `/api/status`: every entry not (yet, or any more) a live peer.
+    pub fn list(&self) -> Vec<WakeableStatus> {
+        self.lock()
+            .iter()
+            .filter(|e| e.state != WakeState::Joined)
+            .map(Entry::view)
+            .collect()
+    }
+
+    /// Brings every entry up to date with the live peers and the clock: a machine whose node is
+    /// a peer has joined; one whose node left is sleeping again; a wake past its grace failed.
+    pub fn observe(&self, peers: &[PeerView], now_ms: i64) {
+        let mut entries = self.lock();
+        for e in entries.iter_mut() {
+            let want = e.cfg.expected_node();
+            let peer = peers
+                .iter()
+                .find(|p| p.record.name == want || p.record.node_id == want);
+            match peer {
+                Some(p) => {
+                    if e.apply(WakeEvent::PeerJoined, None, now_ms) {
+                        tracing::info!(wakeable = %e.cfg.id, peer = %p.record.name, node_id = %p.record.node_id, "wakeable machine joined the mesh; it is a live peer now");
+                    }
+                }
+                None if e.state == WakeState::Joined => {
+                    if e.apply(WakeEvent::PeerGone, None, now_ms) {
+                        tracing::info!(wakeable = %e.cfg.id, "wakeable machine left the mesh; listed as sleeping capacity again");
+                    }
+                }
+                None => {
+                    let grace_ms = i64::try_from(e.cfg.grace_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+                    if e.state == WakeState::Waking && now_ms.saturating_sub(e.since_ms) > grace_ms {
+                        let reason = format!(
+                            "node `{want}` has not joined the mesh within {}s of the wake",
+                            e.cfg.grace_s
+                        );
+                        e.apply(WakeEvent::GraceExpired, Some(reason.clone()), now_ms);
+                        tracing::error!(wakeable = %e.cfg.id, reason, "wake failed; check the machine at its provider, then wake it again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves `id` to `waking` and returns the job to run, or why not.
+    pub fn begin_wake(&self, id: &str, now_ms: i64) -> Result<(WakeableStatus, WakeJob), WakeError> {
+        let mut entries = self.lock();
+        let e = entries
+            .iter_mut()
+            .find(|e| e.cfg.id == id)
+            .ok_or_else(|| WakeError::Unknown(id.to_string()))?;
+        if let Step::Refuse(why) = next_state(e.state, WakeEvent::Wake) {
+            return Err(WakeError::Refused(why, e.view()));
+        }
+        e.apply(WakeEvent::Wake, None, now_ms);
+        e.attempt += 1;
+        let mut env = self.env.clone();
+        env.push(("INFERMESH_WAKEABLE_ID".into(), e.cfg.id.clone()));
+        env.push(("INFERMESH_NODE_NAME".into(), e.cfg.expected_node().to_string()));
+        Ok((
+            e.view(),
+            WakeJob {
+                id: e.cfg.id.clone(),
+                attempt: e.attempt,
+                command: e.cfg.wake_command.clone(),
+                timeout: Duration::from_secs(e.cfg.timeout_s),
+                env,
+            },
+        ))
+    }
+
+    /// Records how attempt `attempt` of the wake command ended; a stale attempt changes nothing.
+    pub fn command_finished(&self, id: &str, attempt: u64, outcome: Result<(), String>, now_ms: i64) {
+        let mut entries = self.lock();
+        let Some(e) = entries.iter_mut().find(|e| e.cfg.id == id) else {
+            return;
+        };
+        if e.attempt != attempt {
+            return;
+        }
+        match outcome {
+            Ok(()) => {
+                if e.state == WakeState::Waking {
+                    tracing::info!(wakeable = id, node = e.cfg.expected_node(), grace_s = e.cfg.grace_s, "wake command finished; waiting for the node to join");
+                }
+                e.apply(WakeEvent::CommandSucceeded, None, now_ms);
+            }
+            Err(reason) => {
+                if e.apply(WakeEvent::CommandFailed, Some(reason.clone()), now_ms) {
+                    tracing::error!(wakeable = id, reason, "wake failed; fix the wake_command or the machine at its provider, then wake it again");
+                }
+            }
+        }
+    }
+
+    fn waking_attempt(&self, id: &str) -> Option<u64> {
+        self.lock()
+            .iter()
+            .find(|e| e.cfg.id == id && e.state == WakeState::Waking)
+            .map(|e| e.attempt)
+    }
+}
+
+/// Runs a wake command to its end: `Ok` when it exits 0 within the timeout, else the reason.
+/// Every output line is logged at `info` with the wakeable id.
+pub async fn run_command(job: &WakeJob) -> Result<(), String> {
+    let mut cmd = match &job.command {
+        WakeCommand::Shell(s) => {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c").arg(s);
+            c
+        }
+        WakeCommand::Argv(v) => {
+            let mut c = tokio::process::Command::new(&v[0]);
+            c.args(&v[1..]);
+            c
+        }
+    };
+    cmd.envs(job.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // Its own process group, so a timeout kills whatever it started too.
+        .process_group(0)
+        .kill_on_drop(true);
+    tracing::info!(wakeable = %job.id, command = %job.command.display(), timeout_s = job.timeout.as_secs(), "running wake command");
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run wake command `{}`: {e}", job.command.display()))?;
+    let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(log_lines(out, job.id.clone(), "stdout", tail.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(log_lines(err, job.id.clone(), "stderr", tail.clone())));
+    }
+    let result = match tokio::time::timeout(job.timeout, child.wait()).await {
+        Ok(Ok(st)) if st.success() => Ok(()),
+        Ok(Ok(st)) => Err(match st.code() {
+            Some(c) => format!("wake command exited with status {c}"),
+            None => format!("wake command was killed ({st})"),
+        }),
+        Ok(Err(e)) => Err(format!("wake command could not be waited for: {e}")),
+        Err(_) => {
+            if let Some(pid) = child.id() {
+                kill_group(pid);
+            }
+            let _ = child.kill().await;
+            Err(format!(
+                "wake command timed out after {}s",
+                job.timeout.as_secs()
+            ))
+        }
+    };
+    let drain = async {
+        for r in readers.iter_mut() {
+            let _ = r.await;
+        }
+    };
+    let _ = tokio::time::timeout(OUTPUT_DRAIN, drain).await;
+    for r in &readers {
+        r.abort();
+    }
+    result.map_err(|mut reason| {
+        let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = tail.back() {
+            reason.push_str(": ");
+            reason.push_str(last);
+        }
+        reason
+    })
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: killpg only sends a signal; the group is the one the child leads.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+    }
+}
+
+async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
+    r: R,
+    id: String,
+    stream: &'static str,
+    tail: Arc<Mutex<std::collections::VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(wakeable = %id, stream, "{line}");
+        let line = line.trim().to_string();
+        if !line.is_empty() {
+            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    infermesh_mesh::schedule::unix_now_ms()
+}
+
+/// Runs `job` and then watches for its node until it joins or the grace ends. `peers` is read
+/// each poll (the live mesh view).
+pub async fn run_wake(
+    inv: Arc<Inventory>,
+    job: WakeJob,
+    peers: impl Fn() -> Vec<PeerView> + Send + Sync + 'static,
+) {
+    let peers = Arc::new(peers);
+    // The watcher runs alongside the command: a machine may join before its command returns.
+    let watcher = {
+        let (inv, peers, id, attempt) = (inv.clone(), peers.clone(), job.id.clone(), job.attempt);
+        tokio::spawn(async move {
+            while inv.waking_attempt(&id) == Some(attempt) {
+                inv.observe(&peers(), now_ms());
+                tokio::time::sleep(JOIN_POLL).await;
+            }
+        })
+    };
+    let outcome = run_command(&job).await;
+    inv.command_finished(&job.id, job.attempt, outcome, now_ms());
+    let _ = watcher.await;
+}
+
+/// `POST /admin/v1/wakeable/:id/wake` → 202 with the entry (now `waking`); 404 unknown id;
+/// 409 already waking or joined. The command runs in the background.
+pub async fn wake(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let inv = app.wakeable.clone();
+    inv.observe(&app.peers(), now_ms());
+    match inv.begin_wake(&id, now_ms()) {
+        Ok((view, job)) => {
+            tracing::info!(wakeable = %id, provider = %view.provider, node = %view.node_name, "waking machine");
+            let peers_of = app.clone();
+            tokio::spawn(run_wake(inv, job, move || peers_of.peers()));
+            (StatusCode::ACCEPTED, Json(view)).into_response()
+        }
+        Err(e) => plain_error(e.status(), e),
+    }
+}
+
+/// `/api/status` `wakeable[]`: the inventory, brought up to date with the live peers.
+pub fn status_list(app: &App) -> Vec<WakeableStatus> {
+    app.wakeable.observe(&app.peers(), now_ms());
+    app.wakeable.list()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infermesh_mesh::NodeRecord;
+
+    fn cfg(id: &str, cmd: &str) -> WakeableConfig {
+        WakeableConfig {
+            id: id.into(),
+            provider: "test".into(),
+            models: vec!["big".into()],
+            vram_gb: 80.0,
+            wake_command: WakeCommand::Shell(cmd.into()),
+            node_name: None,
+            grace_s: 5,
+            timeout_s: 2,
+        }
+    }
+
+    fn peer(name: &str) -> PeerView {
+        PeerView {
+            record: NodeRecord {
+                node_id: format!("id-{name}"),
+                name: name.into(),
+                ..NodeRecord::default()
+            },
+            gossip_addr: "127.0.0.1:1".parse().unwrap(),
+            generation: 1,
+            last_seen_ms: 0,
+            state: infermesh_state::NodeState::Client,
+        }
+    }
+
+    #[test]
+    fn the_state_machine_is_total_and_as_specified() {
+        use WakeEvent as E;
+        use WakeState as S;
+        let cases = [
+            (S::Sleeping, E::Wake, Step::To(S::Waking)),
+            (S::Failed, E::Wake, Step::To(S::Waking)),
+            (S::Waking, E::Wake, Step::Refuse(WakeRefusal::AlreadyWaking)),
+            (S::Joined, E::Wake, Step::Refuse(WakeRefusal::AlreadyJoined)),
+            (S::Waking, E::CommandSucceeded, Step::Stay),
+            (S::Waking, E::CommandFailed, Step::To(S::Failed)),
+            (S::Waking, E::GraceExpired, Step::To(S::Failed)),
+            (S::Sleeping, E::CommandFailed, Step::Stay),
+            (S::Failed, E::GraceExpired, Step::Stay),
+            (S::Sleeping, E::PeerJoined, Step::To(S::Joined)),
+            (S::Waking, E::PeerJoined, Step::To(S::Joined)),
+            (S::Failed, E::PeerJoined, Step::To(S::Joined)),
+            (S::Joined, E::PeerJoined, Step::Stay),
+            (S::Joined, E::PeerGone, Step::To(S::Sleeping)),
+            (S::Waking, E::PeerGone, Step::Stay),
+            (S::Joined, E::CommandFailed, Step::Stay),
+        ];
+        for (from, ev, want) in cases {
+            assert_eq!(next_state(from, ev), want, "{from:?} + {ev:?}");
+        }
+        // Nothing but a wake leaves `sleeping` except its node appearing.
+        for ev in [E::CommandSucceeded, E::CommandFailed, E::GraceExpired, E::PeerGone] {
+            assert_eq!(next_state(S::Sleeping, ev), Step::Stay);
+        }
+    }
+
+    #[test]
+    fn config_parses_both_command_forms_with_defaults() {
+        let toml_text = r#"
+            [[wakeable]]
+            id = "gpu-7"
+            provider = "example"
+            models = ["llama-70b"]
+            vram_gb = 80
+            wake_command = "echo hi"
+
+            [[wakeable]]
+            id = "gpu-8"
+            provider = "example"
+            wake_command = ["/bin/echo", "hi"]
+            node_name = "box-8"
+            grace_s = 10
+            timeout_s = 3
+        "#;
+        #[derive(Deserialize)]
+        struct F {
+            wakeable: Vec<WakeableConfig>,
+        }
+        let f: F = toml::from_str(toml_text).unwrap();
+        assert_eq!(f.wakeable[0].grace_s, DEFAULT_GRACE_S);
+        assert_eq!(f.wakeable[0].timeout_s, DEFAULT_TIMEOUT_S);
+        assert_eq!(f.wakeable[0].expected_node(), "gpu-7");
+        assert_eq!(f.wakeable[0].wake_command, WakeCommand::Shell("echo hi".into()));
+        assert_eq!(
+            f.wakeable[1].wake_command,
+            WakeCommand::Argv(vec!["/bin/echo".into(), "hi".into()])
+        );
+        assert_eq!(f.wakeable[1].expected_node(), "box-8");
+        validate(&f.wakeable).unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut dup = vec![cfg("a", "true"), cfg("a", "true")];
+        assert!(validate(&dup).unwrap_err().contains("twice"));
+        dup.pop();
+        dup[0].id = "a b".into();
+        assert!(validate(&dup).unwrap_err().contains("`id`"));
+        let mut c = cfg("a", " ");
+        assert!(validate(&[c.clone()]).unwrap_err().contains("wake_command"));
+        c.wake_command = WakeCommand::Argv(vec![]);
+        assert!(validate(&[c.clone()]).unwrap_err().contains("wake_command"));
+        c = cfg("a", "true");
+        c.timeout_s = 0;
+        assert!(validate(&[c]).unwrap_err().contains("positive"));
+    }
+
+    #[test]
+    fn inventory_transitions_and_stale_reports() {
+        let inv = Inventory::new(&[cfg("w", "true")], None, "127.0.0.1:1");
+        assert_eq!(inv.list()[0].state, WakeState::Sleeping);
+        let (v, job) = inv.begin_wake("w", 1_000).unwrap();
+        assert_eq!(v.state, WakeState::Waking);
+        assert_eq!(v.since_ms, 1_000);
+        assert!(matches!(
+            inv.begin_wake("w", 1_001),
+            Err(WakeError::Refused(WakeRefusal::AlreadyWaking, _))
+        ));
+        assert!(matches!(inv.begin_wake("x", 1), Err(WakeError::Unknown(_))));
+        // Success of the command keeps it waking until the node shows up.
+        inv.command_finished("w", job.attempt, Ok(()), 1_500);
+        assert_eq!(inv.get("w").unwrap().state, WakeState::Waking);
+        // Grace (5 s) not over yet, then over.
+        inv.observe(&[], 6_000);
+        assert_eq!(inv.get("w").unwrap().state, WakeState::Waking);
+        inv.observe(&[], 6_001);
+        let f = inv.get("w").unwrap();
+        assert_eq!(f.state, WakeState::Failed);
+        assert!(f.reason.unwrap().contains("has not joined the mesh within 5s"));
+        // Retry; a late failure report of the first attempt changes nothing.
+        let (_, job2) = inv.begin_wake("w", 7_000).unwrap();
+        inv.command_finished("w", job.attempt, Err("old".into()), 7_001);
+        assert_eq!(inv.get("w").unwrap().state, WakeState::Waking);
+        inv.command_finished("w", job2.attempt, Err("exit 3".into()), 7_002);
+        let f = inv.get("w").unwrap();
+        assert_eq!((f.state, f.reason.as_deref()), (WakeState::Failed, Some("exit 3")));
+        // Its node appears (by name = id): joined, and off the list.
+        inv.observe(&[peer("w")], 8_000);
+        assert_eq!(inv.get("w").unwrap().state, WakeState::Joined);
+        assert!(inv.list().is_empty());
+        assert_eq!(inv.all().len(), 1);
+        assert!(matches!(
+            inv.begin_wake("w", 8_001),
+            Err(WakeError::Refused(WakeRefusal::AlreadyJoined, _))
+        ));
+        // It leaves: sleeping capacity again.
+        inv.observe(&[peer("other")], 9_000);
+        let s = inv.get("w").unwrap();
+        assert_eq!((s.state, s.reason), (WakeState::Sleeping, None));
+    }
+
+    #[test]
+    fn node_name_is_what_joins() {
+        let mut c = cfg("gpu-1", "true");
+        c.node_name = Some("box-1".into());
+        let inv = Inventory::new(&[c], None, "a");
+        inv.observe(&[peer("gpu-1")], 1);
+        assert_eq!(inv.get("gpu-1").unwrap().state, WakeState::Sleeping);
+        inv.observe(&[peer("box-1")], 2);
+        assert_eq!(inv.get("gpu-1").unwrap().state, WakeState::Joined);
+    }
+
+    fn job(cmd: WakeCommand, timeout_ms: u64) -> WakeJob {
+        WakeJob {
+            id: "w".into(),
+            attempt: 1,
+            command: cmd,
+            timeout: Duration::from_millis(timeout_ms),
+            env: vec![("INFERMESH_WAKEABLE_ID".into(), "w".into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_succeed_fail_and_time_out() {
+        let sh = |s: &str| WakeCommand::Shell(s.into());
+        assert_eq!(run_command(&job(sh("test \"$INFERMESH_WAKEABLE_ID\" = w"), 5_000)).await, Ok(()));
+        let err = run_command(&job(sh("echo starting; echo 'no such machine' >&2; exit 3"), 5_000))
+            .await
+            .unwrap_err();
+        assert_eq!(err, "wake command exited with status 3: no such machine");
+        let started = std::time::Instant::now();
+        let err = run_command(&job(sh("sleep 30"), 300)).await.unwrap_err();
+        assert!(err.starts_with("wake command timed out"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let err = run_command(&job(
+            WakeCommand::Argv(vec!["/nonexistent/wake".into()]),
+            1_000,
+        ))
+        .await
+        .unwrap_err();
+        assert!(err.contains("cannot run wake command"), "{err}");
+        // A background process holding the pipes does not keep the wake running.
+        let started = std::time::Instant::now();
+        assert_eq!(run_command(&job(sh("sleep 20 & echo started"), 5_000)).await, Ok(()));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_wake_runs_to_joined_or_failed() {
+        let inv = Arc::new(Inventory::new(
+            &[cfg("ok", "true"), cfg("bad", "echo boom >&2; false")],
+            None,
+            "a",
+        ));
+        let (_, j) = inv.begin_wake("bad", now_ms()).unwrap();
+        run_wake(inv.clone(), j, Vec::new).await;
+        let b = inv.get("bad").unwrap();
+        assert_eq!(b.state, WakeState::Failed);
+        assert_eq!(b.reason.as_deref(), Some("wake command exited with status 1: boom"));
+        let (_, j) = inv.begin_wake("ok", now_ms()).unwrap();
+        run_wake(inv.clone(), j, || vec![peer("ok")]).await;
+        assert_eq!(inv.get("ok").unwrap().state, WakeState::Joined);
+    }
+}
