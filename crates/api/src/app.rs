@@ -48,6 +48,8 @@ pub struct AppOptions {
     pub data_dir: Option<PathBuf>,
     pub config: NodeConfig,
     pub build: BuildContext,
+    /// `--admin-open`: admin changes are accepted unsigned (local experiments only).
+    pub admin_open: bool,
 }
 
 impl Default for AppOptions {
@@ -64,6 +66,7 @@ impl Default for AppOptions {
                 engine: infermesh_backend::engine::EngineConfig::default(),
                 llama_server_startup: Duration::from_secs(120),
             },
+            admin_open: false,
         }
     }
 }
@@ -90,6 +93,12 @@ pub struct App {
     pub requests: RequestLog,
     pub http: reqwest::Client,
     pub ram_gb: f32,
+    /// Operator registry, replay cache and `--admin-open`: the admin signature gate.
+    pub admin: crate::auth::AdminAuth,
+    /// Wakeable machines declared in config: listed in status, never peers.
+    pub wakeable: Arc<crate::wakeable::Inventory>,
+    /// Counters behind `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// Requests this node has outstanding on each peer, by node id.
     outstanding: Mutex<HashMap<String, u32>>,
     failed_at: Mutex<HashMap<String, Instant>>,
@@ -184,7 +193,19 @@ impl App {
             .no_proxy()
             .build()
             .expect("a plain HTTP client always builds");
-        Arc::new(Self {
+        // `config::load` validated the keys; a registry that still fails to build refuses all.
+        let registry = crate::auth::OperatorRegistry::from_config(&opts.config.operators)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "operator registry invalid; admin changes are refused");
+                crate::auth::OperatorRegistry::default()
+            });
+        let admin = crate::auth::AdminAuth::new(registry, opts.admin_open);
+        let wakeable = Arc::new(crate::wakeable::Inventory::new(
+            &opts.config.wakeable,
+            mesh.as_ref().map(|m| m.gossip_addr().to_string()),
+            &api_addr,
+        ));
+        let app = Arc::new(Self {
             node,
             schedule: opts.schedule,
             learner: opts.learner,
@@ -203,7 +224,12 @@ impl App {
             ram_gb: machine_ram_gb(),
             outstanding: Mutex::new(HashMap::new()),
             failed_at: Mutex::new(HashMap::new()),
-        })
+            admin,
+            wakeable,
+            metrics: crate::metrics::Metrics::default(),
+        });
+        crate::metrics::spawn_feed(&app);
+        app
     }
 
     pub fn round_view(&self) -> RoundView {

@@ -169,6 +169,12 @@ pub struct NodeConfig {
     pub model_defaults: BTreeMap<String, BTreeMap<String, Value>>,
     #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
+    /// Suspended machines this node can wake (`[[wakeable]]`); never peers, never routed to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wakeable: Vec<crate::wakeable::WakeableConfig>,
+    /// Operator public keys whose signatures admin changes must carry (`[[operator]]`).
+    #[serde(rename = "operator", default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<crate::auth::OperatorConfig>,
 }
 
 impl NodeConfig {
@@ -196,6 +202,9 @@ pub fn load(dir: &Path) -> Result<NodeConfig, String> {
     for b in &cfg.backends {
         validate(b).map_err(|e| format!("{}: backend `{}`: {e}", path.display(), b.id))?;
     }
+    crate::wakeable::validate(&cfg.wakeable).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::auth::OperatorRegistry::from_config(&cfg.operators)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(cfg)
 }
 

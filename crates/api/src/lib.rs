@@ -3,17 +3,21 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod drivers;
 pub mod error;
 pub mod events;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod openai;
 pub mod requests;
 pub mod rounds;
 pub mod route;
 pub mod status;
+pub mod wakeable;
 
 use std::sync::Arc;
 
@@ -51,9 +55,18 @@ pub fn router(app: Arc<App>) -> Router {
             put(admin::change).delete(admin::remove),
         )
         .route("/admin/v1/nodes/{id}/test", post(admin::test))
+        .route("/admin/v1/wakeable/{id}/wake", post(wakeable::wake))
+        .route("/metrics", get(metrics::get_metrics))
+        .route("/", get(dashboard::index))
+        .route("/assets/{name}", get(dashboard::asset))
         .route("/v1/models", get(route::list_models))
         .route("/v1/chat/completions", post(route::chat_completions))
         .route("/v1/completions", post(route::completions))
         .fallback(error::not_found)
+        // Every admin mutation (any admin route, present or future) needs an operator signature.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_operator,
+        ))
         .with_state(app)
 }

@@ -104,7 +104,8 @@ impl Metrics {
         if recent.first().is_some_and(|r| r.id > c.last_request_id + 1) {
             recent = log.tail(RING_CAPACITY);
         }
-        for rec in recent.iter().filter(|r| r.id > c.last_request_id) {
+        let last = c.last_request_id;
+        for rec in recent.iter().filter(|r| r.id > last) {
             c.observe(rec);
         }
         if let Some(last) = recent.last() {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use infermesh_mesh::ValidationResult;
 use infermesh_state::{node_message, NodeState, Participation, Timing};
 use serde::Serialize;
 
@@ -25,13 +26,16 @@ pub struct StatusResponse {
     /// What the operator should do now, in one sentence.
     pub message: String,
     pub epoch: Option<u64>,
+    /// This node's own result in the latest round it took part in.
+    pub validation: Option<ValidationResult>,
     pub models: Vec<String>,
     pub vram_gb: f32,
     pub ram_gb: f32,
     pub in_flight: u32,
     pub backends: Vec<BackendView>,
     pub peers: Vec<PeerStatus>,
-    pub wakeable: Vec<serde_json::Value>,
+    /// Suspended machines this node can wake; never among `peers`, never routed to.
+    pub wakeable: Vec<crate::wakeable::WakeableStatus>,
 }
 
 pub fn status(app: &App) -> StatusResponse {
@@ -53,6 +57,12 @@ pub fn status(app: &App) -> StatusResponse {
         timing,
         message: node_message(state, rounds.participation, &timing, validated),
         epoch: rounds.epoch,
+        validation: app
+            .own_validation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|v| v.result.clone()),
         models: node.serving_models(),
         vram_gb: node.vram_gb(),
         ram_gb: app.ram_gb,
@@ -63,7 +73,7 @@ pub fn status(app: &App) -> StatusResponse {
             .iter()
             .map(|p| PeerStatus::new(p, &rounds.active_set))
             .collect(),
-        wakeable: Vec::new(),
+        wakeable: crate::wakeable::status_list(app),
     }
 }
 

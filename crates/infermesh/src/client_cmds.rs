@@ -363,6 +363,17 @@ pub async fn test(args: TestArgs) -> anyhow::Result<()> {
             };
             return Err(fail(2, format!("error: {msg}\n{hint}")));
         }
+        StatusCode::UNAUTHORIZED => {
+            return Err(fail(
+                2,
+                format!(
+                    "error: {}\nhint: this node accepts admin changes signed by an operator key \
+                     listed in its config.toml [[operator]] (`infermesh keygen`), or unsigned \
+                     when started with --admin-open (local experiments only)",
+                    reply.error_message()
+                ),
+            ));
+        }
         other => {
             return Err(fail(
                 2,

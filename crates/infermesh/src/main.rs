@@ -1,10 +1,13 @@
 //! `infermesh`: one binary for the node, its operator tools and the demo.
 
 mod client_cmds;
+mod cluster;
 mod deck_cmd;
 mod identity;
+mod keygen;
 mod logging;
 mod models;
+mod selfcheck;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -30,12 +33,18 @@ struct Cli {
 enum Cmd {
     /// Run a node: load a model (fetching the default one if needed) and serve the API.
     Up(up::UpArgs),
+    /// Create an operator key; nodes accept admin changes signed with it once its public key is
+    /// in their config.toml [[operator]].
+    Keygen(keygen::KeygenArgs),
     /// Show a node's state, peers and backends with what the operator should do.
     Status(client_cmds::StatusArgs),
     /// Test one backend now (load → health → inference → stop per model); exit 1 if it fails.
     Test(client_cmds::TestArgs),
     /// Open the operator deck: a live terminal view of the mesh through one node.
     Deck(deck_cmd::DeckArgs),
+    /// Run real nodes through a whole validation cycle on a fast schedule; PASS/FAIL per stage
+    /// on stderr, exit 0 only if every stage passes.
+    Selfcheck(selfcheck::SelfcheckArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,9 +66,11 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.cmd {
             Cmd::Up(args) => up::run(args).await,
+            Cmd::Keygen(args) => keygen::run(args),
             Cmd::Status(args) => client_cmds::status(args).await,
             Cmd::Test(args) => client_cmds::test(args).await,
             Cmd::Deck(args) => deck_cmd::run(args).await,
+            Cmd::Selfcheck(args) => selfcheck::run(args).await,
         }
     });
     // A model load blocked on slow storage must not hold the process open after shutdown.

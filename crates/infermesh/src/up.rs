@@ -46,6 +46,11 @@ pub struct UpArgs {
     /// Where the node keeps its identity and config.
     #[arg(long, value_name = "DIR", env = "INFERMESH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Accept admin changes WITHOUT operator signatures (local experiments only: anyone who can
+    /// reach the port can change the node). Otherwise they must be signed by a key listed in
+    /// config.toml [[operator]] (`infermesh keygen`).
+    #[arg(long, env = "INFERMESH_ADMIN_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub admin_open: bool,
     /// Model cache [env: INFERMESH_MODEL_DIR; default: $XDG_CACHE_HOME/infermesh/models].
     #[arg(long, value_name = "DIR")]
     pub model_dir: Option<PathBuf>,
@@ -66,6 +71,43 @@ pub struct UpArgs {
     /// `learn` (adopt the schedule peers advertise).
     #[arg(long, value_enum, default_value = "mesh")]
     pub schedule: ScheduleChoice,
+    /// An explicit schedule, `GENESIS_MS:EPOCH_MS:ROUND_MS` (unix ms; replaces --schedule).
+    /// Onboarding timings scale with it. For selfcheck, tests and private meshes.
+    #[arg(long, value_name = "G:E:R", value_parser = parse_spec)]
+    pub schedule_spec: Option<ScheduleSpec>,
+}
+
+fn parse_spec(s: &str) -> Result<ScheduleSpec, String> {
+    let parts: Vec<i64> = s
+        .split(':')
+        .map(|p| p.trim().parse::<i64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{s}` is not GENESIS_MS:EPOCH_MS:ROUND_MS (three integers)"))?;
+    let [genesis_ms, epoch_ms, round_ms] = parts[..] else {
+        return Err(format!(
+            "`{s}` is not GENESIS_MS:EPOCH_MS:ROUND_MS (three integers)"
+        ));
+    };
+    let spec = ScheduleSpec {
+        genesis_ms,
+        epoch_ms,
+        round_ms,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Onboarding timings proportional to a short explicit schedule: alert one round ahead, no
+/// auto-test (a test would compete with rounds seconds apart), quick participation refresh.
+fn tunables_for(spec: &ScheduleSpec) -> Tunables {
+    Tunables {
+        alert_lead_ms: spec.round_ms,
+        auto_test_min_lead_ms: spec.epoch_ms * 2,
+        auto_test_retry_ms: spec.epoch_ms,
+        test_timeout_ms: 60_000,
+        participation_refresh_ms: (spec.round_ms / 3).max(100),
+        onboarding_heartbeat_ms: spec.epoch_ms,
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,25 +237,31 @@ pub async fn run(args: UpArgs) -> Result<()> {
         },
         llama_server_startup: std::time::Duration::from_secs(120),
     };
-    let schedule = Arc::new(EmbeddedSchedule::new(args.schedule.spec()));
+    let (spec, tunables) = match &args.schedule_spec {
+        Some(spec) => (Some(*spec), tunables_for(spec)),
+        None => (args.schedule.spec(), args.schedule.tunables()),
+    };
+    let schedule = Arc::new(EmbeddedSchedule::new(spec));
     let opts = AppOptions {
         schedule: schedule.clone(),
         learner: Some(schedule),
         signing_key: Some(id.key.clone()),
-        tunables: args.schedule.tunables(),
+        tunables,
         data_dir: Some(data_dir.clone()),
         config: node_config,
         build,
+        admin_open: args.admin_open,
         ..AppOptions::default()
     };
     let app = App::with_options(node.clone(), Some(mesh), api_addr, opts);
+    app.admin.log_mode();
     infermesh_api::admin::restore(&app).await;
     if let Some(backend) = to_activate {
         let node = node.clone();
         tokio::spawn(async move { node.activate(backend).await });
     }
     tokio::spawn(publish_loop(app.clone()));
-    tokio::spawn(infermesh_api::rounds::run(app.clone()));
+    let rounds = tokio::spawn(infermesh_api::rounds::run(app.clone()));
     tokio::spawn(log_membership(app.clone()));
 
     let router = infermesh_api::router(app.clone());
@@ -222,6 +270,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down");
+    // No round may validate a backend that is being stopped: that is a shutdown, not a failure.
+    rounds.abort();
     node.stop_all().await;
     Ok(())
 }

@@ -9,8 +9,10 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,9 +21,48 @@ use infermesh_api::config::{self, DriverConfig};
 use infermesh_backend::model_fetch::{ensure_model, SMOLLM2_135M};
 use serde_json::{json, Value};
 
-/// `extra` plus `--schedule learn`: no round, no auto-test (see the module comment).
+/// A node that accepts admin changes unsigned (`--admin-open`), with `--schedule learn`: no
+/// round, no auto-test (see the module comment).
 fn quiet(extra: &[&str]) -> NodeProc {
-    NodeProc::start(&[extra, &["--schedule", "learn"]].concat())
+    NodeProc::start(&[extra, &["--schedule", "learn", "--admin-open"]].concat())
+}
+
+/// A node that requires operator signatures: its `config.toml` lists [`operator_key`] before
+/// it starts, as an operator's node would.
+fn signed(extra: &[&str]) -> NodeProc {
+    let dir = tempfile::tempdir().unwrap();
+    let public = hex::encode(operator_key().verifying_key().as_bytes());
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("[[operator]]\nname = \"admin-tests\"\npublic_key = \"{public}\"\n"),
+    )
+    .unwrap();
+    NodeProc::start_in(dir, &[extra, &["--schedule", "learn"]].concat())
+}
+
+/// The operator key every admin mutation of these tests is signed with (ignored by
+/// `--admin-open` nodes).
+fn operator_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+}
+
+/// Signs one mutation. Each signature gets its own timestamp: the node refuses a signed request
+/// it has already accepted, and two identical requests signed in the same millisecond would be
+/// the same signed request.
+fn authorization(method: &str, url: &str, body: &[u8]) -> String {
+    static LAST_TS: AtomicI64 = AtomicI64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let prev = LAST_TS
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap();
+    let ts = now.max(prev + 1);
+    let path = &url[url.find("/admin/").expect("an admin URL")..];
+    infermesh_api::auth::sign_request(&operator_key(), method, path, body, ts)
 }
 
 /// Held by the tests that run a model: two llama.cpp engines decoding at once on two cores slow
@@ -41,10 +82,13 @@ fn agent() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// Any method, a raw body; the status and the body parsed as JSON (`Null` if it is not).
+/// Any method, a raw body; admin mutations are signed (see [`authorization`]).
 fn call(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = agent().request(method, url);
+    let mut req = agent().request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    if method != "GET" && url.contains("/admin/") {
+        let auth = authorization(method, url, body.unwrap_or("").as_bytes());
+        req = req.header("authorization", auth);
+    }
     if let Some(b) = body {
         req = req
             .header("content-type", "application/json")
@@ -184,7 +228,7 @@ fn data_files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn register_change_remove_status_codes_and_persistence() {
-    let mut node = quiet(&["--standby"]);
+    let mut node = signed(&["--standby"]);
 
     // The list: one envelope per backend, the command-line one included.
     let all = list(&node);
@@ -205,8 +249,19 @@ fn register_change_remove_status_codes_and_persistence() {
     assert!(o["timing"].is_object(), "{o}");
     assert!(o["message"].as_str().is_some_and(|m| !m.is_empty()), "{o}");
 
-    // Register: 201 with the new envelope; listed; persisted.
+    // This node requires operator signatures: an unsigned change is refused and changes
+    // nothing (the signature itself is covered by the api crate's tests).
     let dead = format!("http://127.0.0.1:{}/v1", dead_port());
+    let unsigned = agent()
+        .post(nodes_url(&node))
+        .header("content-type", "application/json")
+        .body(openai_body("remote", &dead, &["m1"]).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(unsigned.status().as_u16(), 401);
+    assert_eq!(list(&node).len(), 1);
+
+    // Register: 201 with the new envelope; listed; persisted.
     let (code, v) = register(&node, &openai_body("remote", &dead, &["m1"]));
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["node"]["id"], "remote");
@@ -218,6 +273,11 @@ fn register_change_remove_status_codes_and_persistence() {
     assert_eq!(got["node"]["models"], json!([{"name": "m1", "args": {}}]));
     let saved = config::load(node.data_dir.path()).unwrap();
     assert_eq!(saved.backends.len(), 1, "{saved:?}");
+    assert_eq!(
+        saved.operators.len(),
+        1,
+        "rewrites keep [[operator]]: {saved:?}"
+    );
     assert_eq!(saved.backends[0].id, "remote");
     assert_eq!(
         saved.backends[0].driver,
@@ -381,6 +441,11 @@ fn register_change_remove_status_codes_and_persistence() {
     assert_eq!(remote["onboarding"]["backend_state"], "waiting");
     assert_eq!(remote["onboarding"]["last_test"], Value::Null);
     assert_eq!(all[0]["node"]["source"], "command_line");
+    // Still signed-only, with the same operator, after the restart.
+    let (code, v) = remove(&node, "remote");
+    assert_eq!(code, 200, "{v}");
+    let saved = config::load(node.data_dir.path()).unwrap();
+    assert_eq!((saved.backends.len(), saved.operators.len()), (0, 1));
 }
 
 #[test]
@@ -737,7 +802,7 @@ fn cli_status_and_test() {
 /// the node acknowledged, and the node must come back up from it.
 #[test]
 fn sigkill_during_config_writes_never_loses_the_config() {
-    let mut node = quiet(&["--client"]);
+    let mut node = signed(&["--client"]);
     let dead = format!("http://127.0.0.1:{}/v1", dead_port());
     let body = {
         let dead = dead.clone();
@@ -767,10 +832,12 @@ fn sigkill_during_config_writes_never_loses_the_config() {
                     .unwrap();
                 let (mut i, mut acked) = (first, None);
                 loop {
+                    let b = body(i).to_string();
                     let r = http
                         .put(&url)
                         .header("content-type", "application/json")
-                        .body(body(i).to_string())
+                        .header("authorization", authorization("PUT", &url, b.as_bytes()))
+                        .body(b)
                         .send();
                     match r {
                         Ok(r) if r.status().is_success() => acked = Some(i),
@@ -792,6 +859,11 @@ fn sigkill_during_config_writes_never_loses_the_config() {
 
         let cfg = config::load(node.data_dir.path()).expect("config.toml is whole and valid");
         assert_eq!(cfg.backends.len(), 1, "{cfg:?}");
+        assert_eq!(
+            cfg.operators.len(),
+            1,
+            "the operator registry survives: {cfg:?}"
+        );
         let b = &cfg.backends[0];
         assert_eq!(b.id, "kx");
         assert!(
@@ -885,14 +957,20 @@ fn a_test_whose_caller_hangs_up_still_releases_the_lock() {
     let body = json!({"id": "y", "driver": "embedded",
                       "models": [{"name": "m", "args": {"path": fifo}}]});
     assert_eq!(register(&node, &body).0, 201);
-    let impatient = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let r = impatient
-        .post(format!("{}/y/test", nodes_url(&node)))
-        .send();
-    assert!(r.is_err(), "the test cannot finish while the FIFO blocks");
+    // The caller sends the request and closes its socket, as a Ctrl-C'd `curl` or a client
+    // timeout does.
+    let addr = node.url.trim_start_matches("http://").to_string();
+    let mut caller = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        caller,
+        "POST /admin/v1/nodes/y/test HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    wait_entry(&node, "y", "testing", |e| {
+        e["onboarding"]["backend_state"] == "testing"
+    });
+    drop(caller);
+    std::thread::sleep(Duration::from_millis(300));
     unblock(&fifo);
     let e = wait_entry(&node, "y", "a recorded result", |e| {
         e["onboarding"]["backend_state"] != "testing"
@@ -908,24 +986,35 @@ fn a_test_whose_caller_hangs_up_still_releases_the_lock() {
 fn concurrent_registrations_of_one_id_admit_exactly_one() {
     let node = quiet(&["--client"]);
     let dead = format!("http://127.0.0.1:{}/v1", dead_port());
-    let barrier = Arc::new(Barrier::new(8));
-    let posts: Vec<_> = (0..8)
-        .map(|i| {
-            let (b, url) = (barrier.clone(), nodes_url(&node));
-            let body = openai_body("dup", &dead, &[&format!("m{i}")]).to_string();
-            std::thread::spawn(move || {
-                b.wait();
-                call("POST", &url, Some(&body)).0
+    // Several tries: the window is between the id check and the save (two fsyncs).
+    for attempt in 0..5 {
+        let id = format!("dup{attempt}");
+        let barrier = Arc::new(Barrier::new(8));
+        let posts: Vec<_> = (0..8)
+            .map(|i| {
+                let (b, url) = (barrier.clone(), nodes_url(&node));
+                let body = openai_body(&id, &dead, &[&format!("m{i}")]).to_string();
+                let http = agent();
+                std::thread::spawn(move || {
+                    b.wait();
+                    let r = http
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .unwrap();
+                    r.status().as_u16()
+                })
             })
-        })
-        .collect();
-    let mut codes: Vec<u16> = posts.into_iter().map(|p| p.join().unwrap()).collect();
-    codes.sort();
-    let saved = config::load(node.data_dir.path()).unwrap();
-    let copies = saved.backends.iter().filter(|b| b.id == "dup").count();
-    assert_eq!(
-        copies, 1,
-        "config.toml lists `dup` {copies} times; answers {codes:?}"
-    );
-    assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409]);
+            .collect();
+        let mut codes: Vec<u16> = posts.into_iter().map(|p| p.join().unwrap()).collect();
+        codes.sort();
+        let saved = config::load(node.data_dir.path()).unwrap();
+        let copies = saved.backends.iter().filter(|b| b.id == id).count();
+        assert_eq!(
+            copies, 1,
+            "config.toml lists `{id}` {copies} times; answers {codes:?}"
+        );
+        assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409], "{id}");
+    }
 }

@@ -1,0 +1,210 @@
+//! Operator signatures on admin changes, end to end: real nodes, real keys from
+//! `infermesh keygen`, real HTTP. A refused change is a 401 with a reason and leaves the node
+//! exactly as it was.
+
+mod web_support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use web_support::*;
+
+fn backend(id: &str, url_port: u16) -> String {
+    json!({"id": id, "driver": "openai", "url": format!("http://127.0.0.1:{url_port}/v1"),
+           "models": [{"name": "m"}]})
+    .to_string()
+}
+
+fn backend_ids(node: &Node) -> Vec<String> {
+    let (code, list) = get_json(&format!("{}/admin/v1/nodes", node.url));
+    assert_eq!(code, 200, "reads stay open: {list}");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_refused(resp: (u16, Value), want: &str) {
+    assert_eq!(resp.0, 401, "{}", resp.1);
+    let msg = resp.1["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(want),
+        "401 reason `{msg}` should mention `{want}`"
+    );
+}
+
+#[test]
+fn admin_changes_need_a_fresh_valid_operator_signature() {
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keygen(keys.path(), "alice");
+    let mallory = keygen(keys.path(), "mallory");
+    let node = Node::start(
+        Some(&alice.snippet),
+        &["--client", "--name", "guarded"],
+        &[],
+    );
+    node.wait_log(
+        &["admin changes require an operator signature", "alice"],
+        Duration::from_secs(10),
+    );
+    let base = node.url.as_str();
+    let path = "/admin/v1/nodes";
+    let body = backend("ext", 9);
+    let before = backend_ids(&node);
+    assert!(before.is_empty());
+
+    // Unsigned, wrong key, forged body, expired, from the future, garbage: all 401, no change.
+    assert_refused(send("POST", base, path, &body, None), "missing");
+    assert_refused(
+        send_signed(&mallory.key, "POST", base, path, &body, now_ms()),
+        "is not accepted by this node",
+    );
+    let other_body = backend("other", 9);
+    let h = infermesh_api::auth::sign_request(
+        &alice.key,
+        "POST",
+        path,
+        other_body.as_bytes(),
+        now_ms(),
+    );
+    assert_refused(
+        send("POST", base, path, &body, Some(&h)),
+        "signature does not match",
+    );
+    assert_refused(
+        send_signed(&alice.key, "POST", base, path, &body, now_ms() - 120_000),
+        "old",
+    );
+    assert_refused(
+        send_signed(&alice.key, "POST", base, path, &body, now_ms() + 120_000),
+        "in the future",
+    );
+    assert_refused(
+        send("POST", base, path, &body, Some("Infermesh nonsense")),
+        "malformed",
+    );
+    // Signed for another path (the test route) and replayed against the register route.
+    let h = infermesh_api::auth::sign_request(
+        &alice.key,
+        "POST",
+        "/admin/v1/nodes/ext/test",
+        body.as_bytes(),
+        now_ms(),
+    );
+    assert_refused(
+        send("POST", base, path, &body, Some(&h)),
+        "signature does not match",
+    );
+    assert_eq!(
+        backend_ids(&node),
+        before,
+        "a refused change changed nothing"
+    );
+    let on_disk = std::fs::read_to_string(node.data_dir.path().join("config.toml")).unwrap();
+    assert!(!on_disk.contains("[[backend]]"), "{on_disk}");
+
+    // Valid: registered.
+    let h = infermesh_api::auth::sign_request(&alice.key, "POST", path, body.as_bytes(), now_ms());
+    let (code, r) = send("POST", base, path, &body, Some(&h));
+    assert_eq!(code, 201, "{r}");
+    assert_eq!(backend_ids(&node), ["ext"]);
+    node.wait_log(
+        &["admin change signed by operator", "alice"],
+        Duration::from_secs(5),
+    );
+
+    // The same signed request again: replayed, refused, nothing changes.
+    assert_refused(
+        send("POST", base, path, &body, Some(&h)),
+        "already accepted",
+    );
+
+    // A signed removal works once; its replay after re-registering removes nothing.
+    let del = "/admin/v1/nodes/ext";
+    let dh = infermesh_api::auth::sign_request(&alice.key, "DELETE", del, b"", now_ms());
+    let (code, r) = send("DELETE", base, del, "", Some(&dh));
+    assert_eq!(code, 200, "{r}");
+    assert!(backend_ids(&node).is_empty());
+    let (code, r) = send_signed(&alice.key, "POST", base, path, &body, now_ms());
+    assert_eq!(code, 201, "{r}");
+    assert_refused(send("DELETE", base, del, "", Some(&dh)), "already accepted");
+    assert_eq!(backend_ids(&node), ["ext"]);
+
+    // Change and test need signatures too.
+    let put = "/admin/v1/nodes/ext";
+    assert_refused(send("PUT", base, put, &backend("ext", 10), None), "missing");
+    let (code, r) = send_signed(&alice.key, "PUT", base, put, &backend("ext", 10), now_ms());
+    assert_eq!(code, 200, "{r}");
+    assert_refused(
+        send("POST", base, "/admin/v1/nodes/ext/test", "", None),
+        "missing",
+    );
+    // The config on disk says what the signed calls did, and the operator entry survived saves.
+    let saved = std::fs::read_to_string(node.data_dir.path().join("config.toml")).unwrap();
+    assert!(
+        saved.contains("127.0.0.1:10/v1") && saved.contains("[[operator]]"),
+        "{saved}"
+    );
+
+    // Wake is an admin change as well.
+    assert_refused(
+        send("POST", base, "/admin/v1/wakeable/any/wake", "", None),
+        "missing",
+    );
+
+    // Reads stay open.
+    assert_eq!(get_json(&format!("{base}/api/status")).0, 200);
+    assert_eq!(get_json(&format!("{base}/metrics")).0, 200);
+    node.wait_log(
+        &["admin request refused", "already accepted"],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn without_operator_keys_changes_are_refused_with_the_way_out() {
+    let node = Node::start(None, &["--client"], &[]);
+    let (code, r) = send("POST", &node.url, "/admin/v1/nodes", &backend("x", 9), None);
+    assert_eq!(code, 401, "{r}");
+    assert_eq!(r["error"], infermesh_api::auth::NO_OPERATORS);
+    assert!(backend_ids(&node).is_empty());
+    node.wait_log(
+        &["admin changes are refused", "infermesh keygen"],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn admin_open_accepts_unsigned_changes_and_says_so() {
+    for (args, env) in [
+        (vec!["--client", "--admin-open"], vec![]),
+        (vec!["--client"], vec![("INFERMESH_ADMIN_OPEN", "1")]),
+    ] {
+        let node = Node::start(None, &args, &env);
+        let (code, r) = send("POST", &node.url, "/admin/v1/nodes", &backend("x", 9), None);
+        assert_eq!(code, 201, "{args:?} {env:?}: {r}");
+        let warning = node.wait_log(&["WARN", "--admin-open"], Duration::from_secs(5));
+        assert!(warning.contains("WITHOUT operator signatures"), "{warning}");
+    }
+    // And INFERMESH_ADMIN_OPEN=0 is the default: closed.
+    let node = Node::start(None, &["--client"], &[("INFERMESH_ADMIN_OPEN", "0")]);
+    let (code, _) = send("POST", &node.url, "/admin/v1/nodes", &backend("x", 9), None);
+    assert_eq!(code, 401);
+}
+
+#[test]
+fn a_broken_operator_entry_stops_the_node_with_its_name() {
+    let cfg = "[[operator]]\nname = \"bob\"\npublic_key = \"abc\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["up", "--client", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("INFERMESH_ADMIN_OPEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bob") && err.contains("public_key"), "{err}");
+}
