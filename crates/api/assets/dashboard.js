@@ -175,7 +175,8 @@
     var out = [];
     var pos = [];
     for (var i = 0; i < peers.length; i++) {
-      var a = -Math.PI / 2 + (2 * Math.PI * i) / peers.length;
+      // Spread evenly; with few peers, start off the vertical so labels clear the edges.
+      var a = -Math.PI / 2 + Math.PI / peers.length + (2 * Math.PI * i) / peers.length;
       pos.push([cx + 2.2 * r * Math.cos(a), cy + r * Math.sin(a)]);
       out.push('<line x1="' + cx + '" y1="' + cy + '" x2="' + pos[i][0].toFixed(1) + '" y2="' + pos[i][1].toFixed(1) + '"></line>');
     }
@@ -365,7 +366,8 @@
   }
 
   function connectEvents() {
-    if (typeof EventSource === "undefined") return;
+    // `?transport=poll` skips the stream: the polling fallback, on demand (tests, proxies).
+    if (typeof EventSource === "undefined" || /[?&]transport=poll\b/.test(location.search)) return;
     var es = new EventSource("/api/events");
     es.onopen = function () {
       model.sseOpen = true;

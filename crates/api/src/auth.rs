@@ -207,8 +207,7 @@ impl OperatorRegistry {
 /// Parses a hex ed25519 public key (64 hex digits).
 pub fn parse_public_key(s: &str) -> Result<VerifyingKey, String> {
     let mut bytes = [0u8; 32];
-    hex::decode_to_slice(s.trim(), &mut bytes)
-        .map_err(|e| format!("is not 64 hex digits: {e}"))?;
+    hex::decode_to_slice(s.trim(), &mut bytes).map_err(|e| format!("is not 64 hex digits: {e}"))?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| format!("is not an ed25519 key: {e}"))
 }
 
@@ -252,7 +251,11 @@ impl ReplayCache {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).seen.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .seen
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -499,7 +502,10 @@ mod tests {
         let f: Vec<&str> = rest.split(':').collect();
         assert_eq!(f.len(), 3);
         assert_eq!(f[0].len(), 16);
-        assert_eq!(f[0], &hex::encode(Sha256::digest(k.verifying_key().as_bytes()))[..16]);
+        assert_eq!(
+            f[0],
+            &hex::encode(Sha256::digest(k.verifying_key().as_bytes()))[..16]
+        );
         assert_eq!(f[1], "42");
         assert_eq!(f[2].len(), 128);
         assert_eq!(
@@ -521,11 +527,27 @@ mod tests {
         );
         // Other method / path.
         assert_eq!(
-            verify(Some(&h), "PUT", "/admin/v1/nodes", b"{\"a\":1}", NOW, &reg, &cache),
+            verify(
+                Some(&h),
+                "PUT",
+                "/admin/v1/nodes",
+                b"{\"a\":1}",
+                NOW,
+                &reg,
+                &cache
+            ),
             Err(AuthError::BadSignature)
         );
         assert_eq!(
-            verify(Some(&h), "POST", "/admin/v1/nodes/x", b"{\"a\":1}", NOW, &reg, &cache),
+            verify(
+                Some(&h),
+                "POST",
+                "/admin/v1/nodes/x",
+                b"{\"a\":1}",
+                NOW,
+                &reg,
+                &cache
+            ),
             Err(AuthError::BadSignature)
         );
         // Other timestamp in the header than the one signed.
@@ -618,7 +640,16 @@ mod tests {
         assert_eq!(reg.len(), 2);
         let cache = ReplayCache::default();
         let h = sign_request(&b, "DELETE", "/admin/v1/nodes/x", b"", NOW);
-        let op = verify(Some(&h), "DELETE", "/admin/v1/nodes/x", b"", NOW, &reg, &cache).unwrap();
+        let op = verify(
+            Some(&h),
+            "DELETE",
+            "/admin/v1/nodes/x",
+            b"",
+            NOW,
+            &reg,
+            &cache,
+        )
+        .unwrap();
         assert_eq!(op.name, "op1");
     }
 
@@ -670,7 +701,9 @@ mod tests {
             Err(AuthError::Replayed)
         );
         // Past the window the entry is pruned (and the timestamp check refuses the request).
-        cache.accept_once([2; 32], NOW + 1, NOW + MAX_SKEW_MS + 1).unwrap();
+        cache
+            .accept_once([2; 32], NOW + 1, NOW + MAX_SKEW_MS + 1)
+            .unwrap();
         assert_eq!(cache.len(), 1);
     }
 
@@ -682,7 +715,10 @@ mod tests {
             e[..8].copy_from_slice(&(i as u64).to_le_bytes());
             cache.accept_once(e, NOW, NOW).unwrap();
         }
-        assert_eq!(cache.accept_once([0xff; 32], NOW, NOW), Err(AuthError::Busy));
+        assert_eq!(
+            cache.accept_once([0xff; 32], NOW, NOW),
+            Err(AuthError::Busy)
+        );
         // Once the window passes, the space is reclaimed.
         cache
             .accept_once([0xff; 32], NOW + MAX_SKEW_MS + 1, NOW + MAX_SKEW_MS + 1)
@@ -695,7 +731,10 @@ mod tests {
         assert!(is_admin_mutation(&Method::POST, "/admin/v1/nodes"));
         assert!(is_admin_mutation(&Method::PUT, "/admin/v1/nodes/x"));
         assert!(is_admin_mutation(&Method::DELETE, "/admin/v1/nodes/x"));
-        assert!(is_admin_mutation(&Method::POST, "/admin/v1/wakeable/w/wake"));
+        assert!(is_admin_mutation(
+            &Method::POST,
+            "/admin/v1/wakeable/w/wake"
+        ));
         assert!(is_admin_mutation(&Method::PATCH, "/admin/anything"));
         assert!(!is_admin_mutation(&Method::GET, "/admin/v1/nodes"));
         assert!(!is_admin_mutation(&Method::HEAD, "/admin/v1/nodes"));
@@ -744,7 +783,10 @@ mod tests {
             let c = reqwest::Client::new();
             let u = format!("{url}/admin/v1/nodes");
             // Reads and non-admin routes pass unsigned.
-            assert_eq!(c.get(&u).send().await.unwrap().text().await.unwrap(), "list");
+            assert_eq!(
+                c.get(&u).send().await.unwrap().text().await.unwrap(),
+                "list"
+            );
             let r = c.post(format!("{url}/v1/x")).send().await.unwrap();
             assert_eq!(r.status(), 200);
             // Unsigned mutation: 401 with a reason and the scheme.
@@ -752,7 +794,10 @@ mod tests {
             assert_eq!(r.status(), 401);
             assert_eq!(r.headers()["www-authenticate"], "Infermesh");
             let body: serde_json::Value = r.json().await.unwrap();
-            assert!(body["error"].as_str().unwrap().contains("missing"), "{body}");
+            assert!(
+                body["error"].as_str().unwrap().contains("missing"),
+                "{body}"
+            );
             // Signed: the handler sees the same body.
             let h = authorization_header(&k, "POST", "/admin/v1/nodes", b"{\"x\":1}");
             let r = c

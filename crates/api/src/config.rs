@@ -188,9 +188,12 @@ impl NodeConfig {
 }
 
 pub const CONFIG_FILE: &str = "config.toml";
+/// Temp files of [`save`]; one left by a crash mid-write is removed by [`load`].
+const TMP_PREFIX: &str = ".config.toml.tmp";
 
 /// Reads `config.toml`; a missing file is an empty config, a broken one an error naming it.
 pub fn load(dir: &Path) -> Result<NodeConfig, String> {
+    remove_stale_temp_files(dir);
     let path = dir.join(CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -199,13 +202,34 @@ pub fn load(dir: &Path) -> Result<NodeConfig, String> {
     };
     let cfg: NodeConfig =
         toml::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))?;
+    let mut ids = std::collections::BTreeSet::new();
     for b in &cfg.backends {
         validate(b).map_err(|e| format!("{}: backend `{}`: {e}", path.display(), b.id))?;
+        if !ids.insert(&b.id) {
+            return Err(format!(
+                "{}: backend `{}` is declared twice; remove one",
+                path.display(),
+                b.id
+            ));
+        }
     }
     crate::wakeable::validate(&cfg.wakeable).map_err(|e| format!("{}: {e}", path.display()))?;
     crate::auth::OperatorRegistry::from_config(&cfg.operators)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(cfg)
+}
+
+/// A crash between creating and renaming a temp file leaves it behind; it never holds anything
+/// the config does not (the rename is the commit), so it is safe to delete.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Writes `config.toml` so that a reader (or a crash at any instant) sees either the old file or
@@ -216,7 +240,9 @@ pub fn save(dir: &Path, cfg: &NodeConfig) -> Result<(), String> {
     let path = dir.join(CONFIG_FILE);
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(dir)?;
         tmp.write_all(text.as_bytes())?;
         tmp.as_file().sync_all()?;
         tmp.persist(&path).map_err(|e| e.error)?;

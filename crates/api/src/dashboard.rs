@@ -241,7 +241,10 @@ fn node_item(n: &Value, is_self: bool) -> String {
 }
 
 fn topology(s: &Value) -> String {
-    let mut peers: Vec<&Value> = s["peers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let mut peers: Vec<&Value> = s["peers"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     peers.sort_by_key(|p| str_of(p, "name").to_string());
     std::iter::once(node_item(s, true))
         .chain(peers.into_iter().map(|p| node_item(p, false)))
@@ -250,7 +253,10 @@ fn topology(s: &Value) -> String {
 
 fn wakeable(list: &Value) -> String {
     let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
-        return format!("<p class=\"muted\" id=\"wakeable-empty\">{}</p>", esc(WAKEABLE_EMPTY));
+        return format!(
+            "<p class=\"muted\" id=\"wakeable-empty\">{}</p>",
+            esc(WAKEABLE_EMPTY)
+        );
     };
     let rows: String = list
         .iter()
@@ -314,7 +320,9 @@ mod tests {
         assert!(page.contains("class=\"badge state-standby\" data-state=\"standby\""));
         assert!(page.contains("class=\"badge state-client\" data-state=\"client\""));
         assert!(page.contains("data-wakeable-id=\"gpu-7\""));
-        assert!(page.contains("class=\"badge state-failed\" data-state=\"failed\" title=\"exit 3: &lt;/script&gt;\""));
+        assert!(page.contains(
+            "class=\"badge state-failed\" data-state=\"failed\" title=\"exit 3: &lt;/script&gt;\""
+        ));
         assert!(page.contains(">in 4m</span>"));
         assert!(page.contains("2 peers"));
         // The embedded JSON cannot close its script element early.

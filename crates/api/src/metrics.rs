@@ -72,7 +72,10 @@ impl Counters {
 
     fn observe(&mut self, rec: &RequestRecord) {
         let model = self.model_label(&rec.model);
-        *self.requests.entry((model.clone(), rec.status)).or_default() += 1;
+        *self
+            .requests
+            .entry((model.clone(), rec.status))
+            .or_default() += 1;
         self.latency
             .entry(model.clone())
             .or_default()
@@ -129,7 +132,12 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let w = &mut out;
 
-        family(w, "infermesh_info", "gauge", "This node: always 1, identity in the labels.");
+        family(
+            w,
+            "infermesh_info",
+            "gauge",
+            "This node: always 1, identity in the labels.",
+        );
         sample(
             w,
             "infermesh_info",
@@ -264,7 +272,12 @@ impl Metrics {
             "Completion tokens in the answers to requests this node received, by model.",
         );
         for (model, n) in &c.tokens {
-            sample(w, "infermesh_tokens_generated_total", &[("model", model)], *n);
+            sample(
+                w,
+                "infermesh_tokens_generated_total",
+                &[("model", model)],
+                *n,
+            );
         }
 
         family(
@@ -274,7 +287,12 @@ impl Metrics {
             "Backend test results on this node.",
         );
         for (i, result) in ["pass", "fail"].iter().enumerate() {
-            sample(w, "infermesh_tests_total", &[("result", result)], c.tests[i]);
+            sample(
+                w,
+                "infermesh_tests_total",
+                &[("result", result)],
+                c.tests[i],
+            );
         }
 
         family(
@@ -284,14 +302,23 @@ impl Metrics {
             "Validation rounds this node took part in, by its result.",
         );
         for (i, result) in ["pass", "fail"].iter().enumerate() {
-            sample(w, "infermesh_rounds_total", &[("result", result)], c.rounds[i]);
+            sample(
+                w,
+                "infermesh_rounds_total",
+                &[("result", result)],
+                c.rounds[i],
+            );
         }
         out
     }
 }
 
 fn family(w: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(w, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
+    let _ = writeln!(
+        w,
+        "# HELP {name} {}",
+        help.replace('\\', "\\\\").replace('\n', "\\n")
+    );
     let _ = writeln!(w, "# TYPE {name} {kind}");
 }
 

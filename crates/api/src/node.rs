@@ -2,7 +2,7 @@
 //! here; states are derived only by `infermesh_state`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use infermesh_backend::tester::TestResult;
@@ -75,6 +75,9 @@ pub struct Node {
     pub info: NodeInfo,
     slots: RwLock<BTreeMap<String, BackendSlot>>,
     in_flight: AtomicU32,
+    /// Source of config revisions, node-wide: an id that is removed and registered again must
+    /// never reuse a revision a still-running test holds.
+    next_rev: AtomicU64,
 }
 
 /// Decrements the in-flight counter when a request ends, however it ends.
@@ -92,6 +95,7 @@ impl Node {
             info,
             slots: RwLock::new(BTreeMap::new()),
             in_flight: AtomicU32::new(0),
+            next_rev: AtomicU64::new(0),
         })
     }
 
@@ -109,7 +113,7 @@ impl Node {
     ) {
         let id = backend.describe().id;
         let mut slots = self.slots.write().expect("slots lock");
-        let rev = slots.get(&id).map_or(0, |s| s.config_rev + 1);
+        let rev = self.next_rev.fetch_add(1, Ordering::Relaxed);
         let slot = BackendSlot {
             backend,
             assigned,

@@ -256,7 +256,7 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WakeError {
     Unknown(String),
-    Refused(WakeRefusal, WakeableStatus),
+    Refused(WakeRefusal, Box<WakeableStatus>),
 }
 
 impl WakeError {
@@ -378,14 +378,16 @@ impl Inventory {
                     }
                 }
                 None => {
-                    let grace_ms = i64::try_from(e.cfg.grace_s.saturating_mul(1000)).unwrap_or(i64::MAX);
-                    if e.state == WakeState::Waking && now_ms.saturating_sub(e.since_ms) > grace_ms {
+                    let grace_ms =
+                        i64::try_from(e.cfg.grace_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+                    if e.state == WakeState::Waking && now_ms.saturating_sub(e.since_ms) > grace_ms
+                    {
                         let reason = format!(
                             "node `{want}` has not joined the mesh within {}s of the wake",
                             e.cfg.grace_s
                         );
                         e.apply(WakeEvent::GraceExpired, Some(reason.clone()), now_ms);
-                        tracing::error!(wakeable = %e.cfg.id, reason, "wake failed; check the machine at its provider, then wake it again");
+                        tracing::error!(wakeable = %e.cfg.id, reason = %reason, "wake failed; check the machine at its provider, then wake it again");
                     }
                 }
             }
@@ -393,20 +395,27 @@ impl Inventory {
     }
 
     /// Moves `id` to `waking` and returns the job to run, or why not.
-    pub fn begin_wake(&self, id: &str, now_ms: i64) -> Result<(WakeableStatus, WakeJob), WakeError> {
+    pub fn begin_wake(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<(WakeableStatus, WakeJob), WakeError> {
         let mut entries = self.lock();
         let e = entries
             .iter_mut()
             .find(|e| e.cfg.id == id)
             .ok_or_else(|| WakeError::Unknown(id.to_string()))?;
         if let Step::Refuse(why) = next_state(e.state, WakeEvent::Wake) {
-            return Err(WakeError::Refused(why, e.view()));
+            return Err(WakeError::Refused(why, Box::new(e.view())));
         }
         e.apply(WakeEvent::Wake, None, now_ms);
         e.attempt += 1;
         let mut env = self.env.clone();
         env.push(("INFERMESH_WAKEABLE_ID".into(), e.cfg.id.clone()));
-        env.push(("INFERMESH_NODE_NAME".into(), e.cfg.expected_node().to_string()));
+        env.push((
+            "INFERMESH_NODE_NAME".into(),
+            e.cfg.expected_node().to_string(),
+        ));
         Ok((
             e.view(),
             WakeJob {
@@ -420,7 +429,13 @@ impl Inventory {
     }
 
     /// Records how attempt `attempt` of the wake command ended; a stale attempt changes nothing.
-    pub fn command_finished(&self, id: &str, attempt: u64, outcome: Result<(), String>, now_ms: i64) {
+    pub fn command_finished(
+        &self,
+        id: &str,
+        attempt: u64,
+        outcome: Result<(), String>,
+        now_ms: i64,
+    ) {
         let mut entries = self.lock();
         let Some(e) = entries.iter_mut().find(|e| e.cfg.id == id) else {
             return;
@@ -431,13 +446,13 @@ impl Inventory {
         match outcome {
             Ok(()) => {
                 if e.state == WakeState::Waking {
-                    tracing::info!(wakeable = id, node = e.cfg.expected_node(), grace_s = e.cfg.grace_s, "wake command finished; waiting for the node to join");
+                    tracing::info!(wakeable = %id, node = %e.cfg.expected_node(), grace_s = e.cfg.grace_s, "wake command finished; waiting for the node to join");
                 }
                 e.apply(WakeEvent::CommandSucceeded, None, now_ms);
             }
             Err(reason) => {
                 if e.apply(WakeEvent::CommandFailed, Some(reason.clone()), now_ms) {
-                    tracing::error!(wakeable = id, reason, "wake failed; fix the wake_command or the machine at its provider, then wake it again");
+                    tracing::error!(wakeable = %id, reason = %reason, "wake failed; fix the wake_command or the machine at its provider, then wake it again");
                 }
             }
         }
@@ -461,8 +476,11 @@ pub async fn run_command(job: &WakeJob) -> Result<(), String> {
             c
         }
         WakeCommand::Argv(v) => {
-            let mut c = tokio::process::Command::new(&v[0]);
-            c.args(&v[1..]);
+            let Some((program, args)) = v.split_first() else {
+                return Err("wake command is empty".into());
+            };
+            let mut c = tokio::process::Command::new(program);
+            c.args(args);
             c
         }
     };
@@ -477,13 +495,27 @@ pub async fn run_command(job: &WakeJob) -> Result<(), String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run wake command `{}`: {e}", job.command.display()))?;
-    let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+    // Last lines of each stream: stderr explains a failure best, stdout is the fallback.
+    let tails = [
+        Arc::new(Mutex::new(std::collections::VecDeque::new())),
+        Arc::new(Mutex::new(std::collections::VecDeque::new())),
+    ];
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(log_lines(out, job.id.clone(), "stdout", tail.clone())));
+        readers.push(tokio::spawn(log_lines(
+            out,
+            job.id.clone(),
+            "stdout",
+            tails[1].clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(log_lines(err, job.id.clone(), "stderr", tail.clone())));
+        readers.push(tokio::spawn(log_lines(
+            err,
+            job.id.clone(),
+            "stderr",
+            tails[0].clone(),
+        )));
     }
     let result = match tokio::time::timeout(job.timeout, child.wait()).await {
         Ok(Ok(st)) if st.success() => Ok(()),
@@ -513,10 +545,12 @@ pub async fn run_command(job: &WakeJob) -> Result<(), String> {
         r.abort();
     }
     result.map_err(|mut reason| {
-        let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(last) = tail.back() {
+        let last = tails
+            .iter()
+            .find_map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).back().cloned());
+        if let Some(last) = last {
             reason.push_str(": ");
-            reason.push_str(last);
+            reason.push_str(&last);
         }
         reason
     })
@@ -658,7 +692,12 @@ mod tests {
             assert_eq!(next_state(from, ev), want, "{from:?} + {ev:?}");
         }
         // Nothing but a wake leaves `sleeping` except its node appearing.
-        for ev in [E::CommandSucceeded, E::CommandFailed, E::GraceExpired, E::PeerGone] {
+        for ev in [
+            E::CommandSucceeded,
+            E::CommandFailed,
+            E::GraceExpired,
+            E::PeerGone,
+        ] {
             assert_eq!(next_state(S::Sleeping, ev), Step::Stay);
         }
     }
@@ -689,7 +728,10 @@ mod tests {
         assert_eq!(f.wakeable[0].grace_s, DEFAULT_GRACE_S);
         assert_eq!(f.wakeable[0].timeout_s, DEFAULT_TIMEOUT_S);
         assert_eq!(f.wakeable[0].expected_node(), "gpu-7");
-        assert_eq!(f.wakeable[0].wake_command, WakeCommand::Shell("echo hi".into()));
+        assert_eq!(
+            f.wakeable[0].wake_command,
+            WakeCommand::Shell("echo hi".into())
+        );
         assert_eq!(
             f.wakeable[1].wake_command,
             WakeCommand::Argv(vec!["/bin/echo".into(), "hi".into()])
@@ -735,14 +777,20 @@ mod tests {
         inv.observe(&[], 6_001);
         let f = inv.get("w").unwrap();
         assert_eq!(f.state, WakeState::Failed);
-        assert!(f.reason.unwrap().contains("has not joined the mesh within 5s"));
+        assert!(f
+            .reason
+            .unwrap()
+            .contains("has not joined the mesh within 5s"));
         // Retry; a late failure report of the first attempt changes nothing.
         let (_, job2) = inv.begin_wake("w", 7_000).unwrap();
         inv.command_finished("w", job.attempt, Err("old".into()), 7_001);
         assert_eq!(inv.get("w").unwrap().state, WakeState::Waking);
         inv.command_finished("w", job2.attempt, Err("exit 3".into()), 7_002);
         let f = inv.get("w").unwrap();
-        assert_eq!((f.state, f.reason.as_deref()), (WakeState::Failed, Some("exit 3")));
+        assert_eq!(
+            (f.state, f.reason.as_deref()),
+            (WakeState::Failed, Some("exit 3"))
+        );
         // Its node appears (by name = id): joined, and off the list.
         inv.observe(&[peer("w")], 8_000);
         assert_eq!(inv.get("w").unwrap().state, WakeState::Joined);
@@ -782,10 +830,16 @@ mod tests {
     #[tokio::test]
     async fn commands_succeed_fail_and_time_out() {
         let sh = |s: &str| WakeCommand::Shell(s.into());
-        assert_eq!(run_command(&job(sh("test \"$INFERMESH_WAKEABLE_ID\" = w"), 5_000)).await, Ok(()));
-        let err = run_command(&job(sh("echo starting; echo 'no such machine' >&2; exit 3"), 5_000))
-            .await
-            .unwrap_err();
+        assert_eq!(
+            run_command(&job(sh("test \"$INFERMESH_WAKEABLE_ID\" = w"), 5_000)).await,
+            Ok(())
+        );
+        let err = run_command(&job(
+            sh("echo starting; echo 'no such machine' >&2; exit 3"),
+            5_000,
+        ))
+        .await
+        .unwrap_err();
         assert_eq!(err, "wake command exited with status 3: no such machine");
         let started = std::time::Instant::now();
         let err = run_command(&job(sh("sleep 30"), 300)).await.unwrap_err();
@@ -800,7 +854,10 @@ mod tests {
         assert!(err.contains("cannot run wake command"), "{err}");
         // A background process holding the pipes does not keep the wake running.
         let started = std::time::Instant::now();
-        assert_eq!(run_command(&job(sh("sleep 20 & echo started"), 5_000)).await, Ok(()));
+        assert_eq!(
+            run_command(&job(sh("sleep 20 & echo started"), 5_000)).await,
+            Ok(())
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
@@ -815,7 +872,10 @@ mod tests {
         run_wake(inv.clone(), j, Vec::new).await;
         let b = inv.get("bad").unwrap();
         assert_eq!(b.state, WakeState::Failed);
-        assert_eq!(b.reason.as_deref(), Some("wake command exited with status 1: boom"));
+        assert_eq!(
+            b.reason.as_deref(),
+            Some("wake command exited with status 1: boom")
+        );
         let (_, j) = inv.begin_wake("ok", now_ms()).unwrap();
         run_wake(inv.clone(), j, || vec![peer("ok")]).await;
         assert_eq!(inv.get("ok").unwrap().state, WakeState::Joined);

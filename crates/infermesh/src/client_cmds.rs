@@ -52,20 +52,40 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> anyhow::Error {
     Exit(code).into()
 }
 
-/// Accepts `HOST:PORT` as well as a full URL; drops a trailing slash.
-fn base_url(url: &str) -> String {
-    let url = url.trim().trim_end_matches('/');
-    if url.contains("://") {
-        url.to_string()
+/// Accepts `HOST:PORT` as well as a full `http://` URL; drops trailing slashes.
+fn base_url(url: &str) -> Result<String, String> {
+    let trimmed = url.trim();
+    let full = if trimmed.contains("://") {
+        trimmed.to_string()
     } else {
-        format!("http://{url}")
+        format!("http://{trimmed}")
+    };
+    let parsed = reqwest::Url::parse(&full)
+        .map_err(|e| format!("invalid node URL `{url}`: {e} (expected http://HOST:PORT)"))?;
+    match parsed.scheme() {
+        "http" if parsed.host_str().is_some_and(|h| !h.is_empty()) => {}
+        "https" => {
+            return Err(format!(
+                "`{url}`: https is not supported by this build (no TLS stack); use http:// \
+                 or a local TLS-terminating proxy"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "invalid node URL `{url}` (expected http://HOST:PORT)"
+            ))
+        }
     }
+    Ok(full.trim_end_matches('/').to_string())
 }
 
 /// Hook for operator signatures on admin mutations (`POST`/`PUT`/`DELETE /admin/v1/*`): every
-/// mutating request this CLI sends passes through here with the exact method, path and body
-/// bytes it will send, so an `Authorization: Infermesh <key-id>:<sig>` header can be added in
-/// one place. Today it returns the builder unchanged (nodes do not check signatures yet).
+/// mutating request this CLI sends passes through here with the exact method, request target
+/// (path, no query) and body bytes it will send, so the `Authorization: Infermesh
+/// <key-id>:<ts_ms>:<sig-hex>` header (`infermesh_api::auth`) is added in one place.
+///
+/// Not wired yet: it returns the builder unchanged, so the CLI's mutations are unsigned and a
+/// node that is not `--admin-open` answers 401 (shown with a hint by `infermesh test`).
 pub fn prepare_mutation(
     builder: RequestBuilder,
     method: &Method,
@@ -108,10 +128,8 @@ impl NodeClient {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| fail(2, format!("error: cannot build an HTTP client: {e}")))?;
-        Ok(Self {
-            http,
-            base: base_url(url),
-        })
+        let base = base_url(url).map_err(|e| fail(2, format!("error: {e}")))?;
+        Ok(Self { http, base })
     }
 
     fn url(&self, path: &str) -> String {
@@ -330,6 +348,19 @@ fn peers_line(s: &Value) -> String {
 pub async fn test(args: TestArgs) -> anyhow::Result<()> {
     let client = NodeClient::new(&args.url)?;
     let id = args.backend_id;
+    // The node's id rule; anything else could not name a backend and would change the path.
+    let id_ok = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id != "."
+        && id != "..";
+    if !id_ok {
+        return Err(fail(
+            2,
+            format!("error: `{id}` is not a backend id (letters, digits, `-`, `_`, `.`); see `infermesh status`"),
+        ));
+    }
     let node = match client.get("/api/status").await? {
         r if r.status.is_success() => str_of(&r.body, "name").to_string(),
         _ => client.base.clone(),
@@ -468,8 +499,12 @@ mod tests {
 
     #[test]
     fn base_url_accepts_host_port_and_trailing_slash() {
-        assert_eq!(base_url("127.0.0.1:7337"), "http://127.0.0.1:7337");
-        assert_eq!(base_url("http://h:1/"), "http://h:1");
+        assert_eq!(base_url("127.0.0.1:7337").unwrap(), "http://127.0.0.1:7337");
+        assert_eq!(base_url("http://h:1/").unwrap(), "http://h:1");
+        assert!(base_url("https://h:1").unwrap_err().contains("https"));
+        for bad in ["http://", "ftp://h:1", ""] {
+            assert!(base_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

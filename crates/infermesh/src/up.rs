@@ -48,8 +48,17 @@ pub struct UpArgs {
     pub data_dir: Option<PathBuf>,
     /// Accept admin changes WITHOUT operator signatures (local experiments only: anyone who can
     /// reach the port can change the node). Otherwise they must be signed by a key listed in
-    /// config.toml [[operator]] (`infermesh keygen`).
-    #[arg(long, env = "INFERMESH_ADMIN_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
+    /// config.toml [[operator]] (`infermesh keygen`). `--admin-open=false` overrides the env.
+    #[arg(
+        long,
+        env = "INFERMESH_ADMIN_OPEN",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
     pub admin_open: bool,
     /// Model cache [env: INFERMESH_MODEL_DIR; default: $XDG_CACHE_HOME/infermesh/models].
     #[arg(long, value_name = "DIR")]
@@ -251,7 +260,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
         config: node_config,
         build,
         admin_open: args.admin_open,
-        ..AppOptions::default()
     };
     let app = App::with_options(node.clone(), Some(mesh), api_addr, opts);
     app.admin.log_mode();

@@ -65,7 +65,17 @@ fn deck_shows_the_node_switches_tabs_and_quits() {
     let session = format!("deck-test-{}", std::process::id());
     let cmd = format!("{} deck --url {}", bin(), node.url);
     let status = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "36", &cmd])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "120",
+            "-y",
+            "36",
+            &cmd,
+        ])
         .status()
         .expect("tmux must be installed to run this test (.ci/run installs it)");
     assert!(status.success());

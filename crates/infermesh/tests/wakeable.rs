@@ -112,10 +112,19 @@ timeout_s = 1
     assert_eq!(s["peers"], serde_json::json!([]));
     let (_, models) = get_json(&format!("{base}/v1/models"));
     assert!(!models.to_string().contains("llama-70b"), "{models}");
-    assert_eq!(metric(&node, "infermesh_wakeable{state=\"sleeping\"}"), "infermesh_wakeable{state=\"sleeping\"} 4");
+    assert_eq!(
+        metric(&node, "infermesh_wakeable{state=\"sleeping\"}"),
+        "infermesh_wakeable{state=\"sleeping\"} 4"
+    );
 
     // Unsigned wakes are refused; unknown ids are 404.
-    let (code, _) = send("POST", &base, "/admin/v1/wakeable/gpu-broken/wake", "", None);
+    let (code, _) = send(
+        "POST",
+        &base,
+        "/admin/v1/wakeable/gpu-broken/wake",
+        "",
+        None,
+    );
     assert_eq!(code, 401);
     assert_eq!(entry(&node, "gpu-broken").unwrap()["state"], "sleeping");
     let (code, r) = wake("gpu-nope");
@@ -129,7 +138,10 @@ timeout_s = 1
     }
     let (code, r) = wake("gpu-hung");
     assert_eq!(code, 409, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("already waking"), "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("already waking"),
+        "{r}"
+    );
 
     let broken = wait_state(&node, "gpu-broken", "failed", Duration::from_secs(10));
     assert_eq!(
@@ -144,11 +156,36 @@ timeout_s = 1
         "node `gpu-silent` has not joined the mesh within 2s of the wake"
     );
     // Output lines at info with the id; failures at error, because the operator must act.
-    node.wait_log(&["INFO", "contacting provider", "wakeable=gpu-broken"], Duration::from_secs(5));
-    node.wait_log(&["INFO", "powered on", "wakeable=gpu-silent"], Duration::from_secs(5));
-    node.wait_log(&["ERROR", "wake failed", "wakeable=gpu-broken", "quota exceeded"], Duration::from_secs(5));
-    node.wait_log(&["ERROR", "wake failed", "wakeable=gpu-silent", "has not joined"], Duration::from_secs(5));
-    assert_eq!(metric(&node, "infermesh_wakeable{state=\"failed\"}"), "infermesh_wakeable{state=\"failed\"} 3");
+    node.wait_log(
+        &["INFO", "contacting provider", "wakeable=gpu-broken"],
+        Duration::from_secs(5),
+    );
+    node.wait_log(
+        &["INFO", "powered on", "wakeable=gpu-silent"],
+        Duration::from_secs(5),
+    );
+    node.wait_log(
+        &[
+            "ERROR",
+            "wake failed",
+            "wakeable=gpu-broken",
+            "quota exceeded",
+        ],
+        Duration::from_secs(5),
+    );
+    node.wait_log(
+        &[
+            "ERROR",
+            "wake failed",
+            "wakeable=gpu-silent",
+            "has not joined",
+        ],
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        metric(&node, "infermesh_wakeable{state=\"failed\"}"),
+        "infermesh_wakeable{state=\"failed\"} 3"
+    );
 
     // A failed machine may be woken again.
     let (code, r) = wake("gpu-broken");
@@ -172,15 +209,31 @@ timeout_s = 1
         entry(&node, "gpu-real").is_none().then_some(())
     });
     assert_eq!(wakeable(&node).len(), 3);
-    node.wait_log(&["wakeable machine joined the mesh", "gpu-real", "woken-1"], Duration::from_secs(5));
-    node.wait_log(&["INFO", "powering on gpu-real as woken-1", "wakeable=gpu-real"], Duration::from_secs(5));
+    node.wait_log(
+        &["wakeable machine joined the mesh", "gpu-real", "woken-1"],
+        Duration::from_secs(5),
+    );
+    node.wait_log(
+        &[
+            "INFO",
+            "powering on gpu-real as woken-1",
+            "wakeable=gpu-real",
+        ],
+        Duration::from_secs(5),
+    );
     let (code, r) = wake("gpu-real");
     assert_eq!(code, 409, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("has joined the mesh"), "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("has joined the mesh"),
+        "{r}"
+    );
     // Its declared models are still not the mesh's: only what the live node serves counts.
     let (_, models) = get_json(&format!("{base}/v1/models"));
     assert!(!models.to_string().contains("llama-70b"), "{models}");
-    assert_eq!(metric(&node, "infermesh_peers{state=\"client\"}"), "infermesh_peers{state=\"client\"} 1");
+    assert_eq!(
+        metric(&node, "infermesh_peers{state=\"client\"}"),
+        "infermesh_peers{state=\"client\"} 1"
+    );
 
     // The machine goes away: sleeping capacity again.
     drop(woken);

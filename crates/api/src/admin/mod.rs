@@ -25,19 +25,36 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<Vec<view::Envelope>> {
     Json(view::envelopes(&app))
 }
 
-/// Applies `change` to the config and saves it; on a failed save the in-memory config is left
-/// as it was, so memory and disk never disagree.
+/// Why a config change was not applied.
+enum Refused {
+    /// The change conflicts with the current config (checked under the config lock).
+    Conflict(String),
+    Save(String),
+}
+
+impl Refused {
+    fn response(self) -> Response {
+        match self {
+            Self::Conflict(m) => plain_error(StatusCode::CONFLICT, m),
+            Self::Save(m) => plain_error(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
+
+/// Applies `change` to the config and saves it. The config lock is held throughout, so checks
+/// inside `change` cannot race another admin call; on a failed save the in-memory config is
+/// left as it was, so memory and disk never disagree.
 fn persist(
     app: &App,
-    change: impl FnOnce(&mut config::NodeConfig),
-) -> Result<config::NodeConfig, Response> {
+    change: impl FnOnce(&mut config::NodeConfig) -> Result<(), String>,
+) -> Result<config::NodeConfig, Refused> {
     let mut guard = app.config.lock().unwrap_or_else(|e| e.into_inner());
     let mut next = guard.clone();
-    change(&mut next);
+    change(&mut next).map_err(Refused::Conflict)?;
     if let Some(dir) = &app.data_dir {
         if let Err(e) = config::save(dir, &next) {
             tracing::error!(error = %e, "config not saved; the change was not applied");
-            return Err(plain_error(StatusCode::INTERNAL_SERVER_ERROR, e));
+            return Err(Refused::Save(e));
         }
     }
     *guard = next.clone();
@@ -97,9 +114,20 @@ pub async fn register(State(app): State<Arc<App>>, body: Bytes) -> Response {
     if let Err(e) = build_backend(&cfg, &probe, &app.build) {
         return plain_error(StatusCode::BAD_REQUEST, e);
     }
-    let saved = match persist(&app, |c| c.backends.push(cfg.clone())) {
+    let saved = match persist(&app, |c| {
+        if app.node.with_slot(&cfg.id, |_| ()).is_some()
+            || c.backends.iter().any(|b| b.id == cfg.id)
+        {
+            return Err(format!(
+                "backend `{}` already exists; change it with PUT /admin/v1/nodes/{}",
+                cfg.id, cfg.id
+            ));
+        }
+        c.backends.push(cfg.clone());
+        Ok(())
+    }) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.response(),
     };
     tracing::info!(backend = %cfg.id, driver = cfg.driver.name(), models = cfg.models.len(), "backend registered");
     let id = cfg.id.clone();
@@ -123,11 +151,15 @@ pub async fn change(State(app): State<Arc<App>>, Path(id): Path<String>, body: B
         return plain_error(StatusCode::BAD_REQUEST, e);
     }
     let saved = match persist(&app, |c| {
+        if !c.backends.iter().any(|b| b.id == id) {
+            return Err(format!("backend `{id}` was removed meanwhile"));
+        }
         c.backends.retain(|b| b.id != id);
         c.backends.push(cfg.clone());
+        Ok(())
     }) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.response(),
     };
     // The old driver's result is void from here on: the new one is installed with none.
     if let Some(old) = app.node.with_slot(&id, |s| s.backend.clone()) {
@@ -147,8 +179,11 @@ pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
     if !from_config {
         return from_command_line(&id);
     }
-    if let Err(r) = persist(&app, |c| c.backends.retain(|b| b.id != id)) {
-        return r;
+    if let Err(r) = persist(&app, |c| {
+        c.backends.retain(|b| b.id != id);
+        Ok(())
+    }) {
+        return r.response();
     }
     if let Some(b) = app.node.remove_backend(&id) {
         if let Err(e) = b.stop().await {
@@ -161,7 +196,20 @@ pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
 
 pub async fn test(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     match app.node.try_begin_test(&id) {
-        Ok(ticket) => Json(run_ticket(&app, &id, ticket, "on demand").await).into_response(),
+        Ok(ticket) => {
+            // The test runs in its own task: a caller that hangs up must not abandon it halfway
+            // and leave the backend locked as `testing`.
+            let (app, id2) = (app.clone(), id.clone());
+            let task =
+                tokio::spawn(async move { run_ticket(&app, &id2, ticket, "on demand").await });
+            match task.await {
+                Ok(result) => Json(result).into_response(),
+                Err(e) => plain_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the test of `{id}` stopped unexpectedly: {e}"),
+                ),
+            }
+        }
         Err(TestRefusal::Unknown) => unknown(&id),
         Err(TestRefusal::AlreadyTesting) => plain_error(
             StatusCode::CONFLICT,

@@ -1,0 +1,165 @@
+//! The loading node's "slow disk": it is started on a named pipe (so it sits in `loading`,
+//! blocked opening its model, like a node reading from slow storage) while a thread copies the
+//! real model at a throttled rate; once the copy is complete the node is restarted on it.
+//!
+//! Why not stream the model through the pipe: llama.cpp sizes and seeks the GGUF file
+//! (`ftell`/`fseek` in gguf.cpp and llama-mmap.cpp), so a pipe can never finish loading.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use infermesh_backend::model_fetch::SMOLLM2_135M;
+
+const PIPE: &str = "slow-disk.pipe";
+const DIR: &str = "slow-disk";
+
+/// The model the loading node will serve: the default model when cached (the one node 0
+/// serves), else the first GGUF in the cache. Returns (served name, file).
+pub fn source(model_dir: &Path) -> Option<(String, PathBuf)> {
+    let default = model_dir.join(SMOLLM2_135M.file_name);
+    if default.is_file() {
+        return Some((SMOLLM2_135M.name.to_string(), default));
+    }
+    let mut ggufs: Vec<PathBuf> = std::fs::read_dir(model_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    ggufs.sort();
+    let path = ggufs.into_iter().next()?;
+    // Served under its file stem, as `up --model` would name it.
+    let name = path.file_stem()?.to_str()?.to_string();
+    Some((name, path))
+}
+
+pub fn expected_secs(model: &Path, rate: u64) -> u64 {
+    let size = std::fs::metadata(model).map_or(0, |m| m.len());
+    size / rate.max(1)
+}
+
+/// Creates the pipe the loading node starts on; returns (model name, pipe path).
+pub fn prepare(root: &Path, model_dir: &Path) -> Result<(String, PathBuf)> {
+    let (name, _) = source(model_dir).context("no model in the cache for the loading node")?;
+    let pipe = root.join(PIPE);
+    if !pipe.exists() {
+        // The mkfifo(1) tool rather than libc: one less unsafe call for a one-off.
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .context("cannot run mkfifo")?
+            .success();
+        if !ok {
+            bail!("mkfifo {} failed", pipe.display());
+        }
+    }
+    Ok((name, pipe))
+}
+
+/// Lets a node still blocked opening the pipe go (its load fails and it can exit promptly).
+pub fn release(root: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: with no reader left this fails at once instead of waiting for one.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(root.join(PIPE));
+}
+
+/// The throttled copy in progress. Dropping it stops the copy.
+pub struct Feed {
+    done: Arc<Mutex<Option<Result<PathBuf, String>>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// The copy's outcome, once (a later call returns `None`).
+    pub fn poll(&self) -> Option<Result<PathBuf, String>> {
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn start_feed(root: &Path, model_dir: &Path, rate: u64) -> Result<Feed> {
+    let (_, src) = source(model_dir).context("no model in the cache for the loading node")?;
+    let dir = root.join(DIR);
+    std::fs::create_dir_all(&dir)?;
+    let file_name = src.file_name().context("model path has no file name")?;
+    let target = dir.join(file_name);
+    let done = Arc::new(Mutex::new(None));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (d, c) = (done.clone(), cancel.clone());
+    std::thread::Builder::new()
+        .name("demo-slow-disk".into())
+        .spawn(move || {
+            let r = copy_throttled(&src, &target, rate.max(1), &c).map_err(|e| format!("{e:#}"));
+            *d.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.map(|()| target));
+        })
+        .context("cannot start the slow-disk thread")?;
+    Ok(Feed { done, cancel })
+}
+
+/// Copies at `rate` bytes/s into a side file, renamed into place only when complete, so the
+/// node never loads half a model.
+fn copy_throttled(src: &Path, target: &Path, rate: u64, cancel: &AtomicBool) -> Result<()> {
+    let mut from = File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let part = target.with_extension("part");
+    let mut to = File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let (t0, mut sent) = (Instant::now(), 0u64);
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            bail!("cancelled");
+        }
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n])?;
+        sent += n as u64;
+        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    to.sync_all()?;
+    std::fs::rename(&part, target)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_copy_is_complete_and_paced() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("m.gguf");
+        std::fs::write(&src, vec![7u8; 300_000]).unwrap();
+        let target = dir.path().join("out.gguf");
+        let t0 = Instant::now();
+        copy_throttled(&src, &target, 1_000_000, &AtomicBool::new(false)).unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
+        assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(&src).unwrap());
+        assert!(!target.with_extension("part").exists());
+    }
+
+    #[test]
+    fn the_default_model_is_preferred() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.gguf"), b"x").unwrap();
+        assert_eq!(source(dir.path()).unwrap().0, "a");
+        std::fs::write(dir.path().join(SMOLLM2_135M.file_name), b"x").unwrap();
+        assert_eq!(source(dir.path()).unwrap().0, SMOLLM2_135M.name);
+    }
+}

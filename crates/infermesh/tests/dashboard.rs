@@ -1,0 +1,442 @@
+//! The dashboard in a real headless Chromium (driven over WebDriver by chromedriver) against a
+//! real 3-node mesh: the page loads, shows each node's state badge in the right colour, the
+//! node's live-state pill with the API's sentence, the onboarding panel, the wakeable card with
+//! its configured entry (apart from the topology), the request tail, and follows changes live.
+//! A screenshot is saved to `target/artifacts/dashboard.png`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (see `scripts/ci-browser`); skipped when they
+//! are missing unless `INFERMESH_REQUIRE_BROWSER` is set, as it is in CI.
+
+mod web_support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use web_support::*;
+
+fn find(env: &str, candidates: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// chromedriver on a free port; killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+impl Driver {
+    fn start(driver: &PathBuf) -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let d = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        wait_until(Duration::from_secs(30), "chromedriver ready", || {
+            http()
+                .get(format!("{}/status", d.url))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+                .filter(|v| v["value"]["ready"] == true)
+                .map(|_| ())
+        });
+        d
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.url);
+        let req = match method {
+            "GET" => http().get(url),
+            "DELETE" => http().delete(url),
+            _ => http().post(url).json(&body.unwrap_or(json!({}))),
+        };
+        let v: Value = req
+            .send()
+            .expect("webdriver request")
+            .json()
+            .expect("webdriver json");
+        assert!(
+            v["value"].get("error").is_none(),
+            "webdriver {method} {path}: {v}"
+        );
+        v["value"].clone()
+    }
+}
+
+struct Session<'a> {
+    driver: &'a Driver,
+    id: String,
+}
+
+impl Session<'_> {
+    fn path(&self, p: &str) -> String {
+        format!("/session/{}{p}", self.id)
+    }
+
+    fn goto(&self, url: &str) {
+        self.driver
+            .call("POST", &self.path("/url"), Some(json!({"url": url})));
+    }
+
+    fn eval(&self, script: &str) -> Value {
+        self.driver.call(
+            "POST",
+            &self.path("/execute/sync"),
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    fn screenshot(&self, to: &std::path::Path) {
+        let b64 = self.driver.call("GET", &self.path("/screenshot"), None);
+        let png = base64_decode(b64.as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, png).unwrap();
+    }
+
+    fn console(&self) -> Vec<Value> {
+        let v = self.driver.call(
+            "POST",
+            &self.path("/se/log"),
+            Some(json!({"type": "browser"})),
+        );
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let _ = http()
+            .delete(format!("{}/session/{}", self.driver.url, self.id))
+            .send();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter_map(val) {
+        acc = (acc << 6) | c;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Everything the test reads off the rendered page, in one round trip.
+const PROBE: &str = r#"
+const q = (s) => document.querySelector(s);
+const badge = (name) => {
+  const li = document.querySelector('#topology li[data-node-name="' + name + '"]');
+  const b = li && li.querySelector('.badge');
+  return b ? {state: b.dataset.state, text: b.textContent, title: b.title,
+              color: getComputedStyle(b).backgroundColor} : null;
+};
+const pill = q('#state-pill');
+return {
+  nodes: Array.from(document.querySelectorAll('#topology li.node')).map((li) => li.dataset.nodeName),
+  a: badge('dash-a'), b: badge('dash-b'), c: badge('dash-c'),
+  pill: pill ? {state: pill.dataset.state, text: pill.textContent, title: pill.title,
+                color: getComputedStyle(pill).backgroundColor} : null,
+  message: q('#state-message') ? q('#state-message').textContent : null,
+  svg: Array.from(document.querySelectorAll('#topology-svg g[data-node-name]')).map((g) => g.dataset.nodeName + ':' + g.dataset.state),
+  wakeable: Array.from(document.querySelectorAll('#wakeable tr[data-wakeable-id]')).map((tr) => ({
+    id: tr.dataset.wakeableId, state: tr.querySelector('.badge').dataset.state,
+    title: tr.querySelector('.badge').title, text: tr.textContent,
+    card: !!tr.closest('#wakeable-card')})),
+  wakeableInTopology: !!q('#topology-card [data-node-name="gpu-7"]'),
+  requests: Array.from(document.querySelectorAll('#requests tr[data-request-id]')).map((tr) => tr.textContent),
+  onboarding: Array.from(document.querySelectorAll('#onboarding .backend')).map((b) => ({
+    id: b.dataset.backendId, state: (b.querySelector('.badge') || {dataset: {}}).dataset.state,
+    message: (b.querySelector('.message') || {}).textContent,
+    countdown: (b.querySelector('.countdown') || {}).textContent})),
+  conn: q('#conn').dataset.conn,
+  countdown: q('#self-countdown') ? q('#self-countdown').textContent : null,
+};
+"#;
+
+const SERVING: &str = "rgb(34, 197, 94)";
+const STANDBY: &str = "rgb(59, 130, 246)";
+const CLIENT: &str = "rgb(138, 143, 152)";
+
+fn wait_page(s: &Session, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let v = s.eval(PROBE);
+        if ok(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "page never showed {what} within {timeout:?}; last probe: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn dashboard_renders_the_live_mesh_in_a_real_browser() {
+    let chromium = find(
+        "CHROME_BIN",
+        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+    );
+    let chromedriver = find("CHROMEDRIVER", &["/usr/bin/chromedriver"]);
+    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
+        assert!(
+            std::env::var_os("INFERMESH_REQUIRE_BROWSER").is_none(),
+            "chromium and chromedriver are required (INFERMESH_REQUIRE_BROWSER is set): run scripts/ci-browser"
+        );
+        eprintln!("SKIPPED: install chromium and chromium-driver (scripts/ci-browser) to run the browser test");
+        return;
+    };
+
+    // A real 3-node mesh: a serving node that also declares wakeable capacity, a standby node
+    // and a client node.
+    let keys = tempfile::tempdir().unwrap();
+    let op = keygen(keys.path(), "deck");
+    let config = format!(
+        "{}\n[[wakeable]]\nid = \"gpu-7\"\nprovider = \"example\"\nmodels = [\"llama-70b\"]\n\
+         vram_gb = 80\nwake_command = \"echo 'no capacity in region' >&2; exit 1\"\n",
+        op.snippet
+    );
+    let a = Node::start(Some(&config), &["--name", "dash-a"], &[]);
+    wait_until(Duration::from_secs(180), "dash-a serving", || {
+        (a.status()["node_state"] == "serving").then_some(())
+    });
+    let b = Node::start(
+        None,
+        &["--standby", "--name", "dash-b", "--join", &a.gossip],
+        &[],
+    );
+    let mut c = Node::start(
+        None,
+        &["--client", "--name", "dash-c", "--join", &a.gossip],
+        &[],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "dash-a to see standby and client peers",
+        || {
+            let s = a.status();
+            let states: Vec<String> = s["peers"]
+                .as_array()?
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p["name"].as_str().unwrap_or(""),
+                        p["state"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            (states.contains(&"dash-b=standby".to_string())
+                && states.contains(&"dash-c=client".to_string()))
+            .then_some(())
+        },
+    );
+    assert_eq!(b.status()["node_state"], "standby");
+    // One answered request for the tail.
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 6});
+    let (code, r) = send(
+        "POST",
+        &a.url,
+        "/v1/chat/completions",
+        &body.to_string(),
+        None,
+    );
+    assert_eq!(code, 200, "{r}");
+
+    let driver = Driver::start(&chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let caps = json!({"capabilities": {"alwaysMatch": {
+        "browserName": "chrome",
+        "goog:loggingPrefs": {"browser": "ALL"},
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1200", "--hide-scrollbars",
+                     format!("--user-data-dir={}", profile.path().display())]
+        }
+    }}});
+    let created = driver.call("POST", "/session", Some(caps));
+    let session = Session {
+        driver: &driver,
+        id: created["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_string(),
+    };
+    session.goto(&format!("{}/", a.url));
+
+    let page = wait_page(
+        &session,
+        "the mesh, the pill, the wakeable card and the tail",
+        Duration::from_secs(30),
+        |v| {
+            v["nodes"].as_array().is_some_and(|n| n.len() == 3)
+                && v["b"]["state"] == "standby"
+                && v["c"]["state"] == "client"
+                && v["pill"]["state"] == "serving"
+                && v["requests"].as_array().is_some_and(|r| !r.is_empty())
+                && v["onboarding"].as_array().is_some_and(|o| !o.is_empty())
+                && ["live", "polling"].contains(&v["conn"].as_str().unwrap_or(""))
+        },
+    );
+
+    // Topology: this node first, then its peers, each badge the API's word in its colour.
+    assert_eq!(
+        page["nodes"],
+        json!(["dash-a", "dash-b", "dash-c"]),
+        "{page:#}"
+    );
+    assert_eq!(page["a"]["state"], "serving");
+    assert_eq!(page["a"]["color"], SERVING);
+    assert_eq!(page["b"]["color"], STANDBY);
+    assert_eq!(page["c"]["color"], CLIENT);
+    assert_eq!(page["b"]["text"], "standby");
+    assert_eq!(page["svg"].as_array().unwrap().len(), 3, "{page:#}");
+    assert!(page["svg"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("dash-b:standby")));
+
+    // The live-state pill: label, colour, and the API's own sentence as its tooltip.
+    assert_eq!(page["pill"]["text"], "serving");
+    assert_eq!(page["pill"]["color"], SERVING);
+    assert!(!page["pill"]["title"].as_str().unwrap().is_empty());
+    assert_eq!(page["pill"]["title"], page["message"]);
+    // The sentence is the API's, word for word (polled: it may tick between two reads).
+    wait_page(
+        &session,
+        "the API's sentence",
+        Duration::from_secs(5),
+        |v| v["message"] == a.status()["message"] && v["pill"]["title"] == v["message"],
+    );
+    let countdown = page["countdown"].as_str().unwrap();
+    assert!(
+        countdown.starts_with("in ")
+            || countdown.contains("round")
+            || countdown == "schedule syncing",
+        "{countdown}"
+    );
+
+    // The wakeable card: the configured entry, in its own card, never in the topology.
+    let w = &page["wakeable"][0];
+    assert_eq!(w["id"], "gpu-7", "{page:#}");
+    assert_eq!(w["state"], "sleeping");
+    assert_eq!(w["card"], true);
+    assert!(w["text"].as_str().unwrap().contains("llama-70b"));
+    assert!(w["text"].as_str().unwrap().contains("80 GB"));
+    assert_eq!(page["wakeableInTopology"], false);
+
+    // Onboarding: the embedded backend with its state badge and the API's sentence.
+    let (_, nodes) = get_json(&format!("{}/admin/v1/nodes", a.url));
+    let ob = &page["onboarding"][0];
+    assert_eq!(ob["id"], "embedded", "{page:#}");
+    assert_eq!(
+        ob["state"], nodes[0]["onboarding"]["backend_state"],
+        "{nodes}"
+    );
+    assert!(!ob["message"].as_str().unwrap_or("").is_empty());
+
+    // The request tail.
+    let row = page["requests"][0].as_str().unwrap();
+    assert!(row.contains(MODEL) && row.contains("200"), "{row}");
+
+    let shot = artifacts_dir().join("dashboard.png");
+    session.screenshot(&shot);
+    eprintln!("screenshot: {}", shot.display());
+
+    // Live: a (signed) wake that fails shows up with its reason; a peer that dies leaves.
+    let (code, r) = send_signed(
+        &op.key,
+        "POST",
+        &a.url,
+        "/admin/v1/wakeable/gpu-7/wake",
+        "",
+        now_ms(),
+    );
+    assert_eq!(code, 202, "{r}");
+    let page = wait_page(&session, "the failed wake", Duration::from_secs(15), |v| {
+        v["wakeable"][0]["state"] == "failed"
+    });
+    let w = &page["wakeable"][0];
+    assert_eq!(
+        w["title"],
+        "wake command exited with status 1: no capacity in region"
+    );
+    assert!(w["text"]
+        .as_str()
+        .unwrap()
+        .contains("no capacity in region"));
+    c.kill();
+    wait_page(
+        &session,
+        "dash-c gone from the topology",
+        Duration::from_secs(20),
+        |v| v["nodes"] == json!(["dash-a", "dash-b"]),
+    );
+    session.screenshot(&artifacts_dir().join("dashboard-live.png"));
+
+    // Without the event stream the page polls and shows the same mesh.
+    session.goto(&format!("{}/?transport=poll", a.url));
+    let polled = wait_page(&session, "the polled mesh", Duration::from_secs(15), |v| {
+        v["conn"] == "polling"
+            && v["nodes"] == json!(["dash-a", "dash-b"])
+            && v["b"]["state"] == "standby"
+    });
+    assert_eq!(polled["wakeable"][0]["state"], "failed");
+
+    // No script errors, no blocked resources (a CSP violation would be one).
+    let severe: Vec<Value> = session
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(severe.is_empty(), "browser console errors: {severe:#?}");
+    drop(b);
+}
