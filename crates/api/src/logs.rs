@@ -177,6 +177,6 @@ mod tests {
             .find(|l| l.message.starts_with("unique-capture-line"))
             .expect("captured");
         assert_eq!(line.level, "warn");
-        assert_eq!(line.message, "unique-capture-line backend=\"b1\" n=3");
+        assert_eq!(line.message, "unique-capture-line backend=b1 n=3");
     }
 }

@@ -167,6 +167,7 @@ async fn validate(app: &Arc<App>, epoch: u64) {
         results,
         app.schedule.now_ms(),
     );
+    app.metrics.record_round(result.passed);
     *app.own_validation
         .write()
         .unwrap_or_else(|e| e.into_inner()) = Some(sign(result, key));

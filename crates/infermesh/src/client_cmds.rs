@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
@@ -79,26 +80,31 @@ fn base_url(url: &str) -> Result<String, String> {
     Ok(full.trim_end_matches('/').to_string())
 }
 
-/// Hook for operator signatures on admin mutations (`POST`/`PUT`/`DELETE /admin/v1/*`): every
-/// mutating request this CLI sends passes through here with the exact method, request target
-/// (path, no query) and body bytes it will send, so the `Authorization: Infermesh
-/// <key-id>:<ts_ms>:<sig-hex>` header (`infermesh_api::auth`) is added in one place.
-///
-/// Not wired yet: it returns the builder unchanged, so the CLI's mutations are unsigned and a
-/// node that is not `--admin-open` answers 401 (shown with a hint by `infermesh test`).
+/// Signs an admin mutation (`POST`/`PUT`/`DELETE /admin/v1/*`) with the operator key: the
+/// exact method, request path and body bytes sent go into the `Authorization: Infermesh …`
+/// header (`infermesh_api::auth`). Without a key the request goes unsigned and a node that is
+/// not `--admin-open` answers 401, shown with a hint.
 pub fn prepare_mutation(
     builder: RequestBuilder,
+    key: Option<&SigningKey>,
     method: &Method,
     path: &str,
     body: &[u8],
 ) -> RequestBuilder {
-    let _ = (method, path, body);
-    builder
+    match key {
+        Some(key) => builder.header(
+            reqwest::header::AUTHORIZATION,
+            infermesh_api::auth::authorization_header(key, method.as_str(), path, body),
+        ),
+        None => builder,
+    }
 }
 
 struct NodeClient {
     http: reqwest::Client,
     base: String,
+    /// The operator key (`infermesh keygen`), when this machine has one.
+    key: Option<SigningKey>,
 }
 
 /// What came back: the status and the body as JSON (`Null` when it was not JSON).
@@ -129,7 +135,9 @@ impl NodeClient {
             .build()
             .map_err(|e| fail(2, format!("error: cannot build an HTTP client: {e}")))?;
         let base = base_url(url).map_err(|e| fail(2, format!("error: {e}")))?;
-        Ok(Self { http, base })
+        let key =
+            crate::keygen::load_operator_key(None).map_err(|e| fail(2, format!("error: {e:#}")))?;
+        Ok(Self { http, base, key })
     }
 
     fn url(&self, path: &str) -> String {
@@ -159,7 +167,7 @@ impl NodeClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes.clone());
         }
-        let req = prepare_mutation(req, &method, path, &bytes);
+        let req = prepare_mutation(req, self.key.as_ref(), &method, path, &bytes);
         self.send(req).await
     }
 

@@ -1,6 +1,9 @@
 //! `infermesh deck`: the operator's terminal cockpit over one node's API.
 
 use anyhow::Result;
+use ed25519_dalek::SigningKey;
+use infermesh_deck::{DeckOptions, Signer};
+use reqwest::header::HeaderValue;
 
 #[derive(clap::Args, Debug)]
 pub struct DeckArgs {
@@ -9,9 +12,28 @@ pub struct DeckArgs {
     pub url: String,
 }
 
+/// Signs the deck's mutations (backend tests) with the operator key.
+struct OperatorSigner(SigningKey);
+
+impl Signer for OperatorSigner {
+    fn sign_request(&self, method: &str, path: &str, body: &[u8]) -> Option<HeaderValue> {
+        HeaderValue::from_str(&infermesh_api::auth::authorization_header(
+            &self.0, method, path, body,
+        ))
+        .ok()
+    }
+}
+
 /// Runs the deck until the operator quits; the terminal is restored on every exit path.
 pub async fn open(url: &str) -> Result<()> {
-    infermesh_deck::run(url.to_string(), infermesh_deck::DeckOptions::default()).await
+    // Checked before the terminal is taken over, so a bad key file is a plain error message.
+    let signer = crate::keygen::load_operator_key(None)?
+        .map(|k| Box::new(OperatorSigner(k)) as Box<dyn Signer>);
+    let opts = DeckOptions {
+        signer,
+        ..DeckOptions::default()
+    };
+    infermesh_deck::run(url.to_string(), opts).await
 }
 
 pub async fn run(args: DeckArgs) -> Result<()> {

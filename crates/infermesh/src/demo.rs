@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use infermesh_backend::model_fetch::default_model_dir;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use chatter::Notices;
-use node::Node;
+use node::{Node, Stop};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -126,8 +125,16 @@ struct Demo {
 
 impl Demo {
     fn base_args(&self, join: Option<&str>) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec!["--port".into(), "0".into(), "--gossip-port".into(), "0".into()];
-        a.extend(["--model-dir".into(), self.model_dir.clone().into_os_string()]);
+        let mut a: Vec<OsString> = vec![
+            "--port".into(),
+            "0".into(),
+            "--gossip-port".into(),
+            "0".into(),
+        ];
+        a.extend([
+            "--model-dir".into(),
+            self.model_dir.clone().into_os_string(),
+        ]);
         if let Some(j) = join {
             a.extend(["--join".into(), j.into()]);
         }
@@ -164,11 +171,21 @@ impl Demo {
             // Started together, each reading its own address lines: boot time stays flat in N.
             let root = self.root.clone();
             let role = *role;
-            pending.push(tokio::spawn(async move { Node::start(i, role, &root, &args).await }));
+            pending.push(tokio::spawn(async move {
+                Node::start(i, role, &root, &args).await
+            }));
         }
+        // Every start is awaited, even after a failure: the ones that did start must be in
+        // `nodes` to be stopped gracefully.
+        let mut first_err = None;
         for p in pending {
-            let node = p.await.map_err(|e| anyhow!("node start task failed: {e}"))??;
-            self.nodes.push(node);
+            match p.await.map_err(|e| anyhow!("node start task failed: {e}")) {
+                Ok(Ok(node)) => self.nodes.push(node),
+                Ok(Err(e)) | Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
         self.wait_converged().await;
         Ok(())
@@ -192,18 +209,35 @@ impl Demo {
                 if s["node_state"] == "serving" {
                     return Ok(());
                 }
-                let failed = s["backends"].as_array().into_iter().flatten().find(|b| b["phase"] == "failed");
+                let failed = s["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|b| b["phase"] == "failed");
                 if let Some(b) = failed {
-                    bail!("{} cannot load its model: {}", node.name, b["detail"].as_str().unwrap_or("unknown error"));
+                    bail!(
+                        "{} cannot load its model: {}",
+                        node.name,
+                        b["detail"].as_str().unwrap_or("unknown error")
+                    );
                 }
             }
             if t0.elapsed() > limit {
-                bail!("{} is not serving after {limit:?}; see {}", node.name, node.log.display());
+                bail!(
+                    "{} is not serving after {limit:?}; see {}",
+                    node.name,
+                    node.log.display()
+                );
             }
             if said.elapsed() > Duration::from_secs(15) {
                 said = Instant::now();
                 let last = node.log_tail(1);
-                eprintln!("  … still waiting for {} ({}s): {}", node.name, t0.elapsed().as_secs(), last.trim());
+                eprintln!(
+                    "  … still waiting for {} ({}s): {}",
+                    node.name,
+                    t0.elapsed().as_secs(),
+                    last.trim()
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -237,7 +271,12 @@ impl Demo {
     fn view_problems(&self, me: &Node, s: &serde_json::Value) -> Vec<String> {
         let mut out = Vec::new();
         if s["node_state"] != me.role.as_str() {
-            out.push(format!("{} is {} (want {})", me.name, s["node_state"], me.role.as_str()));
+            out.push(format!(
+                "{} is {} (want {})",
+                me.name,
+                s["node_state"],
+                me.role.as_str()
+            ));
         }
         let seen: BTreeMap<&str, &str> = s["peers"]
             .as_array()
@@ -281,12 +320,29 @@ impl Demo {
         println!("chatter: a short chat completion every ~1.5 s through the client nodes; Ctrl-C stops the demo");
     }
 
-    async fn run_until_stopped(&mut self, stop: &mut Stop, deck: bool, slow_rate: u64) -> Result<()> {
-        let clients: Vec<String> = self.nodes.iter().filter(|n| n.role == NodeRole::Client).map(|n| n.url.clone()).collect();
-        let targets = if clients.is_empty() { vec![self.nodes[0].url.clone()] } else { clients };
+    async fn run_until_stopped(
+        &mut self,
+        stop: &mut Stop,
+        deck: bool,
+        slow_rate: u64,
+    ) -> Result<()> {
+        let clients: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Client)
+            .map(|n| n.url.clone())
+            .collect();
+        let targets = if clients.is_empty() {
+            vec![self.nodes[0].url.clone()]
+        } else {
+            clients
+        };
         let chatter = tokio::spawn(chatter::run(targets, self.notices.clone()));
         let mut feed = match self.nodes.iter().find(|n| n.role == NodeRole::Loading) {
-            Some(n) => Some((n.index, slow_disk::start_feed(&self.root, &self.model_dir, slow_rate)?)),
+            Some(n) => Some((
+                n.index,
+                slow_disk::start_feed(&self.root, &self.model_dir, slow_rate)?,
+            )),
             None => None,
         };
         let url = self.nodes[0].url.clone();
@@ -314,7 +370,9 @@ impl Demo {
                     Err(e) => Err(anyhow!(e)),
                 };
                 if let Err(e) = switched {
-                    self.notices.say(&format!("node-{i} stays loading: its slow-disk model did not arrive: {e:#}"));
+                    self.notices.say(&format!(
+                        "node-{i} stays loading: its slow-disk model did not arrive: {e:#}"
+                    ));
                 }
             }
         };
@@ -330,11 +388,24 @@ impl Demo {
         let node = &mut self.nodes[i];
         let (name, _) = slow_disk::source(&self.model_dir).context("model file disappeared")?;
         let mut args: Vec<OsString> = vec!["--port".into(), node.port().to_string().into()];
-        args.extend(["--gossip-port".into(), node.gossip_port().to_string().into()]);
-        args.extend(["--model-dir".into(), self.model_dir.clone().into_os_string()]);
-        args.extend(["--join".into(), seed.into(), "--model".into(), model.as_os_str().to_owned()]);
+        args.extend([
+            "--gossip-port".into(),
+            node.gossip_port().to_string().into(),
+        ]);
+        args.extend([
+            "--model-dir".into(),
+            self.model_dir.clone().into_os_string(),
+        ]);
+        args.extend([
+            "--join".into(),
+            seed.into(),
+            "--model".into(),
+            model.as_os_str().to_owned(),
+        ]);
         args.extend(["--model-name".into(), name.into()]);
-        node.note_in_log("infermesh demo: the model has arrived over the slow disk; restarting to load it");
+        node.note_in_log(
+            "infermesh demo: the model has arrived over the slow disk; restarting to load it",
+        );
         node.relaunch(&args).await
     }
 
@@ -377,28 +448,6 @@ fn has_gguf(dir: &Path) -> bool {
     })
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM.
-struct Stop {
-    int: Signal,
-    term: Signal,
-}
-
-impl Stop {
-    fn new() -> Result<Self> {
-        Ok(Self {
-            int: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
-            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.int.recv() => {},
-            _ = self.term.recv() => {},
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,7 +481,11 @@ mod tests {
             assert_eq!(p[0], Serving, "n={n}");
             let count = |r| p.iter().filter(|x| **x == r).count();
             if n >= 5 {
-                assert_eq!((count(Loading), count(Standby), count(Client)), (1, 1, 2), "n={n}");
+                assert_eq!(
+                    (count(Loading), count(Standby), count(Client)),
+                    (1, 1, 2),
+                    "n={n}"
+                );
             }
         }
     }

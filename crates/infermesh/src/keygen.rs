@@ -101,8 +101,6 @@ pub fn run(args: KeygenArgs) -> Result<()> {
 /// `Ok(None)` only when no path was named and the default file does not exist (unsigned
 /// requests then get the node's 401 with its reason). A named file that is missing, unreadable,
 /// malformed or readable by others is an error.
-// Called by the signing CLI commands and the deck; allowed until they are wired to it.
-#[allow(dead_code)]
 pub fn load_operator_key(path: Option<&Path>) -> Result<Option<SigningKey>> {
     let env = std::env::var_os(KEY_ENV).map(PathBuf::from);
     let (path, named) = match (path, env) {

@@ -53,7 +53,7 @@ pub struct UpArgs {
         long,
         env = "INFERMESH_ADMIN_OPEN",
         action = clap::ArgAction::Set,
-        value_parser = clap::builder::BoolishValueParser::new(),
+        value_parser = clap::builder::FalseyValueParser::new(),
         num_args = 0..=1,
         require_equals = true,
         default_value = "false",

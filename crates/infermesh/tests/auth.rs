@@ -187,10 +187,20 @@ fn admin_open_accepts_unsigned_changes_and_says_so() {
         let warning = node.wait_log(&["WARN", "--admin-open"], Duration::from_secs(5));
         assert!(warning.contains("WITHOUT operator signatures"), "{warning}");
     }
-    // And INFERMESH_ADMIN_OPEN=0 is the default: closed.
-    let node = Node::start(None, &["--client"], &[("INFERMESH_ADMIN_OPEN", "0")]);
-    let (code, _) = send("POST", &node.url, "/admin/v1/nodes", &backend("x", 9), None);
-    assert_eq!(code, 401);
+    // INFERMESH_ADMIN_OPEN=0 (or empty) is the default, closed; `--admin-open=false` closes a
+    // node even where the environment opens it (a test harness that opens every node).
+    for (args, env) in [
+        (vec!["--client"], vec![("INFERMESH_ADMIN_OPEN", "0")]),
+        (vec!["--client"], vec![("INFERMESH_ADMIN_OPEN", "")]),
+        (
+            vec!["--client", "--admin-open=false"],
+            vec![("INFERMESH_ADMIN_OPEN", "1")],
+        ),
+    ] {
+        let node = Node::start(None, &args, &env);
+        let (code, _) = send("POST", &node.url, "/admin/v1/nodes", &backend("x", 9), None);
+        assert_eq!(code, 401, "{args:?} {env:?}");
+    }
 }
 
 #[test]

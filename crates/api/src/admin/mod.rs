@@ -258,6 +258,7 @@ async fn run_ticket(
             "test failed; fix the backend and run `infermesh test {id}`"
         );
     }
+    app.metrics.record_test(result.ok);
     if !app.node.finish_test(id, ticket.rev, result.clone()) {
         tracing::info!(
             backend = id,

@@ -107,7 +107,9 @@ pub async fn run(targets: Vec<String>, notices: Notices) {
             } else {
                 String::new()
             };
-            notices.say(&format!("chatter: a request through {target} failed{more}: {e:#}"));
+            notices.say(&format!(
+                "chatter: a request through {target} failed{more}: {e:#}"
+            ));
             last_report = Some(Instant::now());
             failed = 0;
         }

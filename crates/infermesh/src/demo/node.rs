@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::NodeRole;
 
@@ -32,7 +33,12 @@ pub struct Node {
 impl Node {
     /// Starts `infermesh up --name node-<index> --data-dir <root>/node-<index> <args…>` and waits
     /// for its address lines.
-    pub async fn start(index: usize, role: NodeRole, root: &Path, args: &[OsString]) -> Result<Node> {
+    pub async fn start(
+        index: usize,
+        role: NodeRole,
+        root: &Path,
+        args: &[OsString],
+    ) -> Result<Node> {
         let name = format!("node-{index}");
         let data_dir = root.join(&name);
         std::fs::create_dir_all(&data_dir)
@@ -94,8 +100,16 @@ impl Node {
         let Ok(Ok(Some((url, gossip)))) = found else {
             let _ = child.start_kill();
             let _ = child.wait().await;
-            let why = if found.is_err() { "did not start within 60 s" } else { "exited during start" };
-            return Err(anyhow!("{} {why}; its last log lines:\n{}", self.name, self.log_tail(12)));
+            let why = if found.is_err() {
+                "did not start within 60 s"
+            } else {
+                "exited during start"
+            };
+            return Err(anyhow!(
+                "{} {why}; its last log lines:\n{}",
+                self.name,
+                self.log_tail(12)
+            ));
         };
         // Keep draining: a node blocked on a full stdout pipe would freeze.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -217,4 +231,26 @@ pub async fn status(url: &str) -> Result<serde_json::Value> {
         .json()
         .await?;
     Ok(v)
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM.
+pub struct Stop {
+    int: Signal,
+    term: Signal,
+}
+
+impl Stop {
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
+        }
+    }
 }

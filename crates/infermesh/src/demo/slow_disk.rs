@@ -149,8 +149,15 @@ mod tests {
         let target = dir.path().join("out.gguf");
         let t0 = Instant::now();
         copy_throttled(&src, &target, 1_000_000, &AtomicBool::new(false)).unwrap();
-        assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
-        assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(&src).unwrap());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            std::fs::read(&src).unwrap()
+        );
         assert!(!target.with_extension("part").exists());
     }
 
