@@ -29,11 +29,22 @@ fn participation_inputs(app: &App) -> Result<Participation, String> {
     let Some(epoch) = app.schedule.current_epoch() else {
         return Ok(Participation::InactiveWaiting);
     };
-    let records = collect_validations(&app.record(), &app.peers());
     Ok(participation_of(
         &app.node.info.node_id,
-        &active_set(&records, epoch),
+        &routable_set(app, epoch),
     ))
+}
+
+/// The nodes the mesh routes to now: those admitted in this epoch's round and — while that
+/// round is still running — those admitted in the previous one. Without the handover every
+/// node would drop out of routing at each epoch start until its new result had been gossiped.
+fn routable_set(app: &App, epoch: u64) -> BTreeSet<String> {
+    let records = collect_validations(&app.record(), &app.peers());
+    let mut set = active_set(&records, epoch);
+    if app.timing().in_round && epoch > 0 {
+        set.extend(active_set(&records, epoch - 1));
+    }
+    set
 }
 
 /// Runs the round loop until the process ends.
@@ -89,14 +100,15 @@ fn round_view(app: &App, participation: Participation) -> RoundView {
             ..RoundView::default()
         };
     };
-    let records = collect_validations(&app.record(), &app.peers());
     let own = app
         .own_validation
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // The same handover as for nodes: last epoch's admission holds until this round ends.
+    let handover = app.timing().in_round && e > 0;
     let admitted: BTreeSet<String> = own
-        .filter(|v| v.result.epoch == e)
+        .filter(|v| v.result.epoch == e || (handover && v.result.epoch == e - 1))
         .map(|v| {
             v.result
                 .admitted_backends()
@@ -107,7 +119,7 @@ fn round_view(app: &App, participation: Participation) -> RoundView {
     RoundView {
         participation,
         admitted,
-        active_set: active_set(&records, e),
+        active_set: routable_set(app, e),
         epoch,
     }
 }
@@ -117,6 +129,10 @@ async fn validate(app: &Arc<App>, epoch: u64) {
     let Some(key) = &app.signing_key else {
         return;
     };
+    // A client has nothing to validate and never joins the active set: no round for it.
+    if app.node.info.client_mode {
+        return;
+    }
     let serving = app.node.ready_backends();
     let mut results = Vec::new();
     for (id, model, backend) in serving {
@@ -218,9 +234,15 @@ impl OnboardingLog {
         if active != self.was_active {
             self.was_active = active;
             if active {
-                tracing::info!(epoch = ?view.epoch, "active for this epoch: validated in the round, receiving routed traffic");
+                tracing::info!(
+                    epoch = view.epoch.unwrap_or_default(),
+                    "active for this epoch: validated in the round, receiving routed traffic"
+                );
             } else {
-                tracing::info!(epoch = ?view.epoch, "not active this epoch: {message}");
+                tracing::info!(
+                    epoch = view.epoch.unwrap_or_default(),
+                    "not active this epoch: {message}"
+                );
             }
             self.last_heartbeat = Some(Instant::now());
             return;

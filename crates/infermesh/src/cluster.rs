@@ -135,6 +135,19 @@ impl Child {
         Ok(s["node_id"].as_str().unwrap_or_default().to_string())
     }
 
+    /// The last `n` log messages with their level and fields, for a failure report.
+    pub fn last_messages(&self, n: usize) -> Vec<String> {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let skip = logs.len().saturating_sub(n);
+        logs.iter()
+            .skip(skip)
+            .map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(v) => format!("{} {}", v["level"].as_str().unwrap_or(""), v["fields"]),
+                Err(_) => l.clone(),
+            })
+            .collect()
+    }
+
     /// JSON log lines at `WARN` or `ERROR`.
     pub fn log_lines_at_least_warn(&self) -> Vec<String> {
         let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());

@@ -124,19 +124,19 @@ struct Demo {
 }
 
 impl Demo {
-    fn base_args(&self, join: Option<&str>) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec![
-            "--port".into(),
-            "0".into(),
-            "--gossip-port".into(),
-            "0".into(),
-        ];
+    /// `up` flags common to every node; ports 0 pick free ones.
+    fn args(&self, ports: (u16, u16), join: Option<&str>) -> Vec<OsString> {
+        let mut a: Vec<OsString> = ["--port", &ports.0.to_string()].map(Into::into).into();
+        a.extend(["--gossip-port", &ports.1.to_string()].map(OsString::from));
         a.extend([
             "--model-dir".into(),
             self.model_dir.clone().into_os_string(),
         ]);
+        // Peers are routed to only once a validation round admitted them: the fast schedule
+        // (a round every 20 s) gets the demo routing within seconds rather than hours.
+        a.extend(["--schedule", "fast"].map(OsString::from));
         if let Some(j) = join {
-            a.extend(["--join".into(), j.into()]);
+            a.extend(["--join", j].map(OsString::from));
         }
         a
     }
@@ -144,7 +144,7 @@ impl Demo {
     async fn boot(&mut self, roles: &[NodeRole]) -> Result<()> {
         let fetching = !has_gguf(&self.model_dir);
         self.nodes
-            .push(Node::start(0, roles[0], &self.root, &self.base_args(None)).await?);
+            .push(Node::start(0, roles[0], &self.root, &self.args((0, 0), None)).await?);
         if fetching {
             eprintln!(
                 "fetching the default model (first run only)… into {}",
@@ -157,7 +157,7 @@ impl Demo {
         let seed = self.nodes[0].gossip.clone();
         let mut pending = Vec::new();
         for (i, role) in roles.iter().enumerate().skip(1) {
-            let mut args = self.base_args(Some(&seed));
+            let mut args = self.args((0, 0), Some(&seed));
             match role {
                 NodeRole::Serving => {}
                 NodeRole::Standby => args.push("--standby".into()),
@@ -317,6 +317,9 @@ impl Demo {
         println!();
         println!("open the deck: infermesh deck --url {}", self.nodes[0].url);
         println!("logs: {}/node-<i>.log", self.root.display());
+        println!(
+            "routing starts once a validation round admits the serving nodes (one every 20 s)"
+        );
         println!("chatter: a short chat completion every ~1.5 s through the client nodes; Ctrl-C stops the demo");
     }
 
@@ -355,54 +358,49 @@ impl Demo {
         };
         tokio::pin!(deck_ui);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // Tending runs inside the select too, so the deck stays live during a node restart.
         let result = loop {
             tokio::select! {
                 _ = stop.recv() => break Ok(()),
                 r = &mut deck_ui => break r,
-                _ = tick.tick() => {}
-            }
-            self.report_deaths();
-            let arrived = feed.as_ref().and_then(|(i, f)| f.poll().map(|r| (*i, r)));
-            if let Some((i, copied)) = arrived {
-                feed = None;
-                let switched = match copied {
-                    Ok(path) => self.finish_slow_load(i, &path).await,
-                    Err(e) => Err(anyhow!(e)),
-                };
-                if let Err(e) = switched {
-                    self.notices.say(&format!(
-                        "node-{i} stays loading: its slow-disk model did not arrive: {e:#}"
-                    ));
-                }
+                _ = async { tick.tick().await; self.tend(&mut feed).await } => {}
             }
         };
         chatter.abort();
         result
     }
 
+    async fn tend(&mut self, feed: &mut Option<(usize, slow_disk::Feed)>) {
+        self.report_deaths();
+        let Some((i, copied)) = feed.as_ref().and_then(|(i, f)| f.poll().map(|r| (*i, r))) else {
+            return;
+        };
+        *feed = None;
+        let switched = match copied {
+            Ok(path) => self.finish_slow_load(i, &path).await,
+            Err(e) => Err(anyhow!(e)),
+        };
+        match switched {
+            Ok(()) => self.notices.say(&format!(
+                "node-{i}: its model arrived over the slow disk; restarted on it (same name, \
+                 identity and ports) to load and serve it"
+            )),
+            Err(e) => self.notices.say(&format!(
+                "node-{i} stays loading: its slow-disk model did not arrive: {e:#}"
+            )),
+        }
+    }
+
     /// llama.cpp needs a seekable file, so the node that waited on the slow disk's pipe is
     /// restarted on the arrived copy — same identity, ports and name, so peers, deck and URL
     /// all carry on and see it go `loading` → `serving`.
     async fn finish_slow_load(&mut self, i: usize, model: &Path) -> Result<()> {
-        let seed = self.nodes[0].gossip.clone();
-        let node = &mut self.nodes[i];
         let (name, _) = slow_disk::source(&self.model_dir).context("model file disappeared")?;
-        let mut args: Vec<OsString> = vec!["--port".into(), node.port().to_string().into()];
-        args.extend([
-            "--gossip-port".into(),
-            node.gossip_port().to_string().into(),
-        ]);
-        args.extend([
-            "--model-dir".into(),
-            self.model_dir.clone().into_os_string(),
-        ]);
-        args.extend([
-            "--join".into(),
-            seed.into(),
-            "--model".into(),
-            model.as_os_str().to_owned(),
-        ]);
+        let ports = (self.nodes[i].port(), self.nodes[i].gossip_port());
+        let mut args = self.args(ports, Some(&self.nodes[0].gossip));
+        args.extend(["--model".into(), model.as_os_str().to_owned()]);
         args.extend(["--model-name".into(), name.into()]);
+        let node = &mut self.nodes[i];
         node.note_in_log(
             "infermesh demo: the model has arrived over the slow disk; restarting to load it",
         );

@@ -95,6 +95,14 @@ pub async fn run(args: SelfcheckArgs) -> Result<()> {
         &mut st, &mut nodes, &spec, &spec_arg, &model_dir, args.nodes,
     )
     .await;
+    if st.failed > 0 || result.is_err() {
+        // What the nodes said last is usually the reason.
+        for (i, n) in nodes.iter().enumerate() {
+            for line in n.last_messages(8) {
+                eprintln!("      check-{i}: {line}");
+            }
+        }
+    }
     for n in &mut nodes {
         n.stop().await;
     }

@@ -26,6 +26,9 @@ const PROMPTS: &[&str] = &[
 
 /// Failures are summarised at most this often: a stopped mesh must not flood the terminal.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// Three fast-schedule epochs without any routable model is no longer the mesh starting up or
+/// between rounds.
+const QUIET_LIMIT: Duration = Duration::from_secs(60);
 
 /// Where the demo's own messages go: stderr, or a file while the deck owns the terminal.
 #[derive(Clone)]
@@ -92,31 +95,43 @@ pub async fn run(targets: Vec<String>, notices: Notices) {
         .build()
         .expect("plain HTTP client");
     let mut rng = Rng::seeded();
-    let mut failed = 0u32;
+    let (mut sent, mut failed) = (0u32, 0u32);
     let mut last_report: Option<Instant> = None;
+    let mut last_routable = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(rng.between(1_000, 2_000))).await;
         let target = rng.pick(&targets).clone();
-        let Err(e) = once(&http, &target, &mut rng).await else {
-            continue;
+        let e = match once(&http, &target, &mut rng).await {
+            Ok(Sent::Answered) => {
+                (sent, last_routable) = (sent + 1, Instant::now());
+                continue;
+            }
+            // Peers are routable only once this epoch's round admitted them: at start and for
+            // a few seconds into every epoch nothing is, and that is the mesh working.
+            Ok(Sent::NothingRoutable) if last_routable.elapsed() < QUIET_LIMIT => continue,
+            Ok(Sent::NothingRoutable) => {
+                last_routable = Instant::now();
+                anyhow!("no model has been routable for {} s", QUIET_LIMIT.as_secs())
+            }
+            Err(e) => e,
         };
-        failed += 1;
+        (sent, failed) = (sent + 1, failed + 1);
         if last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
-            let more = if failed > 1 {
-                format!(" ({failed} failed since the last report)")
-            } else {
-                String::new()
-            };
             notices.say(&format!(
-                "chatter: a request through {target} failed{more}: {e:#}"
+                "chatter: {failed} of {sent} requests failed since the last report; latest, \
+                 through {target}: {e:#}"
             ));
-            last_report = Some(Instant::now());
-            failed = 0;
+            (sent, failed, last_report) = (0, 0, Some(Instant::now()));
         }
     }
 }
 
-async fn once(http: &reqwest::Client, target: &str, rng: &mut Rng) -> Result<()> {
+enum Sent {
+    Answered,
+    NothingRoutable,
+}
+
+async fn once(http: &reqwest::Client, target: &str, rng: &mut Rng) -> Result<Sent> {
     let models: Value = http
         .get(format!("{target}/v1/models"))
         .send()
@@ -130,7 +145,7 @@ async fn once(http: &reqwest::Client, target: &str, rng: &mut Rng) -> Result<()>
         .filter_map(|m| m["id"].as_str())
         .collect();
     if ids.is_empty() {
-        return Err(anyhow!("no model is served in the mesh yet"));
+        return Ok(Sent::NothingRoutable);
     }
     let body = json!({
         "model": rng.pick(&ids),
@@ -151,7 +166,7 @@ async fn once(http: &reqwest::Client, target: &str, rng: &mut Rng) -> Result<()>
         let msg = v["error"]["message"].as_str().unwrap_or(&text);
         return Err(anyhow!("HTTP {status}: {msg}"));
     }
-    Ok(())
+    Ok(Sent::Answered)
 }
 
 #[cfg(test)]

@@ -80,6 +80,11 @@ impl Node {
             // The terminal sends Ctrl-C to its whole foreground group; kept out of it, nodes stop
             // only when the demo stops them, so none is mistaken for a crash.
             .process_group(0);
+        if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+            // llama.cpp's OpenMP threads spin between tokens; with many nodes sharing a few
+            // cores the spinning starves the others (16-token answers took 15-30 s on 2 cores).
+            cmd.env("OMP_WAIT_POLICY", "PASSIVE");
+        }
         die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()

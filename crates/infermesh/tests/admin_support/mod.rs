@@ -27,7 +27,11 @@ pub fn signed(extra: &[&str]) -> NodeProc {
         format!("[[operator]]\nname = \"admin-tests\"\npublic_key = \"{public}\"\n"),
     )
     .unwrap();
-    NodeProc::start_in(dir, &[extra, &["--schedule", "learn"]].concat())
+    // The harness opens admin for every node; this one must check signatures.
+    NodeProc::start_in(
+        dir,
+        &[extra, &["--schedule", "learn", "--admin-open=false"]].concat(),
+    )
 }
 
 /// The operator key every admin mutation of these tests is signed with (ignored by

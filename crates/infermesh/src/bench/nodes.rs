@@ -1,0 +1,125 @@
+//! Node processes for the benchmark: `infermesh up` children on 127.0.0.1 in temp data dirs,
+//! with their pid (for RSS) and addresses. Killed when dropped.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+pub struct BenchNode {
+    pub url: String,
+    pub gossip: String,
+    pub pid: u32,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchNode {
+    /// `infermesh up --port 0 --gossip-port 0 --admin-open` plus `args`, quiet logs.
+    pub async fn start(name: &str, args: &[String], model_dir: &Path) -> Result<BenchNode> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("infermesh-bench-{name}-"))
+            .tempdir()
+            .context("temp dir for a bench node")?;
+        let exe = std::env::current_exe().context("cannot find the infermesh executable")?;
+        let mut child = Command::new(exe)
+            .args(["up", "--port", "0", "--gossip-port", "0", "--admin-open"])
+            .args(["--name", name, "--data-dir"])
+            .arg(dir.path())
+            .arg("--model-dir")
+            .arg(model_dir)
+            .args(args)
+            // A benchmark measures the node, not its terminal output.
+            .env("INFERMESH_LOG", "warn,llama-cpp-2=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start a node process")?;
+        let pid = child.id().ok_or_else(|| anyhow!("node exited at once"))?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let read = async {
+            let mut url = None;
+            while let Some(l) = out.next_line().await? {
+                if let Some(u) = l.strip_prefix("infermesh listening on ") {
+                    url = Some(u.to_string());
+                }
+                if let Some(g) = l.strip_prefix("infermesh gossip on ") {
+                    return Ok::<_, std::io::Error>(url.map(|u| (u, g.to_string())));
+                }
+            }
+            Ok(None)
+        };
+        let Some((url, gossip)) = tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .map_err(|_| anyhow!("node {name} did not start within 60 s"))??
+        else {
+            bail!("node {name} exited during start");
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+        Ok(BenchNode {
+            url,
+            gossip,
+            pid,
+            child,
+            _dir: dir,
+        })
+    }
+
+    pub async fn status(&self, http: &reqwest::Client) -> Result<Value> {
+        Ok(http
+            .get(format!("{}/api/status", self.url))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Polls `/api/status` until `pred` holds.
+    pub async fn wait_status(
+        &self,
+        http: &reqwest::Client,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let start = Instant::now();
+        loop {
+            if let Ok(s) = self.status(http).await {
+                if pred(&s) {
+                    return Ok(s);
+                }
+            }
+            if start.elapsed() > timeout {
+                bail!("{what}: not within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Resident memory now and at peak, in MiB (`VmRSS`, `VmHWM` of /proc/PID/status).
+    pub fn rss_mib(&self) -> (f64, f64) {
+        rss_of(self.pid)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+pub fn rss_of(pid: u32) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

@@ -1,0 +1,271 @@
+//! Router overhead: the same streamed and non-streamed chat completions sent (a) straight to the
+//! deterministic fixture, (b) to node A whose `openai` backend is the fixture (local routing) and
+//! (c) to client node C, which routes to A (one peer hop). Latency from sequential requests,
+//! interleaved across paths so drift hits all three alike; throughput from concurrent clients.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::fixture::{self, FixtureOptions, MODEL, PACED_MODEL};
+use super::nodes::{rss_of, BenchNode};
+use super::{ms, percentile, BenchArgs, Report};
+
+const SUITE: &str = "router";
+/// Goals from the issue: what routing may add at the median, and the throughput it must keep.
+const GOAL_P50_ADDED: Duration = Duration::from_micros(500);
+const GOAL_THROUGHPUT: f64 = 0.9;
+
+#[derive(Clone)]
+struct Path3 {
+    name: &'static str,
+    /// Base URL ending in `/v1`.
+    base: String,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("plain HTTP client")
+}
+
+fn body(model: &str, stream: bool) -> Vec<u8> {
+    json!({"model": model, "stream": stream, "max_tokens": 16, "temperature": 0,
+           "messages": [{"role": "user", "content": "Say something."}]})
+    .to_string()
+    .into_bytes()
+}
+
+/// One request to the end of its body; `Err` when the answer is not a whole completion.
+async fn one(http: &reqwest::Client, url: &str, body: &[u8], stream: bool) -> Result<Duration> {
+    let t0 = Instant::now();
+    let resp = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&bytes);
+    let whole = if stream {
+        text.contains("[DONE]") && text.contains("farm.")
+    } else {
+        text.contains("farm.")
+    };
+    if !status.is_success() || !whole {
+        bail!("{url}: {status}: {}", text.chars().take(200).collect::<String>());
+    }
+    Ok(took)
+}
+
+async fn register(http: &reqwest::Client, node: &BenchNode, id: &str, model: &str, base: &str) -> Result<()> {
+    let resp = http
+        .post(format!("{}/admin/v1/nodes", node.url))
+        .json(&json!({"id": id, "driver": "openai", "url": base,
+                      "models": [{"name": model}], "serve": model}))
+        .send()
+        .await?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("registering {id}: {status}: {}", resp.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Requests completed per second by `conc` clients looping for `secs`; errors counted apart.
+async fn throughput(http: &reqwest::Client, url: &str, body: &[u8], stream: bool, conc: usize, secs: f64) -> (f64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..conc)
+        .map(|_| {
+            let (http, url, body) = (http.clone(), url.to_string(), body.to_vec());
+            let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match one(&http, &url, &body, stream).await {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    (done.load(Ordering::Relaxed) as f64 / elapsed, errors.load(Ordering::Relaxed))
+}
+
+/// Samples both nodes' RSS every 50 ms until dropped; returns the peaks.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(f64, f64)>,
+}
+
+impl RssSampler {
+    fn start(a: u32, c: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut pa, mut pc) = (0f64, 0f64);
+            while !s.load(Ordering::Relaxed) {
+                pa = pa.max(rss_of(a).0);
+                pc = pc.max(rss_of(c).0);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (pa, pc)
+        });
+        Self { stop, task }
+    }
+
+    async fn peaks(self) -> (f64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or((0.0, 0.0))
+    }
+}
+
+pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Result<()> {
+    let fixture = fixture::start(([127, 0, 0, 1], 0).into(), FixtureOptions::default()).await?;
+    // A schedule whose first round starts in 4 s and whose epoch outlasts the bench: A is
+    // validated once and stays in the active set C routes to.
+    let now = infermesh_mesh::unix_now_ms();
+    let spec = format!("{}:600000:3000", now + 4000);
+    let a = BenchNode::start(
+        "bench-a",
+        &["--standby".into(), "--schedule-spec".into(), spec.clone()],
+        model_dir,
+    )
+    .await?;
+    let http = client();
+    for (id, model) in [("fixture", MODEL), ("fixture-paced", PACED_MODEL)] {
+        register(&http, &a, id, model, &fixture.base_url()).await?;
+    }
+    let c = BenchNode::start(
+        "bench-c",
+        &[
+            "--client".into(),
+            "--schedule-spec".into(),
+            spec,
+            "--join".into(),
+            a.gossip.clone(),
+        ],
+        model_dir,
+    )
+    .await?;
+    a.wait_status(&http, "A serving both fixture models", Duration::from_secs(20), |s| {
+        s["node_state"] == "serving" && s["models"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await?;
+    let (idle_a, _) = a.rss_mib();
+    let (idle_c, _) = c.rss_mib();
+    c.wait_status(&http, "C routes to A (A validated in the round)", Duration::from_secs(30), |s| {
+        s["peers"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["name"] == "bench-a" && p["state"] == "serving" && p["participation"] == "active"
+            })
+        })
+    })
+    .await
+    .context("A never became routable from C")?;
+
+    let paths = [
+        Path3 { name: "direct", base: fixture.base_url() },
+        Path3 { name: "local (client → A → backend)", base: format!("{}/v1", a.url) },
+        Path3 { name: "peer (client → C → A → backend)", base: format!("{}/v1", c.url) },
+    ];
+    // Warm up every path (connections, allocator, first-request lazies).
+    for p in &paths {
+        for stream in [true, false] {
+            for _ in 0..50 {
+                one(&http, &format!("{}/chat/completions", p.base), &body(MODEL, stream), stream)
+                    .await
+                    .with_context(|| format!("warm-up on {}", p.name))?;
+            }
+        }
+    }
+
+    // Latency: sequential, one request at a time, paths interleaved.
+    for stream in [true, false] {
+        let mode = if stream { "stream" } else { "json" };
+        let b = body(MODEL, stream);
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(args.requests); paths.len()];
+        for _ in 0..args.requests {
+            for (i, p) in paths.iter().enumerate() {
+                samples[i].push(one(&http, &format!("{}/chat/completions", p.base), &b, stream).await?);
+            }
+        }
+        for s in &mut samples {
+            s.sort();
+        }
+        let (d50, d99) = (percentile(&samples[0], 50.0), percentile(&samples[0], 99.0));
+        report.row(SUITE, format!("{mode}: direct p50 / p99 ({} req)", args.requests), format!("{} / {}", ms(d50), ms(d99)));
+        for (i, p) in paths.iter().enumerate().skip(1) {
+            let (p50, p99) = (percentile(&samples[i], 50.0), percentile(&samples[i], 99.0));
+            let added50 = p50.saturating_sub(d50);
+            let added99 = p99.saturating_sub(d99);
+            report.goal(
+                SUITE,
+                format!("{mode}: {} p50 added (p99 added)", p.name),
+                format!("{} ({})", ms(added50), ms(added99)),
+                format!("p50 added ≤ {}", ms(GOAL_P50_ADDED)),
+                added50 <= GOAL_P50_ADDED,
+            );
+        }
+    }
+
+    // Throughput: concurrent clients, the same fixed answer; then the paced model, which takes
+    // ~20 ms like a fast real backend, so the router's cost is seen next to some backend time.
+    let sampler = RssSampler::start(a.pid, c.pid);
+    for (model, label) in [(MODEL, "instant backend"), (PACED_MODEL, "paced backend (~20 ms)")] {
+        let b = body(model, true);
+        let mut direct = 0.0;
+        for (i, p) in paths.iter().enumerate() {
+            let (rps, errors) = throughput(&http, &format!("{}/chat/completions", p.base), &b, true, args.concurrency, args.seconds).await;
+            if errors > 0 {
+                report.note(format!("{label}, {}: {errors} failed requests during the throughput run", p.name));
+            }
+            if i == 0 {
+                direct = rps;
+                report.row(SUITE, format!("throughput, {label}, {} clients: direct", args.concurrency), format!("{rps:.0} req/s"));
+            } else {
+                let ratio = if direct > 0.0 { rps / direct } else { 0.0 };
+                report.goal(
+                    SUITE,
+                    format!("throughput, {label}: {}", p.name),
+                    format!("{rps:.0} req/s = {ratio:.2}× direct"),
+                    format!("≥ {GOAL_THROUGHPUT}× direct"),
+                    ratio >= GOAL_THROUGHPUT,
+                );
+            }
+        }
+    }
+    let (peak_a, peak_c) = sampler.peaks().await;
+    report.row(SUITE, "node RSS idle → peak under load: A (serving)", format!("{idle_a:.1} → {peak_a:.1} MiB"));
+    report.row(SUITE, "node RSS idle → peak under load: C (client)", format!("{idle_c:.1} → {peak_c:.1} MiB"));
+    let check: Value = http
+        .get(format!("{}/api/requests?limit=1", c.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    if check["requests"][0]["to_name"] != "bench-a" {
+        report.note(format!("C's last request record does not name A: {check}"));
+    }
+    c.stop().await;
+    a.stop().await;
+    Ok(())
+}
