@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use infermesh_backend::{ChatMessage, GenParams, InferEvent, InferRequest, Prompt};
+use infermesh_backend::tester::checked_answer;
 use infermesh_mesh::validation::{VALIDATION_MAX_TOKENS, VALIDATION_PROMPT};
 use infermesh_mesh::{
     active_set, collect_validations, participation_of, sign, validation_due, BackendValidation,
@@ -137,19 +137,14 @@ async fn validate(app: &Arc<App>, epoch: u64) {
     let mut results = Vec::new();
     for (id, model, backend) in serving {
         let started = Instant::now();
-        let req = InferRequest {
-            model: model.clone(),
-            prompt: Prompt::Chat(vec![ChatMessage {
-                role: "user".into(),
-                content: VALIDATION_PROMPT.into(),
-            }]),
-            params: GenParams {
-                max_tokens: VALIDATION_MAX_TOKENS,
-                temperature: 0.0,
-                ..GenParams::default()
-            },
-        };
-        let outcome = answer(backend.as_ref(), req).await;
+        let outcome = checked_answer(
+            backend.as_ref(),
+            &model,
+            VALIDATION_PROMPT,
+            VALIDATION_MAX_TOKENS,
+        )
+        .await
+        .map_err(|e| e.to_string());
         let infer_ms = started.elapsed().as_millis() as u64;
         let (tokens, error) = match outcome {
             Ok(tokens) => (tokens, None),
@@ -188,28 +183,6 @@ async fn validate(app: &Arc<App>, epoch: u64) {
         .write()
         .unwrap_or_else(|e| e.into_inner()) = Some(sign(result, key));
     app.publish_if_changed();
-}
-
-/// Runs one inference to completion; the answer must contain text.
-async fn answer(
-    backend: &dyn infermesh_backend::Backend,
-    req: InferRequest,
-) -> Result<u32, String> {
-    let mut rx = backend.infer(req).await.map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev.map_err(|e| e.to_string())? {
-            InferEvent::Text(t) => text.push_str(&t),
-            InferEvent::Done { usage, .. } => {
-                return if text.trim().is_empty() {
-                    Err("empty answer to the validation prompt".into())
-                } else {
-                    Ok(usage.completion_tokens)
-                };
-            }
-        }
-    }
-    Err("the answer ended before completion".into())
 }
 
 /// The operator's onboarding narrative at `info`: a line at start and every heartbeat while

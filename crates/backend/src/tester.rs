@@ -165,7 +165,7 @@ fn fmt_duration(d: Duration) -> String {
 
 /// Why a test inference's stream does not count as an answer.
 #[derive(Debug, PartialEq)]
-enum BadAnswer {
+pub enum BadAnswer {
     Backend(BackendError),
     Empty,
     Unfinished,
@@ -185,38 +185,48 @@ impl std::fmt::Display for BadAnswer {
     }
 }
 
-/// One greedy chat inference with the fixed prompt, accepted only if it is a well-formed stream
-/// (text, then exactly one `Done`) with visible text.
 async fn infer_once(backend: &dyn Backend, model: &str) -> Result<(), BadAnswer> {
+    checked_answer(backend, model, TEST_PROMPT, TEST_MAX_TOKENS)
+        .await
+        .map(|_| ())
+}
+
+/// One greedy chat inference of `prompt`, accepted only if it is a well-formed stream (text,
+/// then exactly one `Done`) with visible text; returns the completion tokens. Shared by the
+/// tester and the validation round, so both judge an answer the same way.
+pub async fn checked_answer(
+    backend: &dyn Backend,
+    model: &str,
+    prompt: &str,
+    max_tokens: u32,
+) -> Result<u32, BadAnswer> {
     let req = InferRequest {
         model: model.to_string(),
         prompt: Prompt::Chat(vec![ChatMessage {
             role: "user".into(),
-            content: TEST_PROMPT.into(),
+            content: prompt.into(),
         }]),
         params: GenParams {
-            max_tokens: TEST_MAX_TOKENS,
+            max_tokens,
             temperature: 0.0,
             ..GenParams::default()
         },
     };
     let mut rx = backend.infer(req).await.map_err(BadAnswer::Backend)?;
     let mut text = String::new();
-    let mut done = false;
+    let mut tokens = None;
     while let Some(event) = rx.recv().await {
         match event.map_err(BadAnswer::Backend)? {
-            InferEvent::Text(_) if done => return Err(BadAnswer::TextAfterDone),
+            InferEvent::Text(_) if tokens.is_some() => return Err(BadAnswer::TextAfterDone),
             InferEvent::Text(t) => text.push_str(&t),
-            InferEvent::Done { .. } if done => return Err(BadAnswer::DoneTwice),
-            InferEvent::Done { .. } => done = true,
+            InferEvent::Done { .. } if tokens.is_some() => return Err(BadAnswer::DoneTwice),
+            InferEvent::Done { usage, .. } => tokens = Some(usage.completion_tokens),
         }
     }
-    if !done {
-        Err(BadAnswer::Unfinished)
-    } else if text.trim().is_empty() {
-        Err(BadAnswer::Empty)
-    } else {
-        Ok(())
+    match tokens {
+        None => Err(BadAnswer::Unfinished),
+        Some(_) if text.trim().is_empty() => Err(BadAnswer::Empty),
+        Some(n) => Ok(n),
     }
 }
 
