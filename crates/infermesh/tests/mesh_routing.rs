@@ -90,6 +90,12 @@ fn client_routes_fails_over_and_peer_rejoins() {
         assert_eq!(p["version"], env!("CARGO_PKG_VERSION"));
         assert!(p["last_seen_ms"].as_u64().unwrap() < 5000);
     }
+    // B chose its model itself and said why, in one info line.
+    assert!(b
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("INFO")
+            && l.contains("serving smollm2-135m-instruct: needed by the mesh")));
     // Every node sees the other two, and never itself.
     assert_eq!(peers(&a).len(), 2);
     assert!(peers(&a).iter().all(|p| p["name"] != "A"));

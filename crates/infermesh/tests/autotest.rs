@@ -1,0 +1,108 @@
+//! Automatic tests of registered backends: they run when the next round is far enough away, a
+//! config change voids the old result at once, and with the schedule unknown nothing runs and the
+//! node says so.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get_json, post_json, NodeProc, MODEL};
+use serde_json::{json, Value};
+
+fn backend(node: &NodeProc, id: &str) -> Value {
+    let (_, list) = get_json(&format!("{}/admin/v1/nodes", node.url));
+    list.as_array()
+        .and_then(|l| l.iter().find(|e| e["node"]["id"] == id).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_for_test(node: &NodeProc, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let e = backend(node, id);
+        if !e["onboarding"]["last_test"].is_null() {
+            return e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no automatic test of {id}: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn put(url: &str, body: &Value) -> u16 {
+    reqwest::blocking::Client::new()
+        .put(url)
+        .json(body)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn registered_backends_are_tested_automatically_when_the_round_is_far() {
+    // The first round is an hour away: far beyond the auto-test lead of this schedule.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let spec = format!("{}:60000:5000", now + 3_600_000);
+    let node = NodeProc::start(&["--client", "--schedule-spec", &spec]);
+    let body = json!({"id": "auto", "driver": "embedded", "models": [{"name": MODEL}]});
+    let (code, v) = post_json(&format!("{}/admin/v1/nodes", node.url), &body);
+    assert_eq!(code, 201, "{v}");
+
+    let e = wait_for_test(&node, "auto");
+    let ob = &e["onboarding"];
+    assert_eq!(ob["last_test"]["ok"], true, "{e}");
+    assert_eq!(ob["validated"], true);
+    assert_eq!(ob["backend_state"], "waiting");
+    assert!(
+        ob["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Validated — safe to be offline"),
+        "{ob}"
+    );
+
+    // A change voids the result in the same response cycle, then the retest comes.
+    let changed = json!({"driver": "embedded", "models": [{"name": MODEL, "args": {"seed": 1}}]});
+    assert_eq!(
+        put(&format!("{}/admin/v1/nodes/auto", node.url), &changed),
+        200
+    );
+    let e = backend(&node, "auto");
+    assert!(
+        e["onboarding"]["last_test"].is_null() || e["onboarding"]["backend_state"] == "testing",
+        "old result survived a config change: {e}"
+    );
+    assert_eq!(e["onboarding"]["validated"], false);
+    let e = wait_for_test(&node, "auto");
+    assert_eq!(e["onboarding"]["last_test"]["ok"], true, "{e}");
+    let logs = node.stderr_lines();
+    assert!(logs
+        .iter()
+        .any(|l| l.contains("testing backend") && l.contains("automatically")));
+    assert!(logs.iter().any(|l| l.contains("test passed")));
+}
+
+#[test]
+fn with_the_schedule_unknown_nothing_is_auto_tested_and_the_node_says_why() {
+    let node = NodeProc::start(&["--client", "--schedule", "learn"]);
+    let body = json!({"id": "idle", "driver": "embedded", "models": [{"name": MODEL}]});
+    let (code, _) = post_json(&format!("{}/admin/v1/nodes", node.url), &body);
+    assert_eq!(code, 201);
+    std::thread::sleep(Duration::from_millis(1500));
+    let e = backend(&node, "idle");
+    assert!(e["onboarding"]["last_test"].is_null(), "{e}");
+    assert_eq!(
+        e["onboarding"]["message"],
+        "Schedule syncing — nothing to do yet"
+    );
+    assert!(node
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("auto-test skipped: schedule syncing")));
+}
