@@ -102,6 +102,7 @@ pub struct App {
     /// Requests this node has outstanding on each peer, by node id.
     outstanding: Mutex<HashMap<String, u32>>,
     failed_at: Mutex<HashMap<String, Instant>>,
+    spread: std::sync::atomic::AtomicU64,
 }
 
 /// A peer as `/api/status` shows it.
@@ -224,6 +225,7 @@ impl App {
             ram_gb: machine_ram_gb(),
             outstanding: Mutex::new(HashMap::new()),
             failed_at: Mutex::new(HashMap::new()),
+            spread: std::sync::atomic::AtomicU64::new(0),
             admin,
             wakeable,
             metrics: crate::metrics::Metrics::default(),
@@ -307,6 +309,12 @@ impl App {
             app: self.clone(),
             node_id: node_id.to_string(),
         }
+    }
+
+    /// A fresh value per routed request, spreading ties between equally loaded replicas.
+    pub fn next_spread(&self) -> u64 {
+        self.spread
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn mark_failed(&self, node_id: &str) {

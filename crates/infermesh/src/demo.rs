@@ -101,15 +101,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     let outcome = match booted {
         Some(Ok(())) => {
-            demo.print_table(started.elapsed(), args.slow_disk_rate);
+            demo.print_table(started.elapsed(), args.slow_disk_rate, deck);
             demo.run_until_stopped(&mut stop, deck, args.slow_disk_rate)
                 .await
         }
         Some(Err(e)) => Err(e),
         None => Ok(()),
     };
-    if !demo.nodes.is_empty() {
-        eprintln!("stopping {} nodes…", demo.nodes.len());
+    match demo.nodes.len() {
+        0 => {}
+        1 => eprintln!("stopping the node…"),
+        n => eprintln!("stopping {n} nodes…"),
     }
     demo.stop_all().await;
     drop(root);
@@ -224,9 +226,9 @@ impl Demo {
             }
             if t0.elapsed() > limit {
                 bail!(
-                    "{} is not serving after {limit:?}; see {}",
+                    "{} is not serving after {limit:?}; its last log lines:\n{}",
                     node.name,
-                    node.log.display()
+                    node.log_tail(12)
                 );
             }
             if said.elapsed() > Duration::from_secs(15) {
@@ -294,7 +296,7 @@ impl Demo {
         out
     }
 
-    fn print_table(&self, took: Duration, slow_rate: u64) {
+    fn print_table(&self, took: Duration, slow_rate: u64, deck: bool) {
         println!(
             "infermesh demo: {} nodes up in {:.1} s",
             self.nodes.len(),
@@ -320,7 +322,12 @@ impl Demo {
         println!(
             "routing starts once a validation round admits the serving nodes (one every 20 s)"
         );
-        println!("chatter: a short chat completion every ~1.5 s through the client nodes; Ctrl-C stops the demo");
+        let stop = if deck {
+            "quitting the deck (q)"
+        } else {
+            "Ctrl-C"
+        };
+        println!("chatter: a short chat completion every ~1.5 s through the client nodes; {stop} stops the demo");
     }
 
     async fn run_until_stopped(
@@ -342,10 +349,7 @@ impl Demo {
         };
         let chatter = tokio::spawn(chatter::run(targets, self.notices.clone()));
         let mut feed = match self.nodes.iter().find(|n| n.role == NodeRole::Loading) {
-            Some(n) => Some((
-                n.index,
-                slow_disk::start_feed(&self.root, &self.model_dir, slow_rate)?,
-            )),
+            Some(n) => Some((n.index, slow_disk::start_feed(&self.model_dir, slow_rate)?)),
             None => None,
         };
         let url = self.nodes[0].url.clone();
@@ -386,13 +390,13 @@ impl Demo {
                  identity and ports) to load and serve it"
             )),
             Err(e) => self.notices.say(&format!(
-                "node-{i} stays loading: its slow-disk model did not arrive: {e:#}"
+                "node-{i} could not be switched to its model from the slow disk: {e:#}"
             )),
         }
     }
 
     /// llama.cpp needs a seekable file, so the node that waited on the slow disk's pipe is
-    /// restarted on the arrived copy — same identity, ports and name, so peers, deck and URL
+    /// restarted on the model file itself — same identity, ports and name, so peers, deck and URL
     /// all carry on and see it go `loading` → `serving`.
     async fn finish_slow_load(&mut self, i: usize, model: &Path) -> Result<()> {
         let (name, _) = slow_disk::source(&self.model_dir).context("model file disappeared")?;

@@ -195,11 +195,17 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let gossip_port = args.gossip_port.unwrap_or(args.port);
     let gossip_addr = SocketAddr::new(args.bind, gossip_port);
-    let mut mesh_cfg = MeshConfig::new(
-        id.node_id.clone(),
-        gossip_addr,
-        App::record_of(&node, &api_addr, machine_ram_gb()),
-    );
+    let mut first = App::record_of(&node, &api_addr, machine_ram_gb());
+    // Until its backend is registered the node would read as `client`; peers should see what it
+    // is about to be.
+    if !args.client {
+        first.state = Some(if args.standby {
+            NodeState::Standby
+        } else {
+            NodeState::Loading
+        });
+    }
+    let mut mesh_cfg = MeshConfig::new(id.node_id.clone(), gossip_addr, first);
     mesh_cfg.seeds = args.join.clone();
     let mesh = Mesh::start(mesh_cfg).await.with_context(|| {
         format!("cannot start gossip on udp {gossip_addr} (port taken? try --gossip-port)")
@@ -273,8 +279,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     tokio::spawn(log_membership(app.clone()));
 
     let router = infermesh_api::router(app.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+    // Not `axum::serve`: it sets no header read timeout and no TCP_NODELAY (see `serve`).
+    infermesh_api::serve(listener, router, shutdown_signal())
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down");

@@ -175,8 +175,8 @@ fn demo_boots_a_mesh_chatters_and_leaves_nothing_behind() {
             .ok_or_else(|| "no chatter record on any node".to_string())
     });
 
-    // Peers are routable once this epoch's round admitted them; right after an epoch starts
-    // nothing is for a few seconds, so a request may need a retry.
+    // Routing follows the rounds' admissions; a request that lands while a replica is being
+    // (re)admitted may need a retry, which is the mesh working, not the demo failing.
     let client = &rows[3];
     let body = json!({"model": MODEL, "max_tokens": 8,
         "messages": [{"role": "user", "content": "Say hi."}]});

@@ -19,6 +19,6 @@ pub use constants::Tunables;
 pub use message::{node_message, onboarding_message, onboarding_message_for};
 pub use node::{classify_legacy, derive_node_state, NodeFacts, NodeState};
 pub use participation::Participation;
-pub use routing::{route_order, Candidate};
+pub use routing::{route_order, route_order_spread, Candidate};
 pub use schedule::ScheduleSpec;
 pub use timing::{format_clock_utc, format_duration, timing, Timing};

@@ -30,6 +30,18 @@ impl Candidate {
 /// Indices into `cands` of the eligible candidates, in the order to try them: local first, then
 /// least loaded, ties broken by `node_id` so every retry and every test sees the same order.
 pub fn route_order(cands: &[Candidate]) -> Vec<usize> {
+    order_by(cands, |_| 0)
+}
+
+/// [`route_order`] with ties between equally loaded peers broken by a per-request `spread`
+/// value instead of always by `node_id`: a sequential client (load always 0 everywhere) would
+/// otherwise send everything to the same replica. The order is still a pure function of its
+/// inputs, so a retry with the same `spread` sees the same order.
+pub fn route_order_spread(cands: &[Candidate], spread: u64) -> Vec<usize> {
+    order_by(cands, |id| tie_key(id, spread))
+}
+
+fn order_by(cands: &[Candidate], tie: impl Fn(&str) -> u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..cands.len())
         .filter(|&i| cands[i].is_eligible())
         .collect();
@@ -38,14 +50,38 @@ pub fn route_order(cands: &[Candidate]) -> Vec<usize> {
         b.is_local
             .cmp(&a.is_local)
             .then(a.in_flight.cmp(&b.in_flight))
+            .then_with(|| tie(&a.node_id).cmp(&tie(&b.node_id)))
             .then_with(|| a.node_id.cmp(&b.node_id))
     });
     order
 }
 
+/// FNV-1a of the id mixed with `spread`: stable per (id, spread), uniform across ids.
+fn tie_key(node_id: &str, spread: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ spread.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in node_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_shares_ties_but_never_overrides_locality_or_load() {
+        let cands = [c("a", false, 0), c("b", false, 0), c("c", false, 0)];
+        let firsts: std::collections::BTreeSet<usize> =
+            (0..64).map(|s| route_order_spread(&cands, s)[0]).collect();
+        assert_eq!(firsts.len(), 3, "ties always went to the same replica");
+        for s in 0..64 {
+            assert_eq!(route_order_spread(&cands, s), route_order_spread(&cands, s));
+            let mixed = [c("a", false, 1), c("me", true, 5), c("b", false, 0)];
+            assert_eq!(route_order_spread(&mixed, s), vec![1, 2, 0]);
+        }
+    }
 
     fn c(id: &str, is_local: bool, in_flight: u32) -> Candidate {
         Candidate {

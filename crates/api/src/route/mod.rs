@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use infermesh_state::{route_order, Candidate, NodeState};
+use infermesh_state::{route_order_spread, Candidate, NodeState};
 use serde_json::json;
 
 use crate::app::App;
@@ -37,15 +37,17 @@ pub struct Target {
     pub addr: Option<String>,
 }
 
-/// Targets in the order to try them: [`route_order`] (local first, then least loaded), with
+/// Targets in the order to try them: [`route_order_spread`] (local first, then least loaded,
+/// ties spread across requests), with
 /// peers that failed within the cooldown moved last rather than dropped — a peer that is in fact
 /// back is better than no answer.
 pub fn order_targets(
     cands: &[Candidate],
     targets: &[Target],
+    spread: u64,
     recently_failed: impl Fn(&str) -> bool,
 ) -> Vec<Target> {
-    let (mut fresh, failed): (Vec<_>, Vec<_>) = route_order(cands)
+    let (mut fresh, failed): (Vec<_>, Vec<_>) = route_order_spread(cands, spread)
         .into_iter()
         .map(|i| targets[i].clone())
         .partition(|t| !recently_failed(&t.node_id));
@@ -108,7 +110,9 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
         }
     }
     Plan {
-        targets: order_targets(&cands, &targets, |id| app.recently_failed(id)),
+        targets: order_targets(&cands, &targets, app.next_spread(), |id| {
+            app.recently_failed(id)
+        }),
         local_not_ready,
     }
 }
@@ -243,7 +247,7 @@ mod tests {
 
     fn order(list: &[(Candidate, Target)], failed: &[&str]) -> Vec<String> {
         let (c, t): (Vec<_>, Vec<_>) = list.iter().cloned().unzip();
-        order_targets(&c, &t, |id| failed.contains(&id))
+        order_targets(&c, &t, 0, |id| failed.contains(&id))
             .into_iter()
             .map(|t| t.node_id)
             .collect()

@@ -106,8 +106,8 @@ pub async fn run(targets: Vec<String>, notices: Notices) {
                 (sent, last_routable) = (sent + 1, Instant::now());
                 continue;
             }
-            // Peers are routable only once this epoch's round admitted them: at start and for
-            // a few seconds into every epoch nothing is, and that is the mesh working.
+            // Peers are routable only once a validation round admitted them: until the first
+            // round (within ~20 s) nothing is, and that is the mesh starting, not a failure.
             Ok(Sent::NothingRoutable) if last_routable.elapsed() < QUIET_LIMIT => continue,
             Ok(Sent::NothingRoutable) => {
                 last_routable = Instant::now();

@@ -13,8 +13,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::NodeRole;
 
-/// Covers a first build of llama.cpp's CPU kernels on a loaded machine; the lines are printed
-/// before any model work, so a healthy node is far quicker.
+/// The address lines come before any model work (well under a second); this only allows for a
+/// heavily loaded machine.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
 pub struct Node {
@@ -80,6 +80,8 @@ impl Node {
             // The terminal sends Ctrl-C to its whole foreground group; kept out of it, nodes stop
             // only when the demo stops them, so none is mistaken for a crash.
             .process_group(0);
+        // The log is a file for `less` and `grep`, not a terminal: no colour codes in it.
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("OMP_WAIT_POLICY").is_none() {
             // llama.cpp's OpenMP threads spin between tokens; with many nodes sharing a few
             // cores the spinning starves the others (16-token answers took 15-30 s on 2 cores).
@@ -218,13 +220,16 @@ fn die_with_parent(cmd: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_cmd: &mut Command) {}
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        // Loopback only: a configured HTTP proxy must not see (or break) the demo's traffic.
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("plain HTTP client")
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            // Loopback only: a configured HTTP proxy must not see (or break) the demo's traffic.
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("plain HTTP client")
+    })
 }
 
 pub async fn status(url: &str) -> Result<serde_json::Value> {

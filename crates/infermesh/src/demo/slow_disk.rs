@@ -1,12 +1,12 @@
 //! The loading node's "slow disk": it is started on a named pipe (so it sits in `loading`,
-//! blocked opening its model, like a node reading from slow storage) while a thread copies the
-//! real model at a throttled rate; once the copy is complete the node is restarted on it.
+//! blocked opening its model, like a node reading from slow storage) while a thread reads the
+//! real model at a throttled rate; once all of it has been read the node is restarted on it.
 //!
 //! Why not stream the model through the pipe: llama.cpp sizes and seeks the GGUF file
 //! (`ftell`/`fseek` in gguf.cpp and llama-mmap.cpp), so a pipe can never finish loading.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,6 @@ use anyhow::{bail, Context, Result};
 use infermesh_backend::model_fetch::SMOLLM2_135M;
 
 const PIPE: &str = "slow-disk.pipe";
-const DIR: &str = "slow-disk";
 
 /// The model the loading node will serve: the default model when cached (the one node 0
 /// serves), else the first GGUF in the cache. Returns (served name, file).
@@ -71,14 +70,14 @@ pub fn release(root: &Path) {
         .open(root.join(PIPE));
 }
 
-/// The throttled copy in progress. Dropping it stops the copy.
+/// The throttled read in progress. Dropping it stops the read.
 pub struct Feed {
     done: Arc<Mutex<Option<Result<PathBuf, String>>>>,
     cancel: Arc<AtomicBool>,
 }
 
 impl Feed {
-    /// The copy's outcome, once (a later call returns `None`).
+    /// The path once all of it has been read, or why not (once; later calls return `None`).
     pub fn poll(&self) -> Option<Result<PathBuf, String>> {
         self.done.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
@@ -90,51 +89,41 @@ impl Drop for Feed {
     }
 }
 
-pub fn start_feed(root: &Path, model_dir: &Path, rate: u64) -> Result<Feed> {
+pub fn start_feed(model_dir: &Path, rate: u64) -> Result<Feed> {
     let (_, src) = source(model_dir).context("no model in the cache for the loading node")?;
-    let dir = root.join(DIR);
-    std::fs::create_dir_all(&dir)?;
-    let file_name = src.file_name().context("model path has no file name")?;
-    let target = dir.join(file_name);
     let done = Arc::new(Mutex::new(None));
     let cancel = Arc::new(AtomicBool::new(false));
     let (d, c) = (done.clone(), cancel.clone());
     std::thread::Builder::new()
         .name("demo-slow-disk".into())
         .spawn(move || {
-            let r = copy_throttled(&src, &target, rate.max(1), &c).map_err(|e| format!("{e:#}"));
-            *d.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.map(|()| target));
+            let r = read_throttled(&src, rate.max(1), &c).map_err(|e| format!("{e:#}"));
+            *d.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.map(|()| src));
         })
         .context("cannot start the slow-disk thread")?;
     Ok(Feed { done, cancel })
 }
 
-/// Copies at `rate` bytes/s into a side file, renamed into place only when complete, so the
-/// node never loads half a model.
-fn copy_throttled(src: &Path, target: &Path, rate: u64, cancel: &AtomicBool) -> Result<()> {
+/// Reads the whole file at `rate` bytes/s. Read and dropped rather than copied: the pacing is
+/// the point, and a demo should not write a second copy of a model to disk.
+fn read_throttled(src: &Path, rate: u64, cancel: &AtomicBool) -> Result<()> {
     let mut from = File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
-    let part = target.with_extension("part");
-    let mut to = File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
     let mut buf = vec![0u8; 64 * 1024];
-    let (t0, mut sent) = (Instant::now(), 0u64);
+    let (t0, mut read) = (Instant::now(), 0u64);
     loop {
         if cancel.load(Ordering::Relaxed) {
             bail!("cancelled");
         }
         let n = from.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        to.write_all(&buf[..n])?;
-        sent += n as u64;
-        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+        read += n as u64;
+        let due = Duration::from_secs_f64(read as f64 / rate as f64);
         if let Some(wait) = due.checked_sub(t0.elapsed()) {
             std::thread::sleep(wait);
         }
     }
-    to.sync_all()?;
-    std::fs::rename(&part, target)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -142,23 +131,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttled_copy_is_complete_and_paced() {
+    fn reading_is_paced() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("m.gguf");
         std::fs::write(&src, vec![7u8; 300_000]).unwrap();
-        let target = dir.path().join("out.gguf");
         let t0 = Instant::now();
-        copy_throttled(&src, &target, 1_000_000, &AtomicBool::new(false)).unwrap();
+        read_throttled(&src, 1_000_000, &AtomicBool::new(false)).unwrap();
         assert!(
             t0.elapsed() >= Duration::from_millis(250),
             "{:?}",
             t0.elapsed()
         );
-        assert_eq!(
-            std::fs::read(&target).unwrap(),
-            std::fs::read(&src).unwrap()
-        );
-        assert!(!target.with_extension("part").exists());
+        assert!(read_throttled(&src, 1, &AtomicBool::new(true)).is_err());
     }
 
     #[test]
