@@ -1,8 +1,10 @@
 //! `infermesh`: one binary for the node, its operator tools and the demo.
 
+mod bench;
 mod client_cmds;
 mod cluster;
 mod deck_cmd;
+mod demo;
 mod identity;
 mod keygen;
 mod logging;
@@ -45,12 +47,19 @@ enum Cmd {
     /// Run real nodes through a whole validation cycle on a fast schedule; PASS/FAIL per stage
     /// on stderr, exit 0 only if every stage passes.
     Selfcheck(selfcheck::SelfcheckArgs),
+    /// Boot a whole mesh of real nodes on this machine (serving, loading, standby, clients) with
+    /// a trickle of routed requests, and open the deck on it; Ctrl-C stops and removes it all.
+    Demo(demo::DemoArgs),
+    /// Measure the router's overhead, the embedded engine, gossip and a node with many peers;
+    /// prints a table with goals (PASS/MISS). `infermesh bench router|engine|mesh|scale|all`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The deck owns the terminal: log lines on stderr would tear its screen.
-    if !matches!(cli.cmd, Cmd::Deck(_)) {
+    // The bench sets up its own quieter logging (its simulated peers would each say hello).
+    if !matches!(cli.cmd, Cmd::Deck(_) | Cmd::Bench(_)) {
         logging::init(cli.log_format);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +80,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Test(args) => client_cmds::test(args).await,
             Cmd::Deck(args) => deck_cmd::run(args).await,
             Cmd::Selfcheck(args) => selfcheck::run(args).await,
+            Cmd::Demo(args) => demo::run(args).await,
+            Cmd::Bench(args) => bench::run(args).await,
         }
     });
     // A model load blocked on slow storage must not hold the process open after shutdown.

@@ -73,12 +73,18 @@ async fn direct(engine: &Engine) -> Result<Sample> {
     bail!("the engine ended without a Done event")
 }
 
-async fn over_http(http: &reqwest::Client, node: &BenchNode, model: &str) -> Result<(u32, u32, Duration)> {
+async fn over_http(
+    http: &reqwest::Client,
+    node: &BenchNode,
+    model: &str,
+) -> Result<(u32, u32, Duration)> {
     let t0 = Instant::now();
     let resp = http
         .post(format!("{}/v1/chat/completions", node.url))
-        .json(&json!({"model": model, "max_tokens": MAX_TOKENS, "temperature": 0,
-                      "messages": [{"role": "user", "content": PROMPT}]}))
+        .json(
+            &json!({"model": model, "max_tokens": MAX_TOKENS, "temperature": 0,
+                      "messages": [{"role": "user", "content": PROMPT}]}),
+        )
         .send()
         .await?;
     let status = resp.status();
@@ -119,19 +125,39 @@ pub async fn run(model_dir: &Path, report: &mut Report) -> Result<()> {
     }
     drop(engine);
     let s0 = &samples[0];
-    let prompt_tps = median(samples.iter().map(|s| s.prompt_tokens as f64 / (s.prompt_ms / 1e3)).collect());
-    let gen_tps = median(samples.iter().map(|s| s.completion_tokens as f64 / (s.gen_ms / 1e3)).collect());
+    let prompt_tps = median(
+        samples
+            .iter()
+            .map(|s| s.prompt_tokens as f64 / (s.prompt_ms / 1e3))
+            .collect(),
+    );
+    let gen_tps = median(
+        samples
+            .iter()
+            .map(|s| s.completion_tokens as f64 / (s.gen_ms / 1e3))
+            .collect(),
+    );
     let wall = median(samples.iter().map(|s| s.wall.as_secs_f64()).collect());
     let e2e_tps = s0.completion_tokens as f64 / wall;
-    report.row(SUITE, "model load (SmolLM2-135M Q4_1)", format!("{:.2} s", load.as_secs_f64()));
     report.row(
         SUITE,
-        format!("prompt processing, engine ({} tokens, {threads} threads)", s0.prompt_tokens),
+        "model load (SmolLM2-135M Q4_1)",
+        format!("{:.2} s", load.as_secs_f64()),
+    );
+    report.row(
+        SUITE,
+        format!(
+            "prompt processing, engine ({} tokens, {threads} threads)",
+            s0.prompt_tokens
+        ),
         format!("{prompt_tps:.0} tok/s"),
     );
     report.row(
         SUITE,
-        format!("generation, engine ({} tokens, greedy)", s0.completion_tokens),
+        format!(
+            "generation, engine ({} tokens, greedy)",
+            s0.completion_tokens
+        ),
         format!("{gen_tps:.0} tok/s"),
     );
     report.row(
@@ -157,12 +183,17 @@ pub async fn run(model_dir: &Path, report: &mut Report) -> Result<()> {
         .no_proxy()
         .timeout(Duration::from_secs(120))
         .build()?;
-    node.wait_status(&http, "the engine node serving", Duration::from_secs(60), |s| {
-        s["node_state"] == "serving"
-    })
+    node.wait_status(
+        &http,
+        "the engine node serving",
+        Duration::from_secs(60),
+        |s| s["node_state"] == "serving",
+    )
     .await?;
     let (idle, _) = node.rss_mib();
-    over_http(&http, &node, SMOLLM2_135M.name).await.context("warm-up over HTTP")?;
+    over_http(&http, &node, SMOLLM2_135M.name)
+        .await
+        .context("warm-up over HTTP")?;
     let mut walls = Vec::new();
     let mut tokens = (0, 0);
     for _ in 0..RUNS {
@@ -193,6 +224,10 @@ pub async fn run(model_dir: &Path, report: &mut Report) -> Result<()> {
         "≤ 1.05×",
         overhead <= 1.05,
     );
-    report.row(SUITE, "engine node RSS idle (model loaded) → peak", format!("{idle:.1} → {peak:.1} MiB"));
+    report.row(
+        SUITE,
+        "engine node RSS idle (model loaded) → peak",
+        format!("{idle:.1} → {peak:.1} MiB"),
+    );
     Ok(())
 }

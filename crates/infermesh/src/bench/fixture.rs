@@ -24,8 +24,8 @@ pub const PACED_DELAY: Duration = Duration::from_millis(1);
 
 /// The fixed answer, one piece per streamed chunk (16 chunks, 16 "tokens").
 const PIECES: [&str; 16] = [
-    "The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", " and",
-    " runs", " far", " away", " from", " the", " farm.",
+    "The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", " and", " runs",
+    " far", " away", " from", " the", " farm.",
 ];
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -60,6 +60,10 @@ pub async fn start(bind: SocketAddr, opts: FixtureOptions) -> Result<Fixture> {
         .with_context(|| format!("cannot bind the fixture on {bind}"))?;
     let addr = listener.local_addr()?;
     let app = router(opts);
+    // A fast backend answers small writes at once, not after the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |s: &mut tokio::net::TcpStream| {
+        let _ = s.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -132,8 +136,10 @@ async fn complete(body: Bytes, chat: bool, opts: FixtureOptions) -> Response {
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"message": format!("body is not JSON: {e}"),
-                                      "type": "invalid_request_error"}})),
+                Json(
+                    json!({"error": {"message": format!("body is not JSON: {e}"),
+                                      "type": "invalid_request_error"}}),
+                ),
             )
                 .into_response()
         }
@@ -151,8 +157,10 @@ async fn complete(body: Bytes, chat: bool, opts: FixtureOptions) -> Response {
         } else {
             "text_completion"
         };
-        return Json(json!({"id": "bench", "object": object, "created": 0, "model": MODEL,
-                           "choices": [choice], "usage": usage()}))
+        return Json(
+            json!({"id": "bench", "object": object, "created": 0, "model": MODEL,
+                           "choices": [choice], "usage": usage()}),
+        )
         .into_response();
     }
     let include_usage = req["stream_options"]["include_usage"] == json!(true);

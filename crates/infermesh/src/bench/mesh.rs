@@ -80,7 +80,9 @@ async fn propagation(nodes: &[MeshHandle]) -> Vec<Option<Duration>> {
             wait(|| {
                 nodes.iter().filter(|m| m.node_id() != id).all(|m| {
                     m.peers().iter().any(|p| {
-                        p.record.node_id == id && p.record.load == want_load && p.state == want_state
+                        p.record.node_id == id
+                            && p.record.load == want_load
+                            && p.state == want_state
                     })
                 })
             })
@@ -117,7 +119,9 @@ pub async fn run(report: &mut Report) -> Result<()> {
         let mut seen: Vec<Duration> = times.iter().flatten().copied().collect();
         seen.sort();
         let p50 = seen.get(seen.len() / 2).copied();
-        let max = (seen.len() == times.len()).then(|| seen.last().copied()).flatten();
+        let max = (seen.len() == times.len())
+            .then(|| seen.last().copied())
+            .flatten();
         let goal = Duration::from_secs(1);
         report.goal(
             SUITE,

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::fixture::{self, FixtureOptions, MODEL, PACED_MODEL};
-use super::nodes::{rss_of, BenchNode};
+use super::nodes::{cpu_time, rss_of, BenchNode};
 use super::{ms, percentile, BenchArgs, Report};
 
 const SUITE: &str = "router";
@@ -62,12 +62,21 @@ async fn one(http: &reqwest::Client, url: &str, body: &[u8], stream: bool) -> Re
         text.contains("farm.")
     };
     if !status.is_success() || !whole {
-        bail!("{url}: {status}: {}", text.chars().take(200).collect::<String>());
+        bail!(
+            "{url}: {status}: {}",
+            text.chars().take(200).collect::<String>()
+        );
     }
     Ok(took)
 }
 
-async fn register(http: &reqwest::Client, node: &BenchNode, id: &str, model: &str, base: &str) -> Result<()> {
+async fn register(
+    http: &reqwest::Client,
+    node: &BenchNode,
+    id: &str,
+    model: &str,
+    base: &str,
+) -> Result<()> {
     let resp = http
         .post(format!("{}/admin/v1/nodes", node.url))
         .json(&json!({"id": id, "driver": "openai", "url": base,
@@ -76,13 +85,23 @@ async fn register(http: &reqwest::Client, node: &BenchNode, id: &str, model: &st
         .await?;
     let status = resp.status();
     if !status.is_success() {
-        bail!("registering {id}: {status}: {}", resp.text().await.unwrap_or_default());
+        bail!(
+            "registering {id}: {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
     }
     Ok(())
 }
 
 /// Requests completed per second by `conc` clients looping for `secs`; errors counted apart.
-async fn throughput(http: &reqwest::Client, url: &str, body: &[u8], stream: bool, conc: usize, secs: f64) -> (f64, u64) {
+async fn throughput(
+    http: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+    stream: bool,
+    conc: usize,
+    secs: f64,
+) -> (f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -107,7 +126,10 @@ async fn throughput(http: &reqwest::Client, url: &str, body: &[u8], stream: bool
         let _ = w.await;
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    (done.load(Ordering::Relaxed) as f64 / elapsed, errors.load(Ordering::Relaxed))
+    (
+        done.load(Ordering::Relaxed) as f64 / elapsed,
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 /// Samples both nodes' RSS every 50 ms until dropped; returns the peaks.
@@ -166,53 +188,84 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
         model_dir,
     )
     .await?;
-    a.wait_status(&http, "A serving both fixture models", Duration::from_secs(20), |s| {
-        s["node_state"] == "serving" && s["models"].as_array().is_some_and(|m| m.len() == 2)
-    })
+    a.wait_status(
+        &http,
+        "A serving both fixture models",
+        Duration::from_secs(20),
+        |s| s["node_state"] == "serving" && s["models"].as_array().is_some_and(|m| m.len() == 2),
+    )
     .await?;
     let (idle_a, _) = a.rss_mib();
     let (idle_c, _) = c.rss_mib();
-    c.wait_status(&http, "C routes to A (A validated in the round)", Duration::from_secs(30), |s| {
-        s["peers"].as_array().is_some_and(|ps| {
-            ps.iter().any(|p| {
-                p["name"] == "bench-a" && p["state"] == "serving" && p["participation"] == "active"
+    c.wait_status(
+        &http,
+        "C routes to A (A validated in the round)",
+        Duration::from_secs(30),
+        |s| {
+            s["peers"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["name"] == "bench-a"
+                        && p["state"] == "serving"
+                        && p["participation"] == "active"
+                })
             })
-        })
-    })
+        },
+    )
     .await
     .context("A never became routable from C")?;
 
     let paths = [
-        Path3 { name: "direct", base: fixture.base_url() },
-        Path3 { name: "local (client → A → backend)", base: format!("{}/v1", a.url) },
-        Path3 { name: "peer (client → C → A → backend)", base: format!("{}/v1", c.url) },
+        Path3 {
+            name: "direct",
+            base: fixture.base_url(),
+        },
+        Path3 {
+            name: "local (client → A → backend)",
+            base: format!("{}/v1", a.url),
+        },
+        Path3 {
+            name: "peer (client → C → A → backend)",
+            base: format!("{}/v1", c.url),
+        },
     ];
     // Warm up every path (connections, allocator, first-request lazies).
     for p in &paths {
         for stream in [true, false] {
             for _ in 0..50 {
-                one(&http, &format!("{}/chat/completions", p.base), &body(MODEL, stream), stream)
-                    .await
-                    .with_context(|| format!("warm-up on {}", p.name))?;
+                one(
+                    &http,
+                    &format!("{}/chat/completions", p.base),
+                    &body(MODEL, stream),
+                    stream,
+                )
+                .await
+                .with_context(|| format!("warm-up on {}", p.name))?;
             }
         }
     }
 
     // Latency: sequential, one request at a time, paths interleaved.
-    for stream in [true, false] {
-        let mode = if stream { "stream" } else { "json" };
-        let b = body(MODEL, stream);
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(args.requests); paths.len()];
-        for _ in 0..args.requests {
+    for (model, stream, mode, n) in [
+        (MODEL, true, "stream", args.requests),
+        (MODEL, false, "json", args.requests),
+    ] {
+        let b = body(model, stream);
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); paths.len()];
+        for _ in 0..n {
             for (i, p) in paths.iter().enumerate() {
-                samples[i].push(one(&http, &format!("{}/chat/completions", p.base), &b, stream).await?);
+                samples[i]
+                    .push(one(&http, &format!("{}/chat/completions", p.base), &b, stream).await?);
             }
         }
         for s in &mut samples {
             s.sort();
         }
         let (d50, d99) = (percentile(&samples[0], 50.0), percentile(&samples[0], 99.0));
-        report.row(SUITE, format!("{mode}: direct p50 / p99 ({} req)", args.requests), format!("{} / {}", ms(d50), ms(d99)));
+        report.row(
+            SUITE,
+            format!("{mode}: direct p50 / p99 ({} req)", args.requests),
+            format!("{} / {}", ms(d50), ms(d99)),
+        );
         for (i, p) in paths.iter().enumerate().skip(1) {
             let (p50, p99) = (percentile(&samples[i], 50.0), percentile(&samples[i], 99.0));
             let added50 = p50.saturating_sub(d50);
@@ -230,17 +283,47 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
     // Throughput: concurrent clients, the same fixed answer; then the paced model, which takes
     // ~20 ms like a fast real backend, so the router's cost is seen next to some backend time.
     let sampler = RssSampler::start(a.pid, c.pid);
-    for (model, label) in [(MODEL, "instant backend"), (PACED_MODEL, "paced backend (~20 ms)")] {
+    for (model, label) in [
+        (MODEL, "instant backend"),
+        (PACED_MODEL, "paced backend (~20 ms)"),
+    ] {
         let b = body(model, true);
         let mut direct = 0.0;
         for (i, p) in paths.iter().enumerate() {
-            let (rps, errors) = throughput(&http, &format!("{}/chat/completions", p.base), &b, true, args.concurrency, args.seconds).await;
+            let cpu0 = (cpu_time(a.pid), cpu_time(c.pid));
+            let (rps, errors) = throughput(
+                &http,
+                &format!("{}/chat/completions", p.base),
+                &b,
+                true,
+                args.concurrency,
+                args.seconds,
+            )
+            .await;
+            let cpu = (cpu_time(a.pid) - cpu0.0, cpu_time(c.pid) - cpu0.1);
+            if i > 0 && model == MODEL {
+                let n = rps * args.seconds;
+                let per = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / n.max(1.0));
+                let what = if i == 1 {
+                    per(cpu.0)
+                } else {
+                    format!("{} on C + {} on A", per(cpu.1), per(cpu.0))
+                };
+                report.row(SUITE, format!("node CPU per request, {}", p.name), what);
+            }
             if errors > 0 {
-                report.note(format!("{label}, {}: {errors} failed requests during the throughput run", p.name));
+                report.note(format!(
+                    "{label}, {}: {errors} failed requests during the throughput run",
+                    p.name
+                ));
             }
             if i == 0 {
                 direct = rps;
-                report.row(SUITE, format!("throughput, {label}, {} clients: direct", args.concurrency), format!("{rps:.0} req/s"));
+                report.row(
+                    SUITE,
+                    format!("throughput, {label}, {} clients: direct", args.concurrency),
+                    format!("{rps:.0} req/s"),
+                );
             } else {
                 let ratio = if direct > 0.0 { rps / direct } else { 0.0 };
                 report.goal(
@@ -254,8 +337,16 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
         }
     }
     let (peak_a, peak_c) = sampler.peaks().await;
-    report.row(SUITE, "node RSS idle → peak under load: A (serving)", format!("{idle_a:.1} → {peak_a:.1} MiB"));
-    report.row(SUITE, "node RSS idle → peak under load: C (client)", format!("{idle_c:.1} → {peak_c:.1} MiB"));
+    report.row(
+        SUITE,
+        "node RSS idle → peak under load: A (serving)",
+        format!("{idle_a:.1} → {peak_a:.1} MiB"),
+    );
+    report.row(
+        SUITE,
+        "node RSS idle → peak under load: C (client)",
+        format!("{idle_c:.1} → {peak_c:.1} MiB"),
+    );
     let check: Value = http
         .get(format!("{}/api/requests?limit=1", c.url))
         .send()

@@ -1,0 +1,403 @@
+//! Load and faults on a real 3-node mesh on loopback. A and B each serve model `bench-fixture`
+//! through an `openai` backend pointing at a deterministic fixture process (`infermesh bench
+//! fixture`, 16 chunks ~2 ms apart); C is a client node. Under a steady load of concurrent chat
+//! requests (to C, which routes, and to A directly) the test kills A's backend, restarts it,
+//! kills node B, and restarts it, and checks:
+//! - zero failed non-streamed requests while a replica exists (the router retries before any
+//!   byte reached the client); a stream already under way when its replica dies cannot be
+//!   retried and must end with an error event — counted and printed, not failed;
+//! - no request hangs: every one ends, well within its timeout;
+//! - B leaves the peer tables within 5 s of its crash, and rejoins (listed serving, then routed
+//!   to after the next round) once restarted.
+//!
+//! What the node does NOT do today is in the ignored test at the end: with no periodic health
+//! check, a node whose backend died keeps reporting `serving`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{bin, get_json, post_json, NodeProc};
+use serde_json::{json, Value};
+
+const MODEL: &str = "bench-fixture";
+/// A client gives up on a request after this long; none may come close.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The deterministic OpenAI-compatible backend as a process of its own, so it can be killed.
+struct Fixture {
+    child: Child,
+    port: u16,
+}
+
+impl Fixture {
+    fn start(port: u16) -> Fixture {
+        let mut child = Command::new(bin())
+            .args(["bench", "fixture", "--chunk-delay-ms", "2", "--port"])
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the fixture");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("infermesh fixture on ")
+            .unwrap_or_else(|| panic!("fixture said {line:?}"));
+        let port = url
+            .trim_end_matches("/v1")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Fixture { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn peers(node: &NodeProc) -> Vec<Value> {
+    node.status()["peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn peer<'a>(ps: &'a [Value], name: &str) -> Option<&'a Value> {
+    ps.iter().find(|p| p["name"] == name)
+}
+
+fn routable(node: &NodeProc, name: &str) -> bool {
+    peer(&peers(node), name)
+        .is_some_and(|p| p["state"] == "serving" && p["participation"] == "active")
+}
+
+fn register(node: &NodeProc, url: &str) {
+    let (code, v) = post_json(
+        &format!("{}/admin/v1/nodes", node.url),
+        &json!({"id": "fixture", "driver": "openai", "url": url,
+                "models": [{"name": MODEL}], "serve": MODEL}),
+    );
+    assert_eq!(code, 201, "{v}");
+}
+
+#[derive(Debug, Clone)]
+struct Outcome {
+    target: &'static str,
+    stream: bool,
+    /// `None`: a whole answer; otherwise what went wrong.
+    error: Option<String>,
+    took: Duration,
+    /// Seconds since the load started, for the log.
+    at: f64,
+}
+
+/// One chat request; a streamed one must end with `[DONE]` and carry no error event.
+fn chat(http: &reqwest::blocking::Client, url: &str, stream: bool) -> Option<String> {
+    let r = http
+        .post(format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": MODEL, "stream": stream, "max_tokens": 16,
+                   "messages": [{"role": "user", "content": "Say something."}]})
+            .to_string(),
+        )
+        .send();
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return Some(format!("transport: {e}")),
+    };
+    let status = r.status();
+    let text = match r.text() {
+        Ok(t) => t,
+        Err(e) => return Some(format!("{status}, body broke: {e}")),
+    };
+    if !status.is_success() {
+        return Some(format!("{status}: {text}"));
+    }
+    let whole = if stream {
+        text.contains("data: [DONE]") && !text.contains("\"error\"") && text.contains("farm.")
+    } else {
+        serde_json::from_str::<Value>(&text).ok().is_some_and(|v| {
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("farm."))
+        })
+    };
+    // The end of the body says how it ended.
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(400)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!whole).then(|| format!("incomplete answer ending: {tail}"))
+}
+
+#[test]
+fn steady_load_survives_backend_and_node_crashes() {
+    let mut f1 = Fixture::start(0);
+    let f2 = Fixture::start(0);
+    // A round 5 s from now, then every 30 s: A and B are admitted in the first one.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let spec = format!("{}:30000:3000", now_ms + 5000);
+    let base = ["--schedule-spec", &spec, "--gossip-port", "0"];
+    let a = NodeProc::start(&[&base[..], &["--standby", "--name", "A"]].concat());
+    let mut b = NodeProc::start(
+        &[
+            &base[..],
+            &["--standby", "--name", "B", "--join", &a.gossip],
+        ]
+        .concat(),
+    );
+    let c =
+        NodeProc::start(&[&base[..], &["--client", "--name", "C", "--join", &a.gossip]].concat());
+    register(&a, &f1.url());
+    register(&b, &f2.url());
+    a.wait_state("serving", Duration::from_secs(10));
+    b.wait_state("serving", Duration::from_secs(10));
+    wait_for("C routes to A and B", Duration::from_secs(40), || {
+        routable(&c, "A") && routable(&c, "B")
+    });
+    wait_for("A routes to B", Duration::from_secs(10), || {
+        routable(&a, "B")
+    });
+
+    // Steady load: two clients on C (routed), one on A (local first, then B).
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let t0 = Instant::now();
+    let load: Vec<_> = [
+        ("C", c.url.clone()),
+        ("C", c.url.clone()),
+        ("A", a.url.clone()),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(k, (target, url))| {
+        let (stop, outcomes) = (stop.clone(), outcomes.clone());
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .no_proxy()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .unwrap();
+            let mut i = k;
+            while !stop.load(Ordering::Relaxed) {
+                let stream = i % 4 == 0;
+                let started = Instant::now();
+                let error = chat(&http, &url, stream);
+                let o = Outcome {
+                    target,
+                    stream,
+                    error,
+                    took: started.elapsed(),
+                    at: t0.elapsed().as_secs_f64(),
+                };
+                if let Some(e) = &o.error {
+                    eprintln!("[load] {:.2}s {target} stream={stream}: {e}", o.at);
+                }
+                outcomes.lock().unwrap().push(o);
+                i += 1;
+            }
+        })
+    })
+    .collect();
+    let ok_count = || {
+        outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o.error.is_none())
+            .count()
+    };
+    let more = |n: usize, what: &str| {
+        let base = ok_count();
+        wait_for(what, Duration::from_secs(20), || ok_count() >= base + n);
+    };
+    more(30, "requests before any fault");
+
+    // 1. A's backend dies. A cannot tell (no health check: see the ignored test), so every
+    //    attempt on A fails and is retried on B.
+    f1.kill();
+    let killed = Instant::now();
+    more(30, "requests with A's backend dead");
+    let a_state = a.status()["node_state"].clone();
+    eprintln!(
+        "A's backend dead for {:?}: A reports node_state {a_state}",
+        killed.elapsed()
+    );
+    let (_, reqs) = get_json(&format!("{}/api/requests?limit=20", c.url));
+    let last = reqs["requests"].as_array().cloned().unwrap_or_default();
+    assert!(
+        last.iter()
+            .all(|r| r["to_name"] == "B" && r["status"] == 200),
+        "with A's backend dead C's requests must all end on B: {last:?}"
+    );
+
+    // The backend comes back on the same port: A answers locally again.
+    let f1 = Fixture::start(f1.port);
+    wait_for("A's backend answers again", Duration::from_secs(10), || {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/chat/completions", a.url))
+            .header("x-infermesh-hop", "1")
+            .header("content-type", "application/json")
+            .body(
+                json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
+            )
+            .send();
+        r.is_ok_and(|r| r.status() == 200)
+    });
+    more(20, "requests with A's backend back");
+
+    // 2. Node B crashes (SIGKILL): its peers drop it within 5 s; requests go to A meanwhile.
+    b.kill();
+    let crashed = Instant::now();
+    let removed_c = wait_for("B removed from C's peers", Duration::from_secs(10), || {
+        peer(&peers(&c), "B").is_none()
+    });
+    let removed_a = crashed.elapsed();
+    wait_for("B removed from A's peers", Duration::from_secs(10), || {
+        peer(&peers(&a), "B").is_none()
+    });
+    more(20, "requests with B dead");
+
+    // 3. B restarts (same data dir: same identity, its registered backend restored).
+    b.restart();
+    let restarted = Instant::now();
+    b.wait_state("serving", Duration::from_secs(15));
+    let rejoined = wait_for("C lists B serving again", Duration::from_secs(15), || {
+        peer(&peers(&c), "B").is_some_and(|p| p["state"] == "serving")
+    });
+    // A node back mid-epoch is routed to once the next round admits it (≤ one 30 s epoch).
+    wait_for("C routes to B again", Duration::from_secs(40), || {
+        routable(&c, "B")
+    });
+    let routed_again = restarted.elapsed();
+    let answered_by_b = || {
+        let (_, reqs) = get_json(&format!("{}/api/requests?limit=50", c.url));
+        reqs["requests"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["to_name"] == "B" && r["status"] == 200 && r["at_ms"].as_u64().unwrap_or(0) > 0
+            })
+        })
+    };
+    wait_for(
+        "C's requests reach B again",
+        Duration::from_secs(15),
+        answered_by_b,
+    );
+    more(20, "requests after B's return");
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    drop(f1);
+
+    let all = outcomes.lock().unwrap().clone();
+    let failed: Vec<&Outcome> = all
+        .iter()
+        .filter(|o| o.error.is_some() && !o.stream)
+        .collect();
+    let cut_streams: Vec<&Outcome> = all
+        .iter()
+        .filter(|o| o.error.is_some() && o.stream)
+        .collect();
+    let slowest = all.iter().map(|o| o.took).max().unwrap_or_default();
+    let on_a = all.iter().filter(|o| o.target == "A").count();
+    eprintln!(
+        "{} requests ({} to A directly, {} streamed) in {:.1} s; failed non-streamed {}, cut \
+         streams {}; slowest {slowest:?}; B dropped by C in {removed_c:?} (by A ≤ {removed_a:?}), \
+         listed serving again {rejoined:?} after its restart, routed to again after {routed_again:?}",
+        all.len(),
+        on_a,
+        all.iter().filter(|o| o.stream).count(),
+        t0.elapsed().as_secs_f64(),
+        failed.len(),
+        cut_streams.len(),
+    );
+    assert!(
+        failed.is_empty(),
+        "client requests failed while a replica existed: {failed:#?}"
+    );
+    for o in &cut_streams {
+        // A stream that broke must say so in-band (an error event), not hang or end silently.
+        let e = o.error.as_deref().unwrap_or_default();
+        assert!(
+            e.contains("\"error\"") || e.contains("body broke") || e.starts_with("transport"),
+            "{o:?}"
+        );
+    }
+    assert!(
+        slowest < REQUEST_TIMEOUT / 2,
+        "a request took {slowest:?} (timeout {REQUEST_TIMEOUT:?})"
+    );
+    assert!(
+        removed_c < Duration::from_secs(5),
+        "B listed by C for {removed_c:?} after its crash"
+    );
+    assert!(
+        removed_a < Duration::from_secs(6),
+        "B listed by A for {removed_a:?}"
+    );
+}
+
+/// Issue 8 asks that a node whose serving backend dies leaves `serving` within 2 s. Nothing
+/// checks a ready backend's health after it loaded (`Node::activate` runs `health` once), so
+/// the node keeps reporting `serving` and gossiping the model until the next validation round
+/// fails it; the router's failover is what keeps clients whole meanwhile (tested above).
+/// Known gap, run with `-- --ignored`.
+#[test]
+#[ignore = "known gap: no periodic backend health check"]
+fn a_node_whose_backend_died_leaves_serving_within_2s() {
+    let mut f = Fixture::start(0);
+    let a = NodeProc::start(&["--standby", "--name", "A", "--gossip-port", "0"]);
+    register(&a, &f.url());
+    a.wait_state("serving", Duration::from_secs(10));
+    f.kill();
+    let start = Instant::now();
+    wait_for("A leaves serving", Duration::from_secs(2), || {
+        a.status()["node_state"] != "serving"
+    });
+    eprintln!("A left serving after {:?}", start.elapsed());
+}
