@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod drivers;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod node;

@@ -30,7 +30,19 @@ pub enum Phase {
     Idle,
     Loading,
     Ready,
+    /// Was ready; its health check fails now (see `health`). Out of service, probed until it
+    /// answers again.
+    Unhealthy(String),
     Failed(String),
+}
+
+/// A backend the health watch probes, as it was when the probe started.
+pub struct ProbeCandidate {
+    pub id: String,
+    pub rev: u64,
+    pub phase: Phase,
+    pub model: Option<String>,
+    pub backend: Arc<dyn Backend>,
 }
 
 pub struct BackendSlot {
@@ -155,6 +167,11 @@ impl Node {
         }
         match &slot.phase {
             Phase::Ready => return Err(TestRefusal::Serving("is serving".into())),
+            Phase::Unhealthy(_) => {
+                return Err(TestRefusal::Serving(
+                    "is assigned to serve (out of service while its health check fails)".into(),
+                ))
+            }
             Phase::Loading => return Err(TestRefusal::Serving("is loading its model".into())),
             Phase::Idle | Phase::Failed(_) => {}
         }
@@ -184,6 +201,34 @@ impl Node {
     fn set_phase(&self, id: &str, phase: Phase) {
         if let Some(slot) = self.slots.write().expect("slots lock").get_mut(id) {
             slot.phase = phase;
+        }
+    }
+
+    /// Ready and unhealthy backends: what the health watch probes.
+    pub fn probe_candidates(&self) -> Vec<ProbeCandidate> {
+        let slots = self.slots.read().expect("slots lock");
+        slots
+            .iter()
+            .filter(|(_, s)| matches!(s.phase, Phase::Ready | Phase::Unhealthy(_)))
+            .map(|(id, s)| ProbeCandidate {
+                id: id.clone(),
+                rev: s.config_rev,
+                phase: s.phase.clone(),
+                model: s.assigned.clone(),
+                backend: s.backend.clone(),
+            })
+            .collect()
+    }
+
+    /// Moves a backend to `next` only if it is still at config `rev` in phase `expected`.
+    pub fn swap_phase(&self, id: &str, rev: u64, expected: &Phase, next: Phase) -> bool {
+        let mut slots = self.slots.write().expect("slots lock");
+        match slots.get_mut(id) {
+            Some(slot) if slot.config_rev == rev && slot.phase == *expected => {
+                slot.phase = next;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -267,6 +312,11 @@ impl Node {
                 Phase::Ready => return LocalModel::Ready(slot.backend.clone()),
                 Phase::Failed(e) => {
                     not_ready = Some(format!("model `{model}` failed to load: {e}"))
+                }
+                Phase::Unhealthy(e) => {
+                    not_ready = Some(format!(
+                        "model `{model}` is out of service: its backend fails its health check: {e}"
+                    ))
                 }
                 Phase::Idle | Phase::Loading => {
                     not_ready = Some(format!("model `{model}` is loading; retry shortly"))

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use infermesh_mesh::ValidationResult;
-use infermesh_state::{node_message, NodeState, Participation, Timing};
+use infermesh_state::{node_message, unhealthy_message, NodeState, Participation, Timing};
 use serde::Serialize;
 
 use crate::app::{App, PeerStatus};
-use crate::node::BackendView;
+use crate::node::{BackendView, Phase};
 
 #[derive(Debug, Serialize)]
 pub struct StatusResponse {
@@ -45,6 +45,14 @@ pub fn status(app: &App) -> StatusResponse {
     let timing = app.timing();
     let validated = !rounds.admitted.is_empty() || node.any_test_passed();
     let backends = node.backend_views();
+    let unhealthy = backends.iter().find_map(|b| match &b.phase {
+        Phase::Unhealthy(cause) => Some(unhealthy_message(&b.id, cause)),
+        _ => None,
+    });
+    let message = match unhealthy {
+        Some(m) if state != NodeState::Serving => m,
+        _ => node_message(state, rounds.participation, &timing, validated),
+    };
     StatusResponse {
         node_id: node.info.node_id.clone(),
         public_key: node.info.public_key.clone(),
@@ -55,7 +63,7 @@ pub fn status(app: &App) -> StatusResponse {
         node_status: state.title(),
         participation: rounds.participation,
         timing,
-        message: node_message(state, rounds.participation, &timing, validated),
+        message,
         epoch: rounds.epoch,
         validation: app
             .own_validation

@@ -61,6 +61,9 @@ impl Child {
             .arg(self.dir.path())
             .arg("--model-dir")
             .arg(model_dir)
+            // Several nodes share this machine's cores: one engine thread each, or llama.cpp's
+            // spinning threads oversubscribe the cores and a round's inference takes seconds.
+            .args(["--threads", "1"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

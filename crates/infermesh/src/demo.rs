@@ -137,6 +137,8 @@ impl Demo {
         // Peers are routed to only once a validation round admitted them: the fast schedule
         // (a round every 20 s) gets the demo routing within seconds rather than hours.
         a.extend(["--schedule", "fast"].map(OsString::from));
+        // Nine nodes on one machine's cores: one engine thread each (see `up --threads`).
+        a.extend(["--threads", "1"].map(OsString::from));
         if let Some(j) = join {
             a.extend(["--join", j].map(OsString::from));
         }

@@ -69,6 +69,11 @@ pub struct UpArgs {
     /// Requests generated in parallel by the embedded engine (more wait in a queue).
     #[arg(long, default_value_t = 1)]
     pub slots: usize,
+    /// CPU threads per slot [default: this machine's cores divided by --slots]. llama.cpp's
+    /// threads spin while they wait for each other: more threads than cores in all (several
+    /// nodes or slots on one machine) makes every generation many times slower.
+    #[arg(long, env = "INFERMESH_THREADS", value_name = "N")]
+    pub threads: Option<u16>,
     /// A mesh member's gossip address to join through (repeatable; any live member will do).
     #[arg(long, value_name = "HOST:PORT")]
     pub join: Vec<String>,
@@ -153,6 +158,19 @@ impl ScheduleChoice {
     }
 }
 
+fn engine_config(args: &UpArgs) -> EngineConfig {
+    let slots = args.slots.max(1);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = args
+        .threads
+        .map_or_else(|| (cores / slots).max(1), usize::from);
+    EngineConfig {
+        n_ctx: args.ctx,
+        slots,
+        n_threads: threads.max(1) as i32,
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -227,11 +245,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 models::auto_assign(dir, &mesh, !args.join.is_empty(), args.standby).await
             }
         };
-        let cfg = EngineConfig {
-            n_ctx: args.ctx,
-            slots: args.slots.max(1),
-            ..EngineConfig::default()
-        };
+        let cfg = engine_config(&args);
         let models = BTreeMap::from([(model_name.clone(), source)]);
         let assigned = (!args.standby).then(|| model_name.clone());
         node.add_backend(
@@ -245,11 +259,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let build = BuildContext {
         model_dir: args.model_dir.clone().unwrap_or_else(default_model_dir),
-        engine: EngineConfig {
-            n_ctx: args.ctx,
-            slots: args.slots.max(1),
-            ..EngineConfig::default()
-        },
+        engine: engine_config(&args),
         llama_server_startup: std::time::Duration::from_secs(120),
     };
     let (spec, tunables) = match &args.schedule_spec {
@@ -277,6 +287,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     tokio::spawn(publish_loop(app.clone()));
     let rounds = tokio::spawn(infermesh_api::rounds::run(app.clone()));
     tokio::spawn(log_membership(app.clone()));
+    tokio::spawn(infermesh_api::health::watch(
+        node.clone(),
+        infermesh_api::health::HealthPolicy::default(),
+    ));
 
     let router = infermesh_api::router(app.clone());
     // Not `axum::serve`: it sets no header read timeout and no TCP_NODELAY (see `serve`).

@@ -16,7 +16,7 @@ pub mod timing;
 pub use assign::{choose_model, Assignment};
 pub use backend_state::{derive_backend_state, is_validated, BackendFacts, BackendState};
 pub use constants::Tunables;
-pub use message::{node_message, onboarding_message, onboarding_message_for};
+pub use message::{node_message, onboarding_message, onboarding_message_for, unhealthy_message};
 pub use node::{classify_legacy, derive_node_state, NodeFacts, NodeState};
 pub use participation::Participation;
 pub use routing::{route_order, route_order_spread, Candidate};

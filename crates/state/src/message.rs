@@ -115,6 +115,15 @@ pub fn onboarding_message_for(
     }
 }
 
+/// The node's sentence while its only serving backend fails its health check: the node shows
+/// `loading` (a model is assigned, none answers), but nothing is loading — something broke.
+pub fn unhealthy_message(backend: &str, cause: &str) -> String {
+    format!(
+        "Backend {backend} stopped answering its health check ({cause}) — out of service, \
+         requests go to peers; restart or fix it"
+    )
+}
+
 /// What the operator should do now about the node as a whole. `validated` means at least one of
 /// its backends is validated (per [`crate::backend_state::is_validated`]).
 pub fn node_message(
@@ -160,6 +169,14 @@ pub fn node_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unhealthy_message_names_backend_cause_and_action() {
+        let m = unhealthy_message("gpu0", "connection refused");
+        assert!(m.starts_with("Backend gpu0 stopped answering"), "{m}");
+        assert!(m.contains("(connection refused)"), "{m}");
+        assert!(m.ends_with("restart or fix it"), "{m}");
+    }
     use crate::schedule::ScheduleSpec;
     use crate::timing::timing;
 

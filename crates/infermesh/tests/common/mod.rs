@@ -128,6 +128,8 @@ fn spawn(data_dir: &std::path::Path, args: &[String]) -> Spawned {
         .env("INFERMESH_MODEL_DIR", model_dir())
         // Unsigned admin calls, as in local experiments; signing has its own tests (auth.rs).
         .env("INFERMESH_ADMIN_OPEN", "1")
+        // Tests run several nodes at once on few cores: see `up --threads`.
+        .env("INFERMESH_THREADS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
