@@ -258,7 +258,6 @@ fn steady_load_survives_backend_and_node_crashes() {
     // 1. A's backend dies. A's health watch takes it out of service (A stops gossiping the
     //    model); meanwhile every attempt on A fails before any byte and is retried on B.
     f1.kill();
-    let killed = Instant::now();
     let left_serving = wait_for("A leaves serving", Duration::from_secs(5), || {
         a.status()["node_state"] != "serving"
     });
