@@ -16,8 +16,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::api::{AdminNode, ErrorBody, LogLine, LogsBody, RequestsBody, Status, TestResult};
 use crate::model::Via;
 use crate::signer::Signer;
-use crate::sse::SseParser;
 use crate::update::{Cmd, Msg, Target};
+use infermesh_state::sse::SseParser;
 
 /// The node sends a `status` at least every 5 s; silence past this means the connection is dead
 /// even if TCP has not noticed (a node that froze, a NAT that dropped the flow).
@@ -116,7 +116,8 @@ impl Client {
                 Ok(Some(Ok(c))) => c,
             };
             for ev in parser.push(&chunk) {
-                match ev.event.as_str() {
+                // An event with no name is a plain `message`, which the node never sends.
+                match ev.event.as_deref().unwrap_or("message") {
                     "status" => {
                         if let Ok(s) = serde_json::from_str::<Status>(&ev.data) {
                             if !primed {

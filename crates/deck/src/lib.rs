@@ -12,7 +12,6 @@ pub mod fmt;
 pub mod model;
 pub mod render;
 pub mod signer;
-pub mod sse;
 mod term;
 pub mod update;
 

@@ -11,6 +11,7 @@ pub mod node;
 pub mod participation;
 pub mod routing;
 pub mod schedule;
+pub mod sse;
 pub mod timing;
 
 pub use assign::{choose_model, Assignment};

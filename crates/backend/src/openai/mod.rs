@@ -6,7 +6,6 @@
 //! tokens as they come whether or not its own client asked for a stream.
 
 pub mod decode;
-pub mod sse;
 pub mod wire;
 
 use std::error::Error as _;
@@ -22,7 +21,7 @@ use crate::api::{Backend, BackendError, BackendInfo, InferStream};
 use crate::config::ModelSpec;
 use crate::types::{InferEvent, InferRequest};
 use decode::StreamDecoder;
-use sse::SseParser;
+use infermesh_state::sse::SseParser;
 use wire::{request_body, status_error};
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);

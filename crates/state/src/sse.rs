@@ -1,4 +1,5 @@
-//! Incremental Server-Sent Events parsing.
+//! Incremental Server-Sent Events parsing, shared by the `openai` driver (streamed answers) and
+//! the deck (`/api/events`). Pure bytes in, events out: no I/O.
 //!
 //! HTTP hands the body over in chunks cut at arbitrary byte offsets: in the middle of a line, of a
 //! `\r\n` pair, or of a multi-byte UTF-8 character. [`SseParser`] keeps the unfinished line as
