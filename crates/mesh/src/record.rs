@@ -192,9 +192,12 @@ fn lenient_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScheduleSp
     lenient_optional(d, "schedule")
 }
 
-/// `null` (how serde_json writes NaN) reads as 0.
+/// `null` (how serde_json writes NaN) and numbers beyond f32's range (which would cast to
+/// infinity and pose as unbounded capacity) read as 0, as `encode` writes non-finite values.
 fn lenient_f32<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
-    Ok(Option::<f32>::deserialize(d)?.unwrap_or(0.0))
+    let wide = Option::<f64>::deserialize(d)?.unwrap_or(0.0);
+    let narrow = wide as f32;
+    Ok(if narrow.is_finite() { narrow } else { 0.0 })
 }
 
 #[cfg(test)]
