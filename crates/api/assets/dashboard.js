@@ -20,6 +20,8 @@
     sseOpen: false,
     sseStatusAt: 0,
     logsAvailable: true,
+    // Admin reads are open to the node's own machine only; from elsewhere they answer 401.
+    adminLocked: false,
     failures: 0,
   };
 
@@ -354,10 +356,18 @@
         }));
       }
     }
-    jobs.push(getJson("/admin/v1/nodes").then(function (list) {
-      model.nodes = list;
-      renderOnboarding(list, Date.now());
-    }));
+    if (!model.adminLocked) {
+      jobs.push(getJson("/admin/v1/nodes").then(function (list) {
+        model.nodes = list;
+        renderOnboarding(list, Date.now());
+      }, function (e) {
+        if (e.status !== 401) throw e;
+        model.adminLocked = true;
+        $("onboarding").innerHTML = '<p class="muted">Backend details are shown to this node\'s own machine only. ' +
+          "Open this dashboard there (on 127.0.0.1), or run <code>infermesh status --url " + esc(location.origin) +
+          "</code> or <code>infermesh deck</code> with your operator key.</p>";
+      }));
+    }
     Promise.all(jobs).then(function () {
       model.failures = 0;
     }, function () {

@@ -22,10 +22,11 @@
 //! a 401 naming the reason, and the handler never runs, so nothing changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -111,7 +112,7 @@ pub enum AuthError {
     Expired { skew_ms: i64 },
     /// This exact signed request was already accepted once.
     Replayed,
-    /// Mutations are refused because the registry is empty (and the node is not admin-open).
+    /// Signed requests are refused because the registry is empty (and the node is not admin-open).
     NoOperators,
     /// The replay cache is full of live entries: too many signed requests in two minutes.
     Busy,
@@ -122,7 +123,7 @@ impl std::fmt::Display for AuthError {
         match self {
             Self::Missing => write!(
                 f,
-                "admin changes must be signed: missing `Authorization: {SCHEME} <key-id>:<ts_ms>:<signature>` header (the infermesh CLI and deck sign with the key from `infermesh keygen`)"
+                "this admin request must be signed (every change, and reads from another machine): missing `Authorization: {SCHEME} <key-id>:<ts_ms>:<signature>` header (the infermesh CLI and deck sign with the key from `infermesh keygen`)"
             ),
             Self::Malformed(why) => write!(
                 f,
@@ -370,11 +371,44 @@ impl AdminAuth {
     }
 }
 
-/// Whether a request is an admin mutation (needs a signature): any method but GET, HEAD and
-/// OPTIONS under `/admin/`. Deny by default, so admin routes added later are covered too.
+/// Whether a request is an admin mutation: any method but GET, HEAD and OPTIONS under
+/// `/admin/`. Deny by default, so admin routes added later are covered too.
 pub fn is_admin_mutation(method: &Method, path: &str) -> bool {
-    let read = method == Method::GET || method == Method::HEAD || method == Method::OPTIONS;
-    !read && (path == "/admin" || path.starts_with("/admin/"))
+    is_admin(path) && !is_read(method)
+}
+
+fn is_admin(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/")
+}
+
+fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD || method == Method::OPTIONS
+}
+
+/// What the admin gate asks of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Served as is.
+    Pass,
+    /// Served only with a valid operator signature.
+    Sign,
+}
+
+/// The gate's rule. Outside `/admin/` everything is public (status, dashboard, `/v1`). Admin
+/// changes always need a signature. Admin reads are open to this machine (loopback) only: they
+/// carry the operator's config (backend URLs, binary paths, per-model args), so from another
+/// machine they are signed like changes. `client` is `None` when the connection's address is
+/// unknown, which counts as another machine (deny by default). `--admin-open` passes everything.
+pub fn gate(method: &Method, path: &str, client: Option<IpAddr>, open: bool) -> Gate {
+    if open || !is_admin(path) {
+        return Gate::Pass;
+    }
+    let local = client.is_some_and(|ip| ip.to_canonical().is_loopback());
+    if is_read(method) && local {
+        Gate::Pass
+    } else {
+        Gate::Sign
+    }
 }
 
 fn refuse(err: &AuthError, method: &Method, path: &str) -> Response {
@@ -382,15 +416,21 @@ fn refuse(err: &AuthError, method: &Method, path: &str) -> Response {
         AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNAUTHORIZED,
     };
-    tracing::warn!(%method, path, reason = %err, "admin request refused");
+    if is_read(method) {
+        // A dashboard opened from another machine asks for this on every poll; nothing changed.
+        tracing::debug!(%method, path, reason = %err, "remote admin read refused");
+    } else {
+        tracing::warn!(%method, path, reason = %err, "admin request refused");
+    }
     let mut resp = plain_error(status, err);
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(SCHEME));
     resp
 }
 
-/// Axum middleware (`from_fn_with_state`): passes reads and non-admin routes through, checks the
-/// signature of every admin mutation, and hands the handler the exact body that was verified.
+/// Axum middleware (`from_fn_with_state`): applies [`gate`] (the client address comes from the
+/// `ConnectInfo` that [`crate::serve`] attaches), checks signatures where it says so, and hands
+/// the handler the exact body that was verified.
 pub async fn require_operator(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     check(&app.admin, req, next).await
 }
@@ -399,7 +439,11 @@ pub async fn require_operator(State(app): State<Arc<App>>, req: Request, next: N
 pub async fn check(auth: &AdminAuth, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if auth.open || !is_admin_mutation(&method, &path) {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if gate(&method, &path, client, auth.open) == Gate::Pass {
         return next.run(req).await;
     }
     let target = req
@@ -430,7 +474,11 @@ pub async fn check(auth: &AdminAuth, req: Request, next: Next) -> Response {
         &auth.replay,
     ) {
         Ok(op) => {
-            tracing::info!(operator = %op.name, key_id = %op.key_id, %method, path = %target, "admin change signed by operator");
+            if is_read(&method) {
+                tracing::debug!(operator = %op.name, %method, path = %target, "remote admin read signed by operator");
+            } else {
+                tracing::info!(operator = %op.name, key_id = %op.key_id, %method, path = %target, "admin change signed by operator");
+            }
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }

@@ -296,17 +296,86 @@ fn only_admin_mutations_are_gated() {
     assert!(!is_admin_mutation(&Method::POST, "/administrator"));
 }
 
+#[test]
+fn admin_reads_are_open_to_this_machine_only() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let loopback4 = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let loopback6 = Some(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let mapped = Some(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()));
+    let remote = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+    let remote_mapped = Some(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped()));
+    let all = [loopback4, loopback6, mapped, remote, remote_mapped, None];
+    for client in all {
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            // Outside /admin/ nothing is gated; --admin-open passes everything.
+            for path in ["/api/status", "/v1/chat/completions", "/administrator", "/"] {
+                assert_eq!(
+                    gate(&method, path, client, false),
+                    Gate::Pass,
+                    "{method} {path} {client:?}"
+                );
+            }
+            assert_eq!(gate(&method, "/admin/v1/nodes", client, true), Gate::Pass);
+            let local = matches!(client, Some(ip) if ip.to_canonical().is_loopback());
+            let want = if is_read(&method) && local {
+                Gate::Pass
+            } else {
+                Gate::Sign
+            };
+            for path in ["/admin/v1/nodes", "/admin/v1/nodes/x/test", "/admin"] {
+                assert_eq!(
+                    gate(&method, path, client, false),
+                    want,
+                    "{method} {path} {client:?}"
+                );
+            }
+        }
+    }
+    // Spelled out: the cases the rule exists for.
+    assert_eq!(
+        gate(&Method::GET, "/admin/v1/nodes", loopback4, false),
+        Gate::Pass
+    );
+    assert_eq!(
+        gate(&Method::GET, "/admin/v1/nodes", mapped, false),
+        Gate::Pass
+    );
+    assert_eq!(
+        gate(&Method::GET, "/admin/v1/nodes", remote, false),
+        Gate::Sign
+    );
+    assert_eq!(
+        gate(&Method::GET, "/admin/v1/nodes", remote_mapped, false),
+        Gate::Sign
+    );
+    assert_eq!(
+        gate(&Method::GET, "/admin/v1/nodes", None, false),
+        Gate::Sign
+    );
+    assert_eq!(
+        gate(&Method::POST, "/admin/v1/nodes", loopback4, false),
+        Gate::Sign
+    );
+}
+
 mod middleware {
     use super::*;
     use axum::routing::{get, post};
     use axum::Router;
     use tokio::net::TcpListener;
 
-    async fn serve(auth: AdminAuth) -> String {
+    fn router(auth: AdminAuth) -> Router {
         let auth = Arc::new(auth);
         let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let h2 = hits.clone();
-        let router = Router::new()
+        Router::new()
             .route(
                 "/admin/v1/nodes",
                 get(|| async { "list" }).post(move |body: Bytes| {
@@ -323,11 +392,95 @@ mod middleware {
                 |State(a): State<Arc<AdminAuth>>, req: Request, next: Next| async move {
                     check(&a, req, next).await
                 },
-            ));
+            ))
+    }
+
+    /// On loopback through the node's own `serve`, which tells the gate the client's address.
+    async fn serve(auth: AdminAuth) -> String {
+        let router = router(auth);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
+        tokio::spawn(crate::serve(l, router, std::future::pending()));
         url
+    }
+
+    /// One request through the router as if it came from `client` (`None`: address unknown).
+    async fn from(
+        router: &Router,
+        client: Option<&str>,
+        method: &str,
+        path: &str,
+        auth: Option<String>,
+    ) -> (u16, String) {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        if let Some(c) = client {
+            let addr: SocketAddr = c.parse().unwrap();
+            req.extensions_mut().insert(ConnectInfo(addr));
+        }
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn remote_admin_reads_need_a_signature() {
+        let k = key(12);
+        let router = router(AdminAuth::new(registry(&[&k]), false));
+        let read = |client| from(&router, client, "GET", "/admin/v1/nodes", None);
+        assert_eq!(read(Some("127.0.0.1:4000")).await, (200, "list".into()));
+        assert_eq!(read(Some("[::1]:4000")).await, (200, "list".into()));
+        assert_eq!(
+            read(Some("[::ffff:127.0.0.1]:4000")).await,
+            (200, "list".into())
+        );
+        for client in [Some("192.0.2.7:4000"), Some("[2001:db8::1]:4000"), None] {
+            let (status, body) = read(client).await;
+            assert_eq!(status, 401, "{client:?}");
+            assert!(body.contains("reads from another machine"), "{body}");
+        }
+        let signed = authorization_header(&k, "GET", "/admin/v1/nodes", b"");
+        let remote = Some("192.0.2.7:4000");
+        assert_eq!(
+            from(
+                &router,
+                remote,
+                "GET",
+                "/admin/v1/nodes",
+                Some(signed.clone())
+            )
+            .await,
+            (200, "list".into())
+        );
+        // Reads are signed like changes: the same signature is not accepted twice.
+        assert_eq!(
+            from(&router, remote, "GET", "/admin/v1/nodes", Some(signed))
+                .await
+                .0,
+            401
+        );
+        // Public routes stay public from anywhere.
+        assert_eq!(
+            from(&router, remote, "POST", "/v1/x", None).await,
+            (200, "open".into())
+        );
+        // --admin-open passes remote reads too.
+        let open = router_open();
+        assert_eq!(
+            from(&open, remote, "GET", "/admin/v1/nodes", None).await.0,
+            200
+        );
+    }
+
+    fn router_open() -> Router {
+        router(AdminAuth::new(OperatorRegistry::default(), true))
     }
 
     #[tokio::test]
@@ -336,7 +489,7 @@ mod middleware {
         let url = serve(AdminAuth::new(registry(&[&k]), false)).await;
         let c = reqwest::Client::new();
         let u = format!("{url}/admin/v1/nodes");
-        // Reads and non-admin routes pass unsigned.
+        // Reads from this machine and non-admin routes pass unsigned.
         assert_eq!(
             c.get(&u).send().await.unwrap().text().await.unwrap(),
             "list"

@@ -221,12 +221,19 @@ impl Client {
             }
             Cmd::FetchAdmin(t) => {
                 tokio::spawn(async move {
-                    let result = me
-                        .get_json::<Vec<AdminNode>>(
-                            &format!("{}/admin/v1/nodes", t.base),
-                            FETCH_TIMEOUT,
-                        )
-                        .await;
+                    // Signed: a node on another machine opens admin reads to operators only.
+                    let rb = admin_request(
+                        &me.http,
+                        me.signer.as_ref(),
+                        Method::GET,
+                        &t.base,
+                        "/admin/v1/nodes",
+                        Vec::new(),
+                    );
+                    let result = match rb.timeout(FETCH_TIMEOUT).send().await {
+                        Ok(resp) => json_body::<Vec<AdminNode>>(resp).await,
+                        Err(e) => Err(describe(&e)),
+                    };
                     me.send(Msg::Admin {
                         node_id: t.node_id,
                         result,
@@ -236,7 +243,7 @@ impl Client {
             Cmd::PostTest { target, backend_id } => {
                 tokio::spawn(async move {
                     let path = format!("/admin/v1/nodes/{backend_id}/test");
-                    let rb = mutation(
+                    let rb = admin_request(
                         &me.http,
                         me.signer.as_ref(),
                         Method::POST,
@@ -309,9 +316,10 @@ impl Session {
     }
 }
 
-/// Builds every mutating request. It is the single place a [`Signer`] is consulted, so operator
-/// signing covers all mutations by construction.
-pub fn mutation(
+/// Builds every admin request (changes, and the admin read a node on another machine only
+/// answers signed). It is the single place a [`Signer`] is consulted, so operator signing
+/// covers all of them by construction.
+pub fn admin_request(
     http: &reqwest::Client,
     signer: &dyn Signer,
     method: Method,
@@ -398,9 +406,9 @@ mod tests {
     }
 
     #[test]
-    fn mutations_carry_the_signers_header() {
+    fn admin_requests_carry_the_signers_header() {
         let http = reqwest::Client::new();
-        let req = mutation(
+        let req = admin_request(
             &http,
             &Fixed,
             Method::POST,
@@ -415,7 +423,7 @@ mod tests {
             req.headers().get(AUTHORIZATION).unwrap(),
             "Infermesh k:POST:/admin/v1/nodes/e/test:0"
         );
-        let unsigned = mutation(
+        let unsigned = admin_request(
             &http,
             &crate::signer::NoopSigner,
             Method::POST,

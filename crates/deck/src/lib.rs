@@ -17,7 +17,7 @@ pub mod update;
 
 use std::time::Duration;
 
-pub use client::{backoff, mutation};
+pub use client::{admin_request, backoff};
 pub use model::{Model, Tab};
 pub use render::render;
 pub use signer::{NoopSigner, Signer};

@@ -80,11 +80,11 @@ fn base_url(url: &str) -> Result<String, String> {
     Ok(full.trim_end_matches('/').to_string())
 }
 
-/// Signs an admin mutation (`POST`/`PUT`/`DELETE /admin/v1/*`) with the operator key: the
-/// exact method, request path and body bytes sent go into the `Authorization: Infermesh …`
-/// header (`infermesh_api::auth`). Without a key the request goes unsigned and a node that is
-/// not `--admin-open` answers 401, shown with a hint.
-pub fn prepare_mutation(
+/// Signs an admin request (every change; reads too, which a node on another machine answers only
+/// signed) with the operator key: the exact method, request path and body bytes sent go into
+/// the `Authorization: Infermesh …` header (`infermesh_api::auth`). Without a key the request
+/// goes unsigned and a node that needs a signature answers 401, shown with a hint.
+pub fn sign_admin(
     builder: RequestBuilder,
     key: Option<&SigningKey>,
     method: &Method,
@@ -145,11 +145,14 @@ impl NodeClient {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Reply> {
-        let req = self.http.get(self.url(path)).timeout(READ_TIMEOUT);
+        let mut req = self.http.get(self.url(path)).timeout(READ_TIMEOUT);
+        if path.starts_with("/admin/") {
+            req = sign_admin(req, self.key.as_ref(), &Method::GET, path, b"");
+        }
         self.send(req).await
     }
 
-    /// A mutating request: signed (once signing exists) through [`prepare_mutation`].
+    /// A mutating request, signed through [`sign_admin`].
     async fn mutate(
         &self,
         method: Method,
@@ -167,7 +170,7 @@ impl NodeClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes.clone());
         }
-        let req = prepare_mutation(req, self.key.as_ref(), &method, path, &bytes);
+        let req = sign_admin(req, self.key.as_ref(), &method, path, &bytes);
         self.send(req).await
     }
 

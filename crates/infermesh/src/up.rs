@@ -47,8 +47,9 @@ pub struct UpArgs {
     #[arg(long, value_name = "DIR", env = "INFERMESH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Accept admin changes WITHOUT operator signatures (local experiments only: anyone who can
-    /// reach the port can change the node). Otherwise they must be signed by a key listed in
-    /// config.toml [[operator]] (`infermesh keygen`). `--admin-open=false` overrides the env.
+    /// reach the port can change the node). Otherwise they, and admin reads from other machines,
+    /// must be signed by a key listed in config.toml [[operator]] (`infermesh keygen`).
+    /// `--admin-open=false` overrides the env.
     #[arg(
         long,
         env = "INFERMESH_ADMIN_OPEN",
