@@ -49,4 +49,11 @@ pub trait Backend: Send + Sync {
     async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError>;
     /// Unloads and releases resources. Idempotent.
     async fn stop(&self) -> Result<(), BackendError>;
+    /// Called by the node's health watch while the loaded model fails its health checks:
+    /// restores what this driver owns and has lost (a managed process that exited). `Ok(true)`
+    /// when something was restarted, `Ok(false)` when there is nothing this driver can restart
+    /// (the default: an external server or an in-process engine is not ours to restart).
+    async fn recover(&self) -> Result<bool, BackendError> {
+        Ok(false)
+    }
 }

@@ -50,6 +50,9 @@ pub struct LlamaServerBackend {
     proc: tokio::sync::Mutex<Option<Proc>>,
     /// What requests go to; read without waiting for a load in progress.
     serving: Mutex<Option<Arc<Serving>>>,
+    /// The model asked for by the last `load` (until `stop`), which `recover` brings back if
+    /// the child dies; unlike `serving` it survives a failed restart, so the next can retry.
+    wanted: Mutex<Option<String>>,
 }
 
 impl LlamaServerBackend {
@@ -58,7 +61,17 @@ impl LlamaServerBackend {
             cfg,
             proc: tokio::sync::Mutex::new(None),
             serving: Mutex::new(None),
+            wanted: Mutex::new(None),
         }
+    }
+
+    /// The running child's process id, while there is one.
+    pub fn child_pid(&self) -> Option<u32> {
+        self.proc.try_lock().ok()?.as_ref()?.child.id()
+    }
+
+    fn set_wanted(&self, model: Option<&str>) {
+        *self.wanted.lock().expect("wanted lock") = model.map(str::to_string);
     }
 
     /// The running child's OpenAI base URL (`http://127.0.0.1:PORT/v1`), while a model is loaded.
@@ -154,6 +167,8 @@ impl Backend for LlamaServerBackend {
         let spec = self.spec(model)?.clone();
         let mut proc = self.proc.lock().await;
         *self.serving.lock().expect("serving lock") = None;
+        // A failed load is the loader's to report and retry, not `recover`'s.
+        self.set_wanted(None);
         if let Some(old) = proc.take() {
             old.terminate().await?;
         }
@@ -167,6 +182,7 @@ impl Backend for LlamaServerBackend {
         );
         *proc = Some(child);
         *self.serving.lock().expect("serving lock") = Some(Arc::new(serving));
+        self.set_wanted(Some(model));
         Ok(())
     }
 
@@ -202,10 +218,42 @@ impl Backend for LlamaServerBackend {
     async fn stop(&self) -> Result<(), BackendError> {
         let mut proc = self.proc.lock().await;
         *self.serving.lock().expect("serving lock") = None;
+        self.set_wanted(None);
         match proc.take() {
             Some(p) => p.terminate().await,
             None => Ok(()),
         }
+    }
+
+    /// Restarts the child when it has exited (crashed, OOM-killed) while a model is wanted. A
+    /// child that is alive but not answering is left to the health watch: it may be busy.
+    async fn recover(&self) -> Result<bool, BackendError> {
+        let mut proc = self.proc.lock().await;
+        let Some(model) = self.wanted.lock().expect("wanted lock").clone() else {
+            return Ok(false);
+        };
+        let status = match proc.as_mut() {
+            Some(p) => match p.exited() {
+                Some(status) => status.to_string(),
+                None => return Ok(false),
+            },
+            None => "no process (the last restart failed)".to_string(),
+        };
+        *self.serving.lock().expect("serving lock") = None;
+        proc.take();
+        let spec = self.spec(&model)?.clone();
+        tracing::info!(target: "llama_server", "[{}] restarting llama-server for `{model}` (it exited: {status})", self.cfg.id);
+        let started = std::time::Instant::now();
+        let (child, serving) = self.start(&spec).await?;
+        tracing::info!(
+            target: "llama_server",
+            "[{}] model `{model}` ready again in {:.1}s",
+            self.cfg.id,
+            started.elapsed().as_secs_f32()
+        );
+        *proc = Some(child);
+        *self.serving.lock().expect("serving lock") = Some(Arc::new(serving));
+        Ok(true)
     }
 }
 

@@ -163,7 +163,7 @@ fn spawn(data_dir: &std::path::Path, args: &[String]) -> Spawned {
     (child, url, gossip, stderr)
 }
 
-fn send_signal(pid: u32, sig: &str) {
+pub fn send_signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
