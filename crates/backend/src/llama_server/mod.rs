@@ -118,6 +118,22 @@ impl LlamaServerBackend {
         Ok(argv)
     }
 
+    /// Starts a child for `spec` into the (locked, empty) process slot and serves from it.
+    async fn run(&self, slot: &mut Option<Proc>, spec: &ModelSpec) -> Result<(), BackendError> {
+        let started = std::time::Instant::now();
+        let (child, serving) = self.start(spec).await?;
+        tracing::info!(
+            target: "llama_server",
+            "[{}] model `{}` ready in {:.1}s",
+            self.cfg.id,
+            spec.name,
+            started.elapsed().as_secs_f32()
+        );
+        *slot = Some(child);
+        *self.serving.lock().expect("serving lock") = Some(Arc::new(serving));
+        Ok(())
+    }
+
     async fn start(&self, spec: &ModelSpec) -> Result<(Proc, Serving), BackendError> {
         let port = process::free_port()?;
         let argv = self.command_args(spec, port)?;
@@ -172,16 +188,7 @@ impl Backend for LlamaServerBackend {
         if let Some(old) = proc.take() {
             old.terminate().await?;
         }
-        let started = std::time::Instant::now();
-        let (child, serving) = self.start(&spec).await?;
-        tracing::info!(
-            target: "llama_server",
-            "[{}] model `{model}` ready in {:.1}s",
-            self.cfg.id,
-            started.elapsed().as_secs_f32()
-        );
-        *proc = Some(child);
-        *self.serving.lock().expect("serving lock") = Some(Arc::new(serving));
+        self.run(&mut proc, &spec).await?;
         self.set_wanted(Some(model));
         Ok(())
     }
@@ -243,16 +250,7 @@ impl Backend for LlamaServerBackend {
         proc.take();
         let spec = self.spec(&model)?.clone();
         tracing::info!(target: "llama_server", "[{}] restarting llama-server for `{model}` (it exited: {status})", self.cfg.id);
-        let started = std::time::Instant::now();
-        let (child, serving) = self.start(&spec).await?;
-        tracing::info!(
-            target: "llama_server",
-            "[{}] model `{model}` ready again in {:.1}s",
-            self.cfg.id,
-            started.elapsed().as_secs_f32()
-        );
-        *proc = Some(child);
-        *self.serving.lock().expect("serving lock") = Some(Arc::new(serving));
+        self.run(&mut proc, &spec).await?;
         Ok(true)
     }
 }
