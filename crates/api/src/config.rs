@@ -28,6 +28,9 @@ pub enum DriverConfig {
         url: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         api_key: Option<String>,
+        /// PEM file of CA certificates trusted for an `https://` url besides the system's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_cert: Option<PathBuf>,
     },
 }
 
@@ -59,7 +62,9 @@ fn allowed_fields(driver: &str) -> Option<&'static [&'static str]> {
     match driver {
         "embedded" => Some(&COMMON),
         "llama_server" => Some(&["id", "driver", "models", "serve", "binary", "ctx"]),
-        "openai" => Some(&["id", "driver", "models", "serve", "url", "api_key"]),
+        "openai" => Some(&[
+            "id", "driver", "models", "serve", "url", "api_key", "ca_cert",
+        ]),
         _ => None,
     }
 }
@@ -146,9 +151,18 @@ pub fn validate(cfg: &BackendConfig) -> Result<(), String> {
         }
     }
     match &cfg.driver {
-        DriverConfig::Openai { url, .. } => infermesh_backend::openai::normalize_base_url(url)
-            .map(|_| ())
-            .map_err(|e| format!("invalid `url`: {e}")),
+        DriverConfig::Openai { url, ca_cert, .. } => {
+            let base = infermesh_backend::openai::normalize_base_url(url)
+                .map_err(|e| format!("invalid `url`: {e}"))?;
+            if let Some(path) = ca_cert {
+                if !base.starts_with("https://") {
+                    return Err(format!("`ca_cert` is for https:// urls; `url` is {base}"));
+                }
+                infermesh_backend::openai::load_ca_certs(path)
+                    .map_err(|e| format!("invalid `ca_cert`: {e}"))?;
+            }
+            Ok(())
+        }
         DriverConfig::LlamaServer { binary, ctx } => {
             if binary.as_os_str().is_empty() {
                 return Err("`binary` must name the llama-server executable".into());

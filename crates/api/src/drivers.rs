@@ -70,14 +70,19 @@ pub fn build_backend(
                 startup_timeout: ctx.llama_server_startup,
             }))
         }
-        DriverConfig::Openai { url, api_key } => Arc::new(
+        DriverConfig::Openai {
+            url,
+            api_key,
+            ca_cert,
+        } => Arc::new(
             OpenAiBackend::new(OpenAiConfig {
                 id: cfg.id.clone(),
                 base_url: url.clone(),
                 api_key: api_key.clone(),
+                ca_cert: ca_cert.clone(),
                 models,
             })
-            .map_err(|e| format!("invalid `url`: {e}"))?,
+            .map_err(|e| format!("invalid `url` or `ca_cert`: {e}"))?,
         ),
     })
 }

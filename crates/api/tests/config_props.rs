@@ -33,7 +33,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 fn field() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "id", "driver", "models", "serve", "url", "api_key", "binary", "ctx",
+            "id", "driver", "models", "serve", "url", "api_key", "ca_cert", "binary", "ctx",
         ])
         .prop_map(str::to_string),
         "[a-z_]{1,8}",
@@ -78,6 +78,7 @@ fn backend() -> impl Strategy<Value = BackendConfig> {
             DriverConfig::Openai {
                 url: format!("http://{host}/v1"),
                 api_key,
+                ca_cert: None,
             }
         }),
     ];

@@ -14,7 +14,9 @@ pub enum LogFormat {
 }
 
 /// llama.cpp reports every tensor while loading; only its errors matter to an operator.
-const DEFAULT_FILTER: &str = "info,llama-cpp-2=error";
+/// The TLS verifier logs a rejected certificate at `error` on its own; the request that failed
+/// reports the same cause with the fix (`ca_cert`), so that line would only say it twice.
+const DEFAULT_FILTER: &str = "info,llama-cpp-2=error,rustls_platform_verifier=off";
 
 pub fn init(format: LogFormat) {
     let filter =

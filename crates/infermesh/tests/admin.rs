@@ -82,7 +82,8 @@ fn register_change_remove_status_codes_and_persistence() {
         saved.backends[0].driver,
         DriverConfig::Openai {
             url: dead.clone(),
-            api_key: None
+            api_key: None,
+            ca_cert: None,
         }
     );
     let (code, v) = register(

@@ -147,6 +147,7 @@ impl LlamaServerBackend {
             id: id.clone(),
             base_url: format!("http://127.0.0.1:{port}/v1"),
             api_key: None,
+            ca_cert: None,
             // The args were turned into flags; none of them belong in request bodies.
             models: vec![ModelSpec::named(spec.name.clone())],
         })?;

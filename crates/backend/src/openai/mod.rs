@@ -9,6 +9,7 @@ pub mod decode;
 pub mod wire;
 
 use std::error::Error as _;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,9 @@ pub struct OpenAiConfig {
     pub base_url: String,
     /// Sent as `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// A PEM file of CA certificates trusted for an `https://` URL on top of the system's (a
+    /// server behind a private CA, or self-signed).
+    pub ca_cert: Option<PathBuf>,
     /// The models served through this backend, args already merged (see [`crate::config`]).
     pub models: Vec<ModelSpec>,
 }
@@ -50,21 +54,32 @@ pub struct OpenAiBackend {
     loaded: Mutex<Option<String>>,
 }
 
-/// `base_url` without surrounding whitespace and trailing slashes, checked to be plain HTTP.
+/// `base_url` without surrounding whitespace and trailing slashes, checked to be HTTP(S).
 pub fn normalize_base_url(base_url: &str) -> Result<String, BackendError> {
     let base = base_url.trim().trim_end_matches('/');
-    if base.starts_with("https://") {
-        // reqwest is built without a TLS stack to keep the build offline and small.
-        return Err(BackendError::BadRequest(format!(
-            "{base}: https URLs are not supported by this build; put a local TLS-terminating proxy in front or use http://"
-        )));
-    }
-    match base.strip_prefix("http://") {
+    let rest = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"));
+    match rest {
         Some(rest) if !rest.is_empty() => Ok(base.to_string()),
         _ => Err(BackendError::BadRequest(format!(
-            "`{base_url}` is not an http:// URL (expected e.g. http://127.0.0.1:8080/v1)"
+            "`{base_url}` is not an http:// or https:// URL (expected e.g. http://127.0.0.1:8080/v1)"
         ))),
     }
+}
+
+/// The CA certificates of a `ca_cert` PEM file; errors name the file and what is wrong with it.
+pub fn load_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// A transport error with its causes, which is where "Connection refused" actually is.
@@ -82,9 +97,14 @@ fn error_chain(e: &reqwest::Error) -> String {
 impl OpenAiBackend {
     pub fn new(cfg: OpenAiConfig) -> Result<Self, BackendError> {
         let base = normalize_base_url(&cfg.base_url)?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(IDLE_TIMEOUT)
+            .read_timeout(IDLE_TIMEOUT);
+        if let Some(path) = &cfg.ca_cert {
+            builder =
+                builder.tls_certs_merge(load_ca_certs(path).map_err(BackendError::BadRequest)?);
+        }
+        let client = builder
             .build()
             .map_err(|e| BackendError::Failed(format!("cannot create HTTP client: {e}")))?;
         Ok(Self {
@@ -127,11 +147,14 @@ impl OpenAiBackend {
         if e.is_timeout() {
             BackendError::Unavailable(format!("{url} did not answer in time"))
         } else if e.is_connect() {
-            BackendError::Unavailable(format!(
-                "cannot connect to {}: {}",
-                self.base,
-                error_chain(e)
-            ))
+            let cause = error_chain(e);
+            // A TLS verification failure is a configuration problem with a known fix.
+            let hint = if cause.contains("certificate") {
+                "; if the server's certificate comes from a private CA or is self-signed, set the backend's `ca_cert` to its PEM file"
+            } else {
+                ""
+            };
+            BackendError::Unavailable(format!("cannot connect to {}: {cause}{hint}", self.base))
         } else {
             BackendError::Unavailable(format!("request to {url} failed: {}", error_chain(e)))
         }
@@ -338,13 +361,11 @@ mod tests {
             normalize_base_url("http://h/api/v1//"),
             Ok("http://h/api/v1".into())
         );
-        for bad in [
-            "https://api.example.com/v1",
-            "ftp://x",
-            "localhost:8080/v1",
-            "http://",
-            "",
-        ] {
+        assert_eq!(
+            normalize_base_url("https://api.example.com/v1/"),
+            Ok("https://api.example.com/v1".into())
+        );
+        for bad in ["https://", "ftp://x", "localhost:8080/v1", "http://", ""] {
             assert!(
                 matches!(normalize_base_url(bad), Err(BackendError::BadRequest(_))),
                 "{bad}"
@@ -362,6 +383,7 @@ mod tests {
             id: "x".into(),
             base_url: format!("http://127.0.0.1:{port}/v1"),
             api_key: None,
+            ca_cert: None,
             models: vec![ModelSpec::named("m")],
         })
         .unwrap();
