@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{get_json, post_json, NodeProc, MODEL};
+use common::{far_round_schedule, get_json, post_json, NodeProc, MODEL};
 use serde_json::{json, Value};
 
 fn backend(node: &NodeProc, id: &str) -> Value {
@@ -43,13 +43,8 @@ fn put(url: &str, body: &Value) -> u16 {
 
 #[test]
 fn registered_backends_are_tested_automatically_when_the_round_is_far() {
-    // The first round is an hour away: far beyond the auto-test lead of this schedule.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let spec = format!("{}:60000:5000", now + 3_600_000);
-    let node = NodeProc::start(&["--client", "--schedule-spec", &spec]);
+    let [flag, spec] = far_round_schedule();
+    let node = NodeProc::start(&["--client", &flag, &spec]);
     let body = json!({"id": "auto", "driver": "embedded", "models": [{"name": MODEL}]});
     let (code, v) = post_json(&format!("{}/admin/v1/nodes", node.url), &body);
     assert_eq!(code, 201, "{v}");

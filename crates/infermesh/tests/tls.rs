@@ -117,7 +117,8 @@ fn openai_backend_over_https_with_a_private_ca() {
     let port = tls_endpoint(cert, key, upstream);
     let url = format!("https://127.0.0.1:{port}/v1");
 
-    let node = NodeProc::start(&["--standby"]);
+    let [flag, spec] = far_round_schedule();
+    let node = NodeProc::start(&["--standby", &flag, &spec]);
     let backend = |id: &str, ca: Option<&Path>| {
         let mut b = json!({"id": id, "driver": "openai", "url": url,
             "models": [{"name": MODEL, "args": {"seed": 1}}]});

@@ -20,6 +20,20 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_infermesh")
 }
 
+/// `--schedule-spec` arguments whose first round is an hour away (one-minute epochs after it):
+/// far beyond the auto-test lead, so a registration is auto-tested whatever the time of day.
+/// With the mesh schedule (4 h epochs) that would hold only three hours in four.
+pub fn far_round_schedule() -> [String; 2] {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    [
+        "--schedule-spec".into(),
+        format!("{}:60000:5000", now + 3_600_000),
+    ]
+}
+
 /// A running node. Killed (SIGTERM, then SIGKILL) when dropped.
 pub struct NodeProc {
     pub child: Child,
