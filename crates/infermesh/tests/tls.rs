@@ -97,6 +97,10 @@ fn auto_test_result(node: &NodeProc, id: &str) -> Value {
         if !result.is_null() {
             return result.clone();
         }
+        let log = node.stderr_lines();
+        if let Some(skip) = log.iter().find(|l| l.contains("auto-test skipped")) {
+            panic!("the node skipped the auto-test of `{id}`: {skip}");
+        }
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "no test result for `{id}`: {entry}"
