@@ -4,6 +4,7 @@
 pub mod parse;
 mod shape;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -11,8 +12,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use infermesh_backend::{BackendError, InferEvent, InferStream};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::OpenAiError;
 use crate::node::{LocalModel, Node};
@@ -122,60 +121,80 @@ async fn collect(
     }
 }
 
-/// Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`. The forwarding task
-/// ends when the client disconnects, which drops `events` and so cancels generation.
+/// Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`. The body polls the
+/// backend's events itself (no task or channel in between, so a token reaches the socket in one
+/// hop), and a client that disconnects drops `events`, which cancels generation.
 fn stream(
     meta: shape::Meta,
     first: InferEvent,
-    mut events: InferStream,
+    events: InferStream,
     include_usage: bool,
     guard: crate::node::InFlight,
 ) -> impl IntoResponse {
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(32);
-    tokio::spawn(async move {
-        let _guard = guard;
-        let send = |v: serde_json::Value| {
-            let tx = tx.clone();
-            async move {
-                tx.send(Ok(Event::default().data(v.to_string())))
-                    .await
-                    .is_ok()
-            }
-        };
-        if !send(meta.chunk(Some(""), true, None)).await {
-            return;
-        }
-        let mut next = Some(Ok(first));
-        loop {
-            match next {
-                Some(Ok(InferEvent::Text(t))) => {
-                    if !send(meta.chunk(Some(&t), false, None)).await {
-                        return;
-                    }
-                }
-                Some(Ok(InferEvent::Done {
-                    finish_reason,
-                    usage,
-                    ..
-                })) => {
-                    send(meta.chunk(None, false, Some(finish_reason))).await;
-                    if include_usage {
-                        send(meta.usage_chunk(usage)).await;
-                    }
-                    break;
-                }
-                Some(Err(e)) => {
-                    send(backend_error(e).body()).await;
-                    break;
-                }
-                None => {
-                    send(OpenAiError::internal("backend ended mid-answer").body()).await;
-                    break;
-                }
-            }
-            next = events.recv().await;
-        }
-        let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
+    let frames = Frames {
+        queue: VecDeque::from([meta.chunk(Some(""), true, None)]),
+        meta,
+        first: Some(first),
+        events,
+        include_usage,
+        finished: false,
+        _guard: guard,
+    };
+    let body = futures::stream::unfold(frames, |mut f| async move {
+        let data = f.next().await?;
+        Some((Ok::<_, Infallible>(Event::default().data(data)), f))
     });
-    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
+    Sse::new(body).keep_alive(KeepAlive::default())
+}
+
+/// The state of one streamed answer: what is still to be sent, and where it comes from.
+struct Frames {
+    meta: shape::Meta,
+    /// Serialized chunks ready to go out, oldest first.
+    queue: VecDeque<String>,
+    first: Option<InferEvent>,
+    events: InferStream,
+    include_usage: bool,
+    /// The backend is done (or failed) and the closing chunks are queued.
+    finished: bool,
+    /// Counts the request as in flight until the last chunk is sent or the client goes.
+    _guard: crate::node::InFlight,
+}
+
+impl Frames {
+    /// The `data` of the next event; `None` after `[DONE]`.
+    async fn next(&mut self) -> Option<String> {
+        if let Some(data) = self.queue.pop_front() {
+            return Some(data);
+        }
+        if self.finished {
+            return None;
+        }
+        let next = match self.first.take() {
+            Some(ev) => Some(Ok(ev)),
+            None => self.events.recv().await,
+        };
+        let closing = match next {
+            Some(Ok(InferEvent::Text(t))) => return Some(self.meta.chunk(Some(&t), false, None)),
+            Some(Ok(InferEvent::Done {
+                finish_reason,
+                usage,
+                ..
+            })) => {
+                let mut c = vec![self.meta.chunk(None, false, Some(finish_reason))];
+                if self.include_usage {
+                    c.push(self.meta.usage_chunk(usage));
+                }
+                c
+            }
+            Some(Err(e)) => vec![backend_error(e).body().to_string()],
+            None => vec![OpenAiError::internal("backend ended mid-answer")
+                .body()
+                .to_string()],
+        };
+        self.finished = true;
+        self.queue.extend(closing);
+        self.queue.push_back("[DONE]".into());
+        self.queue.pop_front()
+    }
 }

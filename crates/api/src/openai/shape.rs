@@ -44,6 +44,10 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("response types serialize")
 }
 
+fn to_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("response types serialize")
+}
+
 impl Meta {
     pub fn new(shape: Shape, model: &str, created: u32) -> Self {
         let prefix = match shape {
@@ -89,10 +93,11 @@ impl Meta {
         }
     }
 
-    /// One streamed chunk: a piece of text, the opening role chunk, or the closing finish chunk.
-    pub fn chunk(&self, text: Option<&str>, opening: bool, finish: Option<FinishReason>) -> Value {
+    /// One streamed chunk, serialized: a piece of text, the opening role chunk, or the closing
+    /// finish chunk. Straight to text, with no `Value` in between: this runs once per token.
+    pub fn chunk(&self, text: Option<&str>, opening: bool, finish: Option<FinishReason>) -> String {
         match self.shape {
-            Shape::Chat => to_value(&CreateChatCompletionStreamResponse {
+            Shape::Chat => to_text(&CreateChatCompletionStreamResponse {
                 id: self.id.clone(),
                 object: "chat.completion.chunk".into(),
                 created: self.created,
@@ -114,12 +119,13 @@ impl Meta {
                 "model": self.model,
                 "choices": [{"text": text.unwrap_or(""), "index": 0, "logprobs": null,
                              "finish_reason": finish.map(FinishReason::as_str)}],
-            }),
+            })
+            .to_string(),
         }
     }
 
     /// The extra chunk sent when `stream_options.include_usage` is set: no choices, only usage.
-    pub fn usage_chunk(&self, usage: Usage) -> Value {
+    pub fn usage_chunk(&self, usage: Usage) -> String {
         let object = match self.shape {
             Shape::Chat => "chat.completion.chunk",
             Shape::Text => "text_completion",
@@ -128,5 +134,6 @@ impl Meta {
             "id": self.id, "object": object, "created": self.created, "model": self.model,
             "choices": [], "usage": to_value(&oa_usage(usage)),
         })
+        .to_string()
     }
 }
