@@ -5,6 +5,7 @@
 //! so the tester, the router and the status code treat every driver alike.
 
 pub mod api;
+pub mod child;
 pub mod config;
 pub mod embedded;
 pub mod engine;

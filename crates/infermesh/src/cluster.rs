@@ -56,8 +56,8 @@ impl Child {
 
     async fn start(&mut self, args: &[String], model_dir: &Path) -> Result<()> {
         let exe = std::env::current_exe().context("cannot find the infermesh executable")?;
-        let mut child = Command::new(exe)
-            .args(["up", "--port", "0", "--data-dir"])
+        let mut cmd = Command::new(exe);
+        cmd.args(["up", "--port", "0", "--data-dir"])
             .arg(self.dir.path())
             .arg("--model-dir")
             .arg(model_dir)
@@ -68,9 +68,9 @@ impl Child {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start a node process")?;
+            .kill_on_drop(true);
+        infermesh_backend::child::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().context("cannot start a node process")?;
         let logs = self.logs.clone();
         let err = child.stderr.take().expect("piped stderr");
         tokio::spawn(async move {

@@ -438,7 +438,7 @@ fn a_node_restarts_its_managed_llama_server_after_a_crash() {
     };
     let _turn = engine_turn();
     let gguf = ensure_model(&SMOLLM2_135M, &model_dir(), &mut |l| eprintln!("{l}")).unwrap();
-    let node = NodeProc::start(&["--standby"]);
+    let mut node = NodeProc::start(&["--standby"]);
     let body = json!({"id": "ls", "driver": "llama_server", "binary": binary,
         "models": [{"name": "smol", "args": {"path": gguf, "threads": 1, "parallel": 1}}],
         "serve": "smol"});
@@ -482,6 +482,26 @@ fn a_node_restarts_its_managed_llama_server_after_a_crash() {
     // is that the restarted child answers, which the backend's own check above proved. The
     // request must at least get a clear answer, not hang.
     assert!(code == 200 || code == 503, "{code} {v}");
+
+    // A node killed outright cannot stop its child; the kernel must (no orphaned model server
+    // keeping its memory and port).
+    node.kill();
+    let start = std::time::Instant::now();
+    while alive(second) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "llama-server {second} outlived its SIGKILLed node by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Running, as opposed to gone or a zombie waiting to be reaped.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        !state.is_some_and(|r| r.starts_with('Z') || r.starts_with('X'))
+    })
 }
 
 #[test]

@@ -68,25 +68,25 @@ pub fn spawn(binary: &Path, args: &[String], id: &str) -> Result<Proc, BackendEr
     if binary.components().count() > 1 && !binary.exists() {
         return Err(not_found());
     }
-    let mut child = Command::new(binary)
-        .args(args)
+    let mut cmd = Command::new(binary);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // If the node dies or a load is abandoned, the model server must not outlive it.
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => not_found(),
-            std::io::ErrorKind::PermissionDenied => BackendError::Failed(format!(
-                "llama-server binary at {} is not executable",
-                binary.display()
-            )),
-            _ => BackendError::Failed(format!(
-                "cannot start llama-server at {}: {e}",
-                binary.display()
-            )),
-        })?;
+        // If the node stops or a load is abandoned, the model server must not outlive it.
+        .kill_on_drop(true);
+    crate::child::die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_found(),
+        std::io::ErrorKind::PermissionDenied => BackendError::Failed(format!(
+            "llama-server binary at {} is not executable",
+            binary.display()
+        )),
+        _ => BackendError::Failed(format!(
+            "cannot start llama-server at {}: {e}",
+            binary.display()
+        )),
+    })?;
     let tail = Tail::default();
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {

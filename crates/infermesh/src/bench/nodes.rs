@@ -26,8 +26,8 @@ impl BenchNode {
             .tempdir()
             .context("temp dir for a bench node")?;
         let exe = std::env::current_exe().context("cannot find the infermesh executable")?;
-        let mut child = Command::new(exe)
-            .args(["up", "--port", "0", "--gossip-port", "0", "--admin-open"])
+        let mut cmd = Command::new(exe);
+        cmd.args(["up", "--port", "0", "--gossip-port", "0", "--admin-open"])
             .args(["--name", name, "--data-dir"])
             .arg(dir.path())
             .arg("--model-dir")
@@ -38,9 +38,9 @@ impl BenchNode {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start a node process")?;
+            .kill_on_drop(true);
+        infermesh_backend::child::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().context("cannot start a node process")?;
         let pid = child.id().ok_or_else(|| anyhow!("node exited at once"))?;
         let mut out = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let read = async {

@@ -7,6 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use infermesh_backend::child::die_with_parent;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -201,24 +202,6 @@ fn port_of(addr: &str) -> u16 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
 }
-
-/// A demo killed outright (SIGKILL, OOM) cannot stop its nodes; the kernel does it instead.
-/// The signal follows the spawning *thread*: fine here, runtime threads live as long as the demo.
-#[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl(2) is async-signal-safe and touches no parent memory after fork.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}
 
 fn client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();

@@ -34,7 +34,7 @@ pub fn far_round_schedule() -> [String; 2] {
     ]
 }
 
-/// A running node. Killed (SIGTERM, then SIGKILL) when dropped.
+/// A running node. Killed (SIGKILL, a crash) when dropped.
 pub struct NodeProc {
     pub child: Child,
     pub url: String,
