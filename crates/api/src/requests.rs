@@ -100,7 +100,7 @@ impl TokenScan {
         buf.extend_from_slice(bytes);
         let mut consumed = 0;
         // Scan complete lines for SSE text chunks; the remainder is carried.
-        while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &buf[consumed..]) {
             let line = &buf[consumed..consumed + nl];
             self.scan_line(line);
             consumed += nl + 1;
@@ -138,11 +138,11 @@ impl TokenScan {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 fn find_usage(hay: &[u8]) -> Option<u32> {
-    let at = hay.windows(USAGE_KEY.len()).position(|w| w == USAGE_KEY)?;
+    let at = memchr::memmem::find(hay, USAGE_KEY)?;
     let digits: Vec<u8> = hay[at + USAGE_KEY.len()..]
         .iter()
         .skip_while(|b| b.is_ascii_whitespace())
