@@ -139,7 +139,7 @@ pub async fn watch(node: Arc<Node>, policy: HealthPolicy) {
             failures.insert(key.clone(), after);
             let Some(next) = change else {
                 if matches!(c.phase, Phase::Unhealthy(_)) {
-                    maybe_restart(c, restarts.entry(key), &policy);
+                    maybe_restart(c, &mut restarts, key, &policy);
                 }
                 continue;
             };
@@ -149,7 +149,7 @@ pub async fn watch(node: Arc<Node>, policy: HealthPolicy) {
                 continue;
             }
             match next {
-                Phase::Unhealthy(_) => maybe_restart(c, restarts.entry(key), &policy),
+                Phase::Unhealthy(_) => maybe_restart(c, &mut restarts, key, &policy),
                 _ => {
                     restarts.remove(&key);
                 }
@@ -179,20 +179,17 @@ pub async fn watch(node: Arc<Node>, policy: HealthPolicy) {
 /// Starts a restart attempt in the background when one is due; the watch keeps probing.
 fn maybe_restart(
     c: &ProbeCandidate,
-    entry: std::collections::hash_map::Entry<'_, (String, u64), Restarts>,
+    restarts: &mut HashMap<(String, u64), Restarts>,
+    key: (String, u64),
     policy: &HealthPolicy,
 ) {
-    use std::collections::hash_map::Entry;
-    let (attempts, since_last, running) = match &entry {
-        Entry::Occupied(e) => {
-            let r = e.get();
-            (
-                r.attempts,
-                Some(r.last.elapsed()),
-                r.running.load(Ordering::SeqCst),
-            )
-        }
-        Entry::Vacant(_) => (0, None, false),
+    let (attempts, since_last, running) = match restarts.get(&key) {
+        Some(r) => (
+            r.attempts,
+            Some(r.last.elapsed()),
+            r.running.load(Ordering::SeqCst),
+        ),
+        None => (0, None, false),
     };
     if !restart_due(attempts, since_last, running, policy) {
         return;
@@ -200,22 +197,14 @@ fn maybe_restart(
     let running = Arc::new(AtomicBool::new(true));
     let attempts = attempts + 1;
     let wait = restart_backoff(attempts, policy);
-    match entry {
-        Entry::Occupied(mut e) => {
-            *e.get_mut() = Restarts {
-                attempts,
-                last: Instant::now(),
-                running: running.clone(),
-            };
-        }
-        Entry::Vacant(e) => {
-            e.insert(Restarts {
-                attempts,
-                last: Instant::now(),
-                running: running.clone(),
-            });
-        }
-    }
+    restarts.insert(
+        key,
+        Restarts {
+            attempts,
+            last: Instant::now(),
+            running: running.clone(),
+        },
+    );
     let (backend, id) = (c.backend.clone(), c.id.clone());
     let model = c.model.clone().unwrap_or_else(|| "-".into());
     tokio::spawn(async move {
