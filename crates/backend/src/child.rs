@@ -2,14 +2,17 @@
 
 use tokio::process::Command;
 
-/// Asks the kernel to send the child SIGTERM when its parent dies, however it dies (SIGKILL,
-/// OOM killer, abort). `kill_on_drop` covers only an orderly exit; an orphaned model server or
-/// node would keep its memory and its port with nobody left to stop it.
+/// Ties the child's life to this process, both ways it can end: dropping the child's handle
+/// kills it (`kill_on_drop`: an orderly exit, an abandoned load), and on Linux the kernel sends
+/// it SIGTERM when this process dies however it dies (SIGKILL, OOM killer, abort). Without the
+/// second, an orphaned model server or node would keep its memory and its port with nobody left
+/// to stop it.
 ///
-/// The signal follows the spawning *thread*, not the process: callers spawn from tokio runtime
-/// threads, which live as long as the process.
-#[cfg(target_os = "linux")]
+/// The kernel's signal follows the spawning *thread*, not the process: callers spawn from tokio
+/// runtime threads, which live as long as the process.
 pub fn die_with_parent(cmd: &mut Command) {
+    cmd.kill_on_drop(true);
+    #[cfg(target_os = "linux")]
     // SAFETY: prctl(2) is async-signal-safe and touches no parent memory after fork.
     unsafe {
         cmd.pre_exec(|| {
@@ -20,6 +23,3 @@ pub fn die_with_parent(cmd: &mut Command) {
         });
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-pub fn die_with_parent(_cmd: &mut Command) {}

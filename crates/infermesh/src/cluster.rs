@@ -18,7 +18,8 @@ pub struct Child {
     logs: Arc<Mutex<Vec<String>>>,
 }
 
-/// Signals the child; `kill_on_drop` covers every path that does not reach here.
+/// Signals the child; `die_with_parent` (killed on drop, or when this process dies) covers every
+/// path that does not reach here.
 fn terminate(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
         // SAFETY: kill(2) with a pid we spawned and still own; no memory is involved.
@@ -67,8 +68,7 @@ impl Child {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         infermesh_backend::child::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().context("cannot start a node process")?;
         let logs = self.logs.clone();

@@ -72,9 +72,8 @@ pub fn spawn(binary: &Path, args: &[String], id: &str) -> Result<Proc, BackendEr
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // If the node stops or a load is abandoned, the model server must not outlive it.
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
+    // If the node stops, dies or abandons a load, the model server must not outlive it.
     crate::child::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => not_found(),

@@ -37,8 +37,7 @@ impl BenchNode {
             .env("INFERMESH_LOG", "warn,llama-cpp-2=error")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .stderr(Stdio::inherit());
         infermesh_backend::child::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().context("cannot start a node process")?;
         let pid = child.id().ok_or_else(|| anyhow!("node exited at once"))?;

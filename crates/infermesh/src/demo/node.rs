@@ -77,7 +77,6 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
-            .kill_on_drop(true)
             // The terminal sends Ctrl-C to its whole foreground group; kept out of it, nodes stop
             // only when the demo stops them, so none is mistaken for a crash.
             .process_group(0);
