@@ -377,7 +377,8 @@ pub fn is_admin_mutation(method: &Method, path: &str) -> bool {
     is_admin(path) && !is_read(method)
 }
 
-fn is_admin(path: &str) -> bool {
+/// Whether `path` is an admin route, gated by [`gate`]; clients use it to know what to sign.
+pub fn is_admin(path: &str) -> bool {
     path == "/admin" || path.starts_with("/admin/")
 }
 

@@ -146,7 +146,7 @@ impl NodeClient {
 
     async fn get(&self, path: &str) -> anyhow::Result<Reply> {
         let mut req = self.http.get(self.url(path)).timeout(READ_TIMEOUT);
-        if path.starts_with("/admin/") {
+        if infermesh_api::auth::is_admin(path) {
             req = sign_admin(req, self.key.as_ref(), &Method::GET, path, b"");
         }
         self.send(req).await
