@@ -339,30 +339,20 @@ fn admin_reads_are_open_to_this_machine_only() {
         }
     }
     // Spelled out: the cases the rule exists for.
-    assert_eq!(
-        gate(&Method::GET, "/admin/v1/nodes", loopback4, false),
-        Gate::Pass
-    );
-    assert_eq!(
-        gate(&Method::GET, "/admin/v1/nodes", mapped, false),
-        Gate::Pass
-    );
-    assert_eq!(
-        gate(&Method::GET, "/admin/v1/nodes", remote, false),
-        Gate::Sign
-    );
-    assert_eq!(
-        gate(&Method::GET, "/admin/v1/nodes", remote_mapped, false),
-        Gate::Sign
-    );
-    assert_eq!(
-        gate(&Method::GET, "/admin/v1/nodes", None, false),
-        Gate::Sign
-    );
-    assert_eq!(
-        gate(&Method::POST, "/admin/v1/nodes", loopback4, false),
-        Gate::Sign
-    );
+    for (method, client, want) in [
+        (Method::GET, loopback4, Gate::Pass),
+        (Method::GET, mapped, Gate::Pass),
+        (Method::GET, remote, Gate::Sign),
+        (Method::GET, remote_mapped, Gate::Sign),
+        (Method::GET, None, Gate::Sign),
+        (Method::POST, loopback4, Gate::Sign),
+    ] {
+        assert_eq!(
+            gate(&method, "/admin/v1/nodes", client, false),
+            want,
+            "{method} {client:?}"
+        );
+    }
 }
 
 mod middleware {

@@ -272,6 +272,18 @@ fn find_llama_server() -> Option<PathBuf> {
     on_path.or_else(|| built.is_file().then_some(built))
 }
 
+/// The llama-server binary, the SmolLM2 GGUF and this test's turn at the engine; `None` (the
+/// test is skipped, saying so) when no binary is found.
+fn llama_setup() -> Option<(PathBuf, PathBuf, MutexGuard<'static, ()>)> {
+    let Some(binary) = find_llama_server() else {
+        eprintln!("skipped: llama-server not found on PATH");
+        return None;
+    };
+    let turn = engine_turn();
+    let gguf = ensure_model(&SMOLLM2_135M, &model_dir(), &mut |l| eprintln!("{l}")).unwrap();
+    Some((binary, gguf, turn))
+}
+
 fn llama_backend(binary: PathBuf, models: Vec<ModelSpec>) -> LlamaServerBackend {
     LlamaServerBackend::new(LlamaServerConfig {
         id: "ls".into(),
@@ -284,12 +296,9 @@ fn llama_backend(binary: PathBuf, models: Vec<ModelSpec>) -> LlamaServerBackend 
 
 #[test]
 fn llama_server_driver_serves_and_passes_the_tester() {
-    let Some(binary) = find_llama_server() else {
-        eprintln!("skipped: llama-server not found on PATH");
+    let Some((binary, gguf, _turn)) = llama_setup() else {
         return;
     };
-    let _turn = engine_turn();
-    let gguf = ensure_model(&SMOLLM2_135M, &model_dir(), &mut |l| eprintln!("{l}")).unwrap();
     let path = gguf.to_str().unwrap();
     let b = llama_backend(
         binary,
@@ -432,12 +441,9 @@ fn ls_phase(node: &NodeProc) -> (String, Vec<u32>) {
 /// watch: out of service at once, back without the operator.
 #[test]
 fn a_node_restarts_its_managed_llama_server_after_a_crash() {
-    let Some(binary) = find_llama_server() else {
-        eprintln!("skipped: llama-server not found on PATH");
+    let Some((binary, gguf, _turn)) = llama_setup() else {
         return;
     };
-    let _turn = engine_turn();
-    let gguf = ensure_model(&SMOLLM2_135M, &model_dir(), &mut |l| eprintln!("{l}")).unwrap();
     let mut node = NodeProc::start(&["--standby"]);
     let body = json!({"id": "ls", "driver": "llama_server", "binary": binary,
         "models": [{"name": "smol", "args": {"path": gguf, "threads": 1, "parallel": 1}}],
