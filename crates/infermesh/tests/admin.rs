@@ -22,7 +22,7 @@ fn register_change_remove_status_codes_and_persistence() {
     let mut node = signed(&["--standby"]);
 
     // The list: one envelope per backend, the command-line one included.
-    let all = list(&node);
+    let all = backend_list(&node);
     assert_eq!(all.len(), 1, "{all:?}");
     let e = &all[0];
     assert_eq!(e["node"]["id"], "embedded");
@@ -50,13 +50,13 @@ fn register_change_remove_status_codes_and_persistence() {
         .send()
         .unwrap();
     assert_eq!(unsigned.status().as_u16(), 401);
-    assert_eq!(list(&node).len(), 1);
+    assert_eq!(backend_list(&node).len(), 1);
     let out = cli(&["test", "embedded", "--url", &node.url]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("signed") || err.contains("keygen"), "{err}");
     assert_eq!(
-        entry(&node, "embedded").unwrap()["onboarding"]["last_test"],
+        backend_entry(&node, "embedded").unwrap()["onboarding"]["last_test"],
         Value::Null
     );
 
@@ -67,7 +67,7 @@ fn register_change_remove_status_codes_and_persistence() {
     assert_eq!(v["node"]["source"], "config");
     assert_eq!(v["node"]["url"], dead.as_str());
     assert_eq!(v["onboarding"]["backend_state"], "waiting");
-    let got = entry(&node, "remote").expect("registered backend is listed");
+    let got = backend_entry(&node, "remote").expect("registered backend is listed");
     assert_eq!(got["node"]["driver"], "openai");
     assert_eq!(got["node"]["models"], json!([{"name": "m1", "args": {}}]));
     let saved = config::load(node.data_dir.path()).unwrap();
@@ -138,7 +138,7 @@ fn register_change_remove_status_codes_and_persistence() {
         assert_eq!(code, 400, "{body} -> {v}");
         assert!(error_of(&v).contains(field), "{body} -> {v}");
     }
-    assert!(entry(&node, "x").is_none());
+    assert!(backend_entry(&node, "x").is_none());
     assert_eq!(
         config::load(node.data_dir.path()).unwrap().backends.len(),
         2
@@ -197,7 +197,7 @@ fn register_change_remove_status_codes_and_persistence() {
         assert!(err.starts_with("load failed: cannot connect"), "{m}");
         assert_eq!(m["load_ms"], 0, "{m}");
     }
-    let o = entry(&node, "remote").unwrap()["onboarding"].clone();
+    let o = backend_entry(&node, "remote").unwrap()["onboarding"].clone();
     assert_eq!(o["backend_state"], "test_failed", "{o}");
     assert_eq!(o["failing_model"], "m0", "{o}");
     assert!(
@@ -213,7 +213,7 @@ fn register_change_remove_status_codes_and_persistence() {
     let (code, v) = remove(&node, "second");
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["deleted"], "second");
-    assert!(entry(&node, "second").is_none());
+    assert!(backend_entry(&node, "second").is_none());
     let (code, _) = remove(&node, "second");
     assert_eq!(code, 404, "deleting twice");
     let saved = config::load(node.data_dir.path()).unwrap();
@@ -228,7 +228,7 @@ fn register_change_remove_status_codes_and_persistence() {
     // A restart (SIGKILL, same data dir) brings back exactly the persisted backends; a test
     // result is not persisted, so the restored backend starts untested.
     node.restart();
-    let all = list(&node);
+    let all = backend_list(&node);
     let ids: Vec<&str> = all
         .iter()
         .map(|e| e["node"]["id"].as_str().unwrap())
@@ -273,7 +273,7 @@ fn tester_lock_results_and_invalidation() {
     barrier.wait();
     let mut seen_testing = false;
     while !callers.iter().all(|c| c.is_finished()) {
-        if let Some(e) = entry(&node, "embedded") {
+        if let Some(e) = backend_entry(&node, "embedded") {
             seen_testing |= e["onboarding"]["backend_state"] == "testing";
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -306,7 +306,7 @@ fn tester_lock_results_and_invalidation() {
         assert!(m[k].as_u64().unwrap() > 0, "{k}: {m}");
     }
     eprintln!("embedded tester timings over the admin API: {m}");
-    let e = entry(&node, "embedded").unwrap();
+    let e = backend_entry(&node, "embedded").unwrap();
     assert_eq!(e["onboarding"]["validated"], true, "{e}");
     assert_eq!(e["onboarding"]["backend_state"], "waiting", "{e}");
     assert_eq!(&e["onboarding"]["last_test"], r);
@@ -335,7 +335,7 @@ fn tester_lock_results_and_invalidation() {
     assert_eq!(r["models"][1]["model"], "b-junk");
     let err = r["models"][1]["error"].as_str().unwrap();
     assert!(err.starts_with("load failed"), "{err}");
-    let e = entry(&node, "multi").unwrap();
+    let e = backend_entry(&node, "multi").unwrap();
     let o = &e["onboarding"];
     assert_eq!(o["backend_state"], "test_failed", "{e}");
     assert_eq!(o["validated"], false, "{e}");
@@ -348,7 +348,7 @@ fn tester_lock_results_and_invalidation() {
         "{e}"
     );
     // Another backend's pass vouches for nothing here, and this failure taints nothing there.
-    let other = entry(&node, "embedded").unwrap();
+    let other = backend_entry(&node, "embedded").unwrap();
     assert_eq!(other["onboarding"]["validated"], true, "{other}");
 
     // A config change voids the result at once: the PUT's own answer is already untested.
@@ -358,7 +358,7 @@ fn tester_lock_results_and_invalidation() {
     assert_eq!(code, 200, "{v}");
     for o in [
         &v["onboarding"],
-        &entry(&node, "multi").unwrap()["onboarding"],
+        &backend_entry(&node, "multi").unwrap()["onboarding"],
     ] {
         assert_eq!(o["backend_state"], "waiting", "{o}");
         assert_eq!(o["last_test"], Value::Null, "{o}");
@@ -368,7 +368,7 @@ fn tester_lock_results_and_invalidation() {
     let (code, r) = run_test(&node, "multi");
     assert_eq!((code, &r["ok"]), (200, &json!(true)), "{r}");
     assert_eq!(
-        entry(&node, "multi").unwrap()["onboarding"]["validated"],
+        backend_entry(&node, "multi").unwrap()["onboarding"]["validated"],
         true
     );
     let (code, v) = change(&node, "multi", &fixed);
@@ -389,14 +389,14 @@ fn tester_lock_results_and_invalidation() {
     let (_, r) = run_test(&node, "linked");
     assert_eq!(r["ok"], false, "{r}");
     assert_eq!(
-        entry(&node, "linked").unwrap()["onboarding"]["backend_state"],
+        backend_entry(&node, "linked").unwrap()["onboarding"]["backend_state"],
         "test_failed"
     );
     std::fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(&good, &link).unwrap();
     let (_, r) = run_test(&node, "linked");
     assert_eq!(r["ok"], true, "{r}");
-    let o = entry(&node, "linked").unwrap()["onboarding"].clone();
+    let o = backend_entry(&node, "linked").unwrap()["onboarding"].clone();
     assert_eq!(o["backend_state"], "waiting", "{o}");
     assert_eq!(o["validated"], true, "{o}");
     assert_eq!(o["failing_model"], Value::Null, "{o}");
@@ -430,7 +430,7 @@ fn tester_lock_results_and_invalidation() {
     );
     assert_eq!(r["ok"], false);
     assert_eq!(
-        entry(&node, "broken").unwrap()["onboarding"]["backend_state"],
+        backend_entry(&node, "broken").unwrap()["onboarding"]["backend_state"],
         "test_failed"
     );
 }
@@ -473,7 +473,7 @@ fn serving_backends_refuse_tests_and_an_openai_backend_tests_against_a_real_node
         assert!(m[k].as_u64().unwrap() > 0, "{k}: {m}");
     }
     eprintln!("openai tester timings against a second node: {m}");
-    let o = entry(&tester, "remote").unwrap()["onboarding"].clone();
+    let o = backend_entry(&tester, "remote").unwrap()["onboarding"].clone();
     assert_eq!(o["validated"], true, "{o}");
     assert_eq!(o["backend_state"], "waiting", "{o}");
     // The remote stays serving: the openai driver's stop only forgets the model locally.
@@ -506,7 +506,7 @@ fn cli_status_and_test() {
         .find(|l| l.trim_start().starts_with("embedded"))
         .unwrap_or_else(|| panic!("no backend line: {stdout}"));
     assert!(line.contains("waiting"), "{line}");
-    let message = entry(&node, "embedded").unwrap()["onboarding"]["message"]
+    let message = backend_entry(&node, "embedded").unwrap()["onboarding"]["message"]
         .as_str()
         .unwrap()
         .to_string();

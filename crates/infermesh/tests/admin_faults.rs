@@ -5,6 +5,7 @@ mod admin_support;
 mod common;
 
 use admin_support::*;
+use common::backend_entry;
 use std::io::Write as _;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -117,7 +118,7 @@ fn sigkill_during_config_writes_never_loses_the_config() {
 
         // The node comes back from that file, with that change.
         node.restart();
-        let e = entry(&node, "kx").expect("restored");
+        let e = backend_entry(&node, "kx").expect("restored");
         assert_eq!(e["node"]["models"][0]["name"], format!("m{i}"), "{e}");
     }
     eprintln!("temp files left by the kills: {leftovers:?}");
@@ -148,7 +149,7 @@ fn a_result_from_before_a_delete_and_reregister_is_discarded() {
     unblock(&fifo);
     let (code, old) = caller.join().unwrap();
     assert_eq!((code, &old["ok"]), (200, &json!(false)), "{old}");
-    let o = entry(&node, "x").unwrap()["onboarding"].clone();
+    let o = backend_entry(&node, "x").unwrap()["onboarding"].clone();
     assert_eq!(
         o["last_test"],
         Value::Null,

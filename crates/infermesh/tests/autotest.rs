@@ -4,31 +4,17 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{far_round_schedule, get_json, post_json, NodeProc, MODEL};
+use common::{backend_entry, far_round_schedule, post_json, wait_for_auto_test, NodeProc, MODEL};
 use serde_json::{json, Value};
 
 fn backend(node: &NodeProc, id: &str) -> Value {
-    let (_, list) = get_json(&format!("{}/admin/v1/nodes", node.url));
-    list.as_array()
-        .and_then(|l| l.iter().find(|e| e["node"]["id"] == id).cloned())
-        .unwrap_or(Value::Null)
+    backend_entry(node, id).unwrap_or(Value::Null)
 }
 
 fn wait_for_test(node: &NodeProc, id: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let e = backend(node, id);
-        if !e["onboarding"]["last_test"].is_null() {
-            return e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no automatic test of {id}: {e}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_auto_test(node, id, Duration::from_secs(60))
 }
 
 fn put(url: &str, body: &Value) -> u16 {

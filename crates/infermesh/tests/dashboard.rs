@@ -7,6 +7,7 @@
 //! Needs Debian's `chromium` and `chromium-driver` (see `scripts/ci-browser`); skipped when they
 //! are missing unless `INFERMESH_REQUIRE_BROWSER` is set, as it is in CI.
 
+mod common;
 mod web_support;
 
 use std::path::PathBuf;
@@ -204,18 +205,13 @@ const STANDBY: &str = "rgb(59, 130, 246)";
 const CLIENT: &str = "rgb(138, 143, 152)";
 
 fn wait_page(s: &Session, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let v = s.eval(PROBE);
-        if ok(&v) {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "page never showed {what} within {timeout:?}; last probe: {v:#}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    common::poll(
+        &format!("the page showing {what}"),
+        timeout,
+        Duration::from_millis(250),
+        || s.eval(PROBE),
+        ok,
+    )
 }
 
 #[test]

@@ -85,28 +85,7 @@ fn register(node: &NodeProc, body: &Value) -> (u16, Value) {
 
 /// The result of the test the node runs by itself after a registration.
 fn auto_test_result(node: &NodeProc, id: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let (_, list) = get_json(&format!("{}/admin/v1/nodes", node.url));
-        let entry = list
-            .as_array()
-            .and_then(|l| l.iter().find(|e| e["node"]["id"] == id))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let result = &entry["onboarding"]["last_test"];
-        if !result.is_null() {
-            return result.clone();
-        }
-        let log = node.stderr_lines();
-        if let Some(skip) = log.iter().find(|l| l.contains("auto-test skipped")) {
-            panic!("the node skipped the auto-test of `{id}`: {skip}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no test result for `{id}`: {entry}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_auto_test(node, id, Duration::from_secs(120))["onboarding"]["last_test"].clone()
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use infermesh_backend::model_fetch::{ensure_model, SMOLLM2_135M};
@@ -97,16 +97,6 @@ pub fn nodes_url(node: &NodeProc) -> String {
     format!("{}/admin/v1/nodes", node.url)
 }
 
-pub fn list(node: &NodeProc) -> Vec<Value> {
-    let (code, v) = get_json(&nodes_url(node));
-    assert_eq!(code, 200, "{v}");
-    v.as_array().expect("a JSON array").clone()
-}
-
-pub fn entry(node: &NodeProc, id: &str) -> Option<Value> {
-    list(node).into_iter().find(|e| e["node"]["id"] == id)
-}
-
 pub fn register(node: &NodeProc, body: &Value) -> (u16, Value) {
     call("POST", &nodes_url(node), Some(&body.to_string()))
 }
@@ -182,18 +172,7 @@ pub fn wait_phase(node: &NodeProc, id: &str, phase: &str) -> Value {
 }
 
 pub fn wait_entry(node: &NodeProc, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let e = entry(node, id).unwrap_or(Value::Null);
-        if f(&e) {
-            return e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "backend {id} never reached {what}: {e}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_backend(node, id, what, Duration::from_secs(20), f)
 }
 
 /// Runs the CLI with no node URL and no operator key from the environment: its requests are

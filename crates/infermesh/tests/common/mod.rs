@@ -92,18 +92,13 @@ impl NodeProc {
 
     /// Polls `/api/status` until `node_state` is `want`.
     pub fn wait_state(&self, want: &str, timeout: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.status();
-            if s["node_state"] == want {
-                return s;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "node never reached {want} within {timeout:?}; last status {s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll(
+            &format!("node_state {want}"),
+            timeout,
+            Duration::from_millis(100),
+            || self.status(),
+            |s| s["node_state"] == want,
+        )
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
@@ -198,6 +193,72 @@ fn agent() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap()
+}
+
+/// Every backend's `{node, onboarding}` envelope from `GET /admin/v1/nodes` (unsigned: tests
+/// talk to loopback, where admin reads are open).
+pub fn backend_list(node: &NodeProc) -> Vec<Value> {
+    let (code, v) = get_json(&format!("{}/admin/v1/nodes", node.url));
+    assert_eq!(code, 200, "{v}");
+    v.as_array().expect("a JSON array").clone()
+}
+
+pub fn backend_entry(node: &NodeProc, id: &str) -> Option<Value> {
+    backend_list(node)
+        .into_iter()
+        .find(|e| e["node"]["id"] == id)
+}
+
+/// Calls `probe` every `every` until `done` accepts what it returned, and returns that; fails
+/// after `limit`, naming `what` it waited for and showing the last value.
+pub fn poll<T: std::fmt::Display>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let v = probe();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "never reached {what} within {limit:?}; last: {v}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
+/// Polls backend `id`'s envelope (`null` while it is absent) until `done` holds.
+pub fn wait_backend(
+    node: &NodeProc,
+    id: &str,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    poll(
+        &format!("backend {id}: {what}"),
+        limit,
+        Duration::from_millis(20),
+        || backend_entry(node, id).unwrap_or(Value::Null),
+        done,
+    )
+}
+
+/// Backend `id`'s envelope once the test the node runs by itself (after a registration or a
+/// change) has a result; fails at once, with the node's reason, if the node skipped it.
+pub fn wait_for_auto_test(node: &NodeProc, id: &str, limit: Duration) -> Value {
+    wait_backend(node, id, "an automatic test result", limit, |e| {
+        let log = node.stderr_lines();
+        if let Some(skip) = log.iter().find(|l| l.contains("auto-test skipped")) {
+            panic!("the node skipped the auto-test of `{id}`: {skip}");
+        }
+        !e["onboarding"]["last_test"].is_null()
+    })
 }
 
 pub fn get_json(url: &str) -> (u16, Value) {
