@@ -91,7 +91,8 @@ pub struct App {
     /// `host:port` peers use to reach this node's API.
     pub api_addr: String,
     pub requests: RequestLog,
-    pub http: reqwest::Client,
+    /// The peer channel's client (mutual TLS to members); `None` without a mesh or node key.
+    pub peer_http: Option<reqwest::Client>,
     pub ram_gb: f32,
     /// Operator registry, replay cache and `--admin-open`: the admin signature gate.
     pub admin: crate::auth::AdminAuth,
@@ -111,6 +112,8 @@ pub struct PeerStatus {
     pub node_id: String,
     pub name: String,
     pub addr: String,
+    /// The mesh port the peer signed into its record (gossip and peer channel).
+    pub gossip_addr: String,
     pub state: NodeState,
     pub models: Vec<String>,
     pub vram_gb: f32,
@@ -134,6 +137,7 @@ impl PeerStatus {
             node_id: p.record.node_id.clone(),
             name: p.record.name.clone(),
             addr: p.record.api_addr.clone(),
+            gossip_addr: p.gossip_addr.to_string(),
             state: p.state,
             models: p.record.models.clone(),
             vram_gb: p.record.vram_gb,
@@ -188,12 +192,16 @@ impl App {
         api_addr: String,
         opts: AppOptions,
     ) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            // Routed traffic stays inside the mesh; a proxy from the environment would break it.
-            .no_proxy()
-            .build()
-            .expect("a plain HTTP client always builds");
+        let peer_http = match (&mesh, &opts.signing_key) {
+            (Some(m), Some(k)) => match crate::peer::client(k, m.directory()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the peer channel; requests will not be routed to peers");
+                    None
+                }
+            },
+            _ => None,
+        };
         // `config::load` validated the keys; a registry that still fails to build refuses all.
         let registry = crate::auth::OperatorRegistry::from_config(&opts.config.operators)
             .unwrap_or_else(|e| {
@@ -221,7 +229,7 @@ impl App {
             mesh,
             api_addr,
             requests: RequestLog::default(),
-            http,
+            peer_http,
             ram_gb: machine_ram_gb(),
             outstanding: Mutex::new(HashMap::new()),
             failed_at: Mutex::new(HashMap::new()),

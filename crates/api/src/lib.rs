@@ -14,6 +14,7 @@ pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod openai;
+pub mod peer;
 pub mod requests;
 pub mod rounds;
 pub mod route;
@@ -81,6 +82,21 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
         ))
         // Outermost: every body is read whole, within its size and time limits, before any
         // handler (or the signature check) sees it; the handlers' own 2 MB default is lifted.
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| limit_body(limits, req, next),
+        ))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+/// What members may ask of each other over the peer channel ([`peer::serve`]): the routed
+/// OpenAI endpoints, under the same body limits. Nothing else (no admin, no status) is served
+/// there, so holding the mesh secret grants no operator power.
+pub fn peer_router(app: Arc<App>, limits: Limits) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(route::chat_completions))
+        .route("/v1/completions", post(route::completions))
+        .fallback(error::not_found)
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| limit_body(limits, req, next),
         ))

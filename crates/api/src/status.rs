@@ -36,6 +36,34 @@ pub struct StatusResponse {
     pub peers: Vec<PeerStatus>,
     /// Suspended machines this node can wake; never among `peers`, never routed to.
     pub wakeable: Vec<crate::wakeable::WakeableStatus>,
+    /// This node's mesh membership; `None` for a node without gossip.
+    pub mesh: Option<MeshStatus>,
+}
+
+/// The membership as an operator needs it: which mesh (its public fingerprint, never the
+/// secret), where members reach this node, and whether gossip runs.
+#[derive(Debug, Serialize)]
+pub struct MeshStatus {
+    pub mesh_id: String,
+    /// The mesh port members reach this node at (UDP gossip, TCP peer channel).
+    pub gossip_addr: String,
+    /// `false` between a failure of the membership task and its restart.
+    pub running: bool,
+    /// Times the membership task failed and was restarted since start.
+    pub restarts: u32,
+    pub last_failure: Option<String>,
+}
+
+fn mesh_status(app: &App) -> Option<MeshStatus> {
+    let m = app.mesh.as_ref()?;
+    let h = m.health();
+    Some(MeshStatus {
+        mesh_id: m.mesh_id(),
+        gossip_addr: m.gossip_addr().to_string(),
+        running: h.running,
+        restarts: h.restarts,
+        last_failure: h.last_failure,
+    })
 }
 
 pub fn status(app: &App) -> StatusResponse {
@@ -49,8 +77,13 @@ pub fn status(app: &App) -> StatusResponse {
         Phase::Unhealthy(cause) => Some(unhealthy_message(&b.id, cause)),
         _ => None,
     });
-    let message = match unhealthy {
-        Some(m) if state != NodeState::Serving => m,
+    let mesh = mesh_status(app);
+    let message = match (unhealthy, &mesh) {
+        (_, Some(m)) if !m.running => format!(
+            "Mesh membership stopped ({}); restarting it — peers are stale until it runs",
+            m.last_failure.as_deref().unwrap_or("unknown cause")
+        ),
+        (Some(m), _) if state != NodeState::Serving => m,
         _ => node_message(state, rounds.participation, &timing, validated),
     };
     StatusResponse {
@@ -82,6 +115,7 @@ pub fn status(app: &App) -> StatusResponse {
             .map(|p| PeerStatus::new(p, &rounds.active_set))
             .collect(),
         wakeable: crate::wakeable::status_list(app),
+        mesh,
     }
 }
 

@@ -24,6 +24,7 @@ fn peer(name: &str) -> PeerView {
             ..NodeRecord::default()
         },
         gossip_addr: "127.0.0.1:1".parse().unwrap(),
+        public_key: [0; 32],
         generation: 1,
         last_seen_ms: 0,
         state: infermesh_state::NodeState::Client,

@@ -12,7 +12,8 @@ use tokio::process::Command;
 
 pub struct Child {
     pub url: String,
-    pub gossip: String,
+    /// The invite token the node printed, for other nodes' `--join`.
+    pub invite: String,
     proc: Option<tokio::process::Child>,
     dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
@@ -46,7 +47,7 @@ impl Child {
             .context("cannot write the node's config")?;
         let mut c = Child {
             url: String::new(),
-            gossip: String::new(),
+            invite: String::new(),
             proc: None,
             dir,
             logs: Arc::new(Mutex::new(Vec::new())),
@@ -81,22 +82,22 @@ impl Child {
         });
         let mut out = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let read = async {
-            let (mut url, mut gossip) = (None, None);
+            let (mut url, mut invite) = (None, None);
             while let Some(l) = out.next_line().await? {
                 if let Some(u) = l.strip_prefix("infermesh listening on ") {
                     url = Some(u.to_string());
                 }
-                if let Some(g) = l.strip_prefix("infermesh gossip on ") {
-                    gossip = Some(g.to_string());
+                if let Some(g) = l.strip_prefix("infermesh invite ") {
+                    invite = Some(g.to_string());
                     break;
                 }
             }
-            Ok::<_, std::io::Error>((url, gossip))
+            Ok::<_, std::io::Error>((url, invite))
         };
-        let (url, gossip) = tokio::time::timeout(Duration::from_secs(60), read)
+        let (url, invite) = tokio::time::timeout(Duration::from_secs(60), read)
             .await
             .map_err(|_| anyhow!("node did not start within 60 s"))??;
-        let (Some(url), Some(gossip)) = (url, gossip) else {
+        let (Some(url), Some(invite)) = (url, invite) else {
             let tail = self
                 .logs
                 .lock()
@@ -107,7 +108,7 @@ impl Child {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
         self.url = url;
-        self.gossip = gossip;
+        self.invite = invite;
         self.proc = Some(child);
         Ok(())
     }

@@ -158,7 +158,7 @@ impl Demo {
         let limit = Duration::from_secs(if fetching { 900 } else { 120 });
         self.wait_serving(0, limit).await?;
 
-        let seed = self.nodes[0].gossip.clone();
+        let seed = self.nodes[0].invite.clone();
         let mut pending = Vec::new();
         for (i, role) in roles.iter().enumerate().skip(1) {
             let mut args = self.args((0, 0), Some(&seed));
@@ -403,7 +403,7 @@ impl Demo {
     async fn finish_slow_load(&mut self, i: usize, model: &Path) -> Result<()> {
         let (name, _) = slow_disk::source(&self.model_dir).context("model file disappeared")?;
         let ports = (self.nodes[i].port(), self.nodes[i].gossip_port());
-        let mut args = self.args(ports, Some(&self.nodes[0].gossip));
+        let mut args = self.args(ports, Some(&self.nodes[0].invite));
         args.extend(["--model".into(), model.as_os_str().to_owned()]);
         args.extend(["--model-name".into(), name.into()]);
         let node = &mut self.nodes[i];

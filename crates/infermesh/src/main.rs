@@ -6,8 +6,10 @@ mod cluster;
 mod deck_cmd;
 mod demo;
 mod identity;
+mod invite;
 mod keygen;
 mod logging;
+mod membership;
 mod models;
 mod selfcheck;
 mod up;
@@ -34,7 +36,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a node: load a model (fetching the default one if needed) and serve the API.
+    #[command(after_help = up::PORTS_HELP)]
     Up(up::UpArgs),
+    /// Print a fresh invite token for this machine's node's mesh (`up --join <TOKEN>` joins).
+    Invite(invite::InviteArgs),
     /// Create an operator key; nodes accept admin changes signed with it once its public key is
     /// in their config.toml [[operator]].
     Keygen(keygen::KeygenArgs),
@@ -76,6 +81,7 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Up(args) => up::run(args).await,
             Cmd::Keygen(args) => keygen::run(args),
+            Cmd::Invite(args) => invite::run(args).await,
             Cmd::Status(args) => client_cmds::status(args).await,
             Cmd::Test(args) => client_cmds::test(args).await,
             Cmd::Deck(args) => deck_cmd::run(args).await,

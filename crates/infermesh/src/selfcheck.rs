@@ -159,7 +159,7 @@ async fn stages(
     let key = Some(&key);
     // Stage 1: the node is up and lists its backend.
     let first = Child::spawn(0, &node_args(0, spec_arg, None, false), model_dir, &config).await?;
-    let join = first.gossip.clone();
+    let join = first.invite.clone();
     nodes.push(first);
     for i in 1..n as usize {
         // Node 1 serves as a second replica; the rest are clients.
@@ -374,7 +374,7 @@ async fn stages(
     let (_, missed_round_end) = spec.round_window(missed);
     sleep_until_ms(missed_round_end + 200).await;
     // Same data dir, so the same identity and the registered backend come back from config.
-    let via = (n > 1).then(|| nodes[1].gossip.clone());
+    let via = (n > 1).then(|| nodes[1].invite.clone());
     nodes[0]
         .restart(&node_args(0, spec_arg, via.as_deref(), false), model_dir)
         .await?;

@@ -16,7 +16,7 @@ use infermesh_mesh::schedule::{fast_schedule, EmbeddedSchedule, MESH_SCHEDULE};
 use infermesh_mesh::{Mesh, MeshConfig};
 use infermesh_state::{NodeState, ScheduleSpec, Tunables};
 
-use crate::{identity, models};
+use crate::{identity, membership, models};
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -75,12 +75,23 @@ pub struct UpArgs {
     /// nodes or slots on one machine) makes every generation many times slower.
     #[arg(long, env = "INFERMESH_THREADS", value_name = "N")]
     pub threads: Option<u16>,
-    /// A mesh member's gossip address to join through (repeatable; any live member will do).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Join a mesh with an invite token (`im1…`), printed by any member at start-up and by
+    /// `infermesh invite` on a member. Saved in the data dir, so a restart rejoins without it.
+    /// Without it the node starts a new mesh (or rejoins the one saved in the data dir).
+    #[arg(long, value_name = "TOKEN")]
     pub join: Vec<String>,
-    /// UDP port for gossip [default: the same number as --port; 0 picks a free one].
+    /// Mesh port (UDP gossip and TCP peer channel) [default: the same number as --port; 0 picks
+    /// a free one].
     #[arg(long)]
     pub gossip_port: Option<u16>,
+    /// The API address clients and operators reach this node at, when it differs from the
+    /// bound one (e.g. with --bind 0.0.0.0): HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    pub advertise: Option<infermesh_state::HostPort>,
+    /// The mesh address other members reach this node at (UDP and TCP), when it differs from
+    /// the bound one: IP:PORT [default: --advertise's host with the mesh port].
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
+    pub gossip_advertise: Option<infermesh_state::HostPort>,
     /// Validation round schedule: `mesh` (the embedded mesh schedule: 4 h epochs opening with a
     /// 10 min round), `fast` (20 s epochs, 4 s rounds, short alert lead: demos and tests) or
     /// `learn` (adopt the schedule peers advertise).
@@ -90,6 +101,10 @@ pub struct UpArgs {
     /// Onboarding timings scale with it. For selfcheck, tests and private meshes.
     #[arg(long, value_name = "G:E:R", value_parser = parse_spec)]
     pub schedule_spec: Option<ScheduleSpec>,
+}
+
+fn parse_addr(s: &str) -> Result<infermesh_state::HostPort, String> {
+    infermesh_state::parse_host_port(s)
 }
 
 fn parse_spec(s: &str) -> Result<ScheduleSpec, String> {
@@ -180,11 +195,26 @@ fn hostname() -> String {
         .unwrap_or_else(|| "node".into())
 }
 
+/// What `infermesh up --help` says about the network, so an operator knows what to open.
+pub const PORTS_HELP: &str = "\
+Ports (open these between machines; nothing else is needed):
+  --port (TCP, default 7337)       the API: OpenAI-compatible /v1 for clients, /api/status, the
+                                   dashboard, /metrics, and signed /admin/v1 for operators.
+  --gossip-port (UDP+TCP, default  the mesh port. UDP carries membership gossip, every datagram
+    the same number as --port)     sealed with the mesh secret from the invite token. TCP is the
+                                   peer channel: mutual TLS 1.3 between members' node keys,
+                                   carrying forwarded /v1 requests and answers.
+  Bind beyond loopback with --bind 0.0.0.0 --advertise HOST:PORT (and --gossip-advertise IP:PORT
+  when the mesh address differs).";
+
 pub async fn run(args: UpArgs) -> Result<()> {
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(identity::default_data_dir);
+    // Before anything reads or writes the data dir: one data dir, one node.
+    let _lock = membership::lock_data_dir(&data_dir)?;
+    let member = membership::resolve(&data_dir, &args.join)?;
     let id = identity::load_or_create(&data_dir)?;
     infermesh_api::logs::global().set_node_id(&id.node_id);
     let name = args
@@ -210,10 +240,35 @@ pub async fn run(args: UpArgs) -> Result<()> {
         format!("cannot listen on {addr} (is another node running? try --port)")
     })?;
     let local = listener.local_addr()?;
-    let api_addr = local.to_string();
+    let api_addr = match &args.advertise {
+        Some(a) => a.to_string(),
+        None if args.bind.is_unspecified() => anyhow::bail!(
+            "--bind {} listens on every interface, but peers and operators need one address: \
+             pass --advertise HOST:PORT (this machine's address as others reach it)",
+            args.bind
+        ),
+        None => local.to_string(),
+    };
 
-    let gossip_port = args.gossip_port.unwrap_or(args.port);
-    let gossip_addr = SocketAddr::new(args.bind, gossip_port);
+    // The mesh port: TCP for the peer channel first (so port 0 picks one), UDP gossip on the
+    // same number.
+    let gossip_port = args.gossip_port.unwrap_or(local.port());
+    let peer_listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, gossip_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on tcp {}:{gossip_port} (mesh port taken? try --gossip-port)",
+                args.bind
+            )
+        })?;
+    let gossip_addr = peer_listener.local_addr()?;
+    let gossip_advertise = match (&args.gossip_advertise, &args.advertise) {
+        (Some(g), _) => Some(g.socket_addr().context(
+            "--gossip-advertise must be an IP address with a port (members dial it directly)",
+        )?),
+        (None, Some(a)) => a.ip().map(|ip| SocketAddr::new(ip, gossip_addr.port())),
+        (None, None) => None,
+    };
     let mut first = App::record_of(&node, &api_addr, machine_ram_gb());
     // Until its backend is registered the node would read as `client`; peers should see what it
     // is about to be.
@@ -224,17 +279,25 @@ pub async fn run(args: UpArgs) -> Result<()> {
             NodeState::Loading
         });
     }
-    let mut mesh_cfg = MeshConfig::new(id.node_id.clone(), gossip_addr, first);
-    mesh_cfg.seeds = args.join.clone();
+    let mut mesh_cfg = MeshConfig::new(id.key.clone(), member.secret.clone(), gossip_addr, first);
+    mesh_cfg.advertise_addr = gossip_advertise;
+    mesh_cfg.seeds = member.seeds.clone();
     let mesh = Mesh::start(mesh_cfg).await.with_context(|| {
         format!("cannot start gossip on udp {gossip_addr} (port taken? try --gossip-port)")
     })?;
-    // Machine-readable lines on stdout, so scripts and tests can find a `--port 0` node.
+    // Machine-readable lines on stdout, so scripts and tests can find a `--port 0` node and
+    // hand its invite to the next one.
     println!("infermesh listening on http://{local}");
     println!("infermesh gossip on {}", mesh.gossip_addr());
-    tracing::info!(node_id = %id.node_id, name = %node.info.name, gossip = %mesh.gossip_addr(), "node up on http://{local}");
-    if !args.join.is_empty() {
-        tracing::info!(seeds = ?args.join, "joining the mesh");
+    let invite = infermesh_mesh::Invite {
+        secret: member.secret.clone(),
+        bootstrap: vec![mesh.gossip_addr().to_string()],
+    };
+    println!("infermesh invite {}", invite.encode());
+    tracing::info!(node_id = %id.node_id, name = %node.info.name, mesh = %mesh.mesh_id(),
+        gossip = %mesh.gossip_addr(), "node up on http://{local}");
+    if !member.seeds.is_empty() {
+        tracing::info!(seeds = ?member.seeds, "joining the mesh");
     }
 
     let mut to_activate = None;
@@ -243,7 +306,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             Some(m) => m,
             None => {
                 let dir = args.model_dir.clone().unwrap_or_else(default_model_dir);
-                models::auto_assign(dir, &mesh, !args.join.is_empty(), args.standby).await
+                models::auto_assign(dir, &mesh, !member.seeds.is_empty(), args.standby).await
             }
         };
         let cfg = engine_config(&args);
@@ -293,6 +356,26 @@ pub async fn run(args: UpArgs) -> Result<()> {
         infermesh_api::health::HealthPolicy::default(),
     ));
 
+    let peer_dir = app.mesh.as_ref().map(|m| m.directory());
+    if let Some(dir) = peer_dir {
+        let peers = infermesh_api::peer_router(app.clone(), infermesh_api::Limits::default());
+        let key = id.key.clone();
+        tokio::spawn(async move {
+            let timeout = infermesh_api::Limits::default().header_timeout;
+            if let Err(e) = infermesh_api::peer::serve(
+                peer_listener,
+                peers,
+                &key,
+                dir,
+                timeout,
+                std::future::pending(),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "the peer channel stopped; this node no longer answers requests routed by peers (restart it)");
+            }
+        });
+    }
     let router = infermesh_api::router(app.clone());
     // Not `axum::serve`: it sets no header read timeout and no TCP_NODELAY (see `serve`).
     infermesh_api::serve(listener, router, shutdown_signal())

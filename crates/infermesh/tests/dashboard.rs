@@ -245,12 +245,12 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     });
     let b = Node::start(
         None,
-        &["--standby", "--name", "dash-b", "--join", &a.gossip],
+        &["--standby", "--name", "dash-b", "--join", &a.invite],
         &[],
     );
     let mut c = Node::start(
         None,
-        &["--client", "--name", "dash-c", "--join", &a.gossip],
+        &["--client", "--name", "dash-c", "--join", &a.invite],
         &[],
     );
     wait_until(

@@ -57,7 +57,7 @@ fn chat(url: &str, max_tokens: u32) -> (u16, Value) {
 fn client_routes_fails_over_and_peer_rejoins() {
     let fast = ["--schedule", "fast", "--gossip-port", "0"];
     let mut a = NodeProc::start(&[&fast[..], &["--name", "A"]].concat());
-    let join = a.gossip.clone();
+    let join = a.invite.clone();
     let b = NodeProc::start(&[&fast[..], &["--name", "B", "--join", &join]].concat());
     // The client has no schedule of its own: it learns it from the mesh.
     let learn = ["--schedule", "learn", "--gossip-port", "0", "--client"];

@@ -52,7 +52,7 @@ fn metrics_reflect_state_peers_and_requests() {
     });
     let client = Node::start(
         None,
-        &["--client", "--name", "metrics-b", "--join", &server.gossip],
+        &["--client", "--name", "metrics-b", "--join", &server.invite],
         &[],
     );
     wait_until(

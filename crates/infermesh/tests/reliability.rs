@@ -184,12 +184,12 @@ fn steady_load_survives_backend_and_node_crashes() {
     let mut b = NodeProc::start(
         &[
             &base[..],
-            &["--standby", "--name", "B", "--join", &a.gossip],
+            &["--standby", "--name", "B", "--join", &a.invite],
         ]
         .concat(),
     );
     let c =
-        NodeProc::start(&[&base[..], &["--client", "--name", "C", "--join", &a.gossip]].concat());
+        NodeProc::start(&[&base[..], &["--client", "--name", "C", "--join", &a.invite]].concat());
     register(&a, &f1.url());
     register(&b, &f2.url());
     a.wait_state("serving", Duration::from_secs(10));

@@ -1,21 +1,29 @@
 //! Mesh membership and gossip.
 //!
-//! Each node runs one chitchat instance (scuttlebutt anti-entropy + phi-accrual failure detection
-//! over UDP) and publishes a single versioned [`NodeRecord`]. [`MeshHandle::peers`] is the live
+//! Each node gossips (push-pull anti-entropy over UDP, every datagram sealed with the mesh key
+//! from its invite token) its own [`NodeRecord`] and heartbeats, signed with its node key, so
+//! no member can forge, rewrite or freshen another's. [`MeshHandle::peers`] is the live
 //! peer table every other part reads; [`MeshHandle::subscribe`] tells them when it changed.
 //!
 //! On top of membership: the epoch [`schedule`] sources, signed [`validation`] results and the
 //! epoch's active set, and the background [`participation`] tracker.
 
+pub mod credential;
+mod gossip;
+pub mod members;
 pub mod mesh;
 pub mod participation;
 pub mod record;
 pub mod schedule;
+pub mod signed;
 pub mod validation;
+pub mod wire;
 
+pub use credential::{Invite, InviteError, MeshSecret};
 pub use mesh::{
-    free_udp_port, Mesh, MeshConfig, MeshHandle, PeerView, DEFAULT_CLUSTER_ID, DEFAULT_DEAD_AFTER,
-    DEFAULT_GC_GRACE, DEFAULT_GOSSIP_INTERVAL,
+    free_udp_port, Directory, Mesh, MeshConfig, MeshHandle, MeshHealth, PeerView,
+    DEFAULT_DEAD_AFTER, DEFAULT_GC_GRACE, DEFAULT_GOSSIP_INTERVAL, DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_PER_IP,
 };
 pub use participation::{participation_now, participation_of, ParticipationTracker};
 pub use record::{decode_record, NodeRecord, RECORD_KEY, RECORD_SCHEMA_VERSION};

@@ -1,90 +1,108 @@
-//! Membership over chitchat: one UDP gossip socket per node, the node's [`NodeRecord`] under one
-//! key, and a peer table derived from chitchat's failure detector.
+//! Membership: one UDP socket per node speaking the sealed gossip of [`crate::wire`], the node's
+//! own signed record and heartbeat, and the live peer table everything else reads.
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use chitchat::transport::UdpTransport;
-use chitchat::{
-    spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
-    Heartbeat, ProtocolVersion,
-};
+use ed25519_dalek::SigningKey;
+use infermesh_state::membership::Counters;
 use infermesh_state::NodeState;
-use tokio::sync::{watch, Mutex};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::record::{decode_record, NodeRecord, RECORD_KEY, RECORD_SCHEMA_VERSION};
+use crate::credential::MeshSecret;
+use crate::gossip::{self, Shared};
+use crate::members::Table;
+use crate::record::{NodeRecord, RECORD_SCHEMA_VERSION};
+use crate::signed::{sign_beat, sign_record, Envelope, SignedBeat, SignedRecord};
+use crate::validation::node_id_from_public_key;
 
-/// 200 ms rounds converge 9 nodes in well under 2 s (fan-out 3, every digest carries every node).
+/// 200 ms rounds converge 9 nodes in well under 2 s (fan-out 3, push-pull).
 pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 /// Leaves a 1 s margin under the 5 s promise for a killed node to leave `peers()`.
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(4);
-/// How long a dead node's state lingers in chitchat before it is garbage-collected. Long enough
-/// that a partitioned node coming back is not resurrected from stale gossip; it is invisible in
-/// `peers()` the whole time.
+/// How long a silent member's record is kept (invisible in `peers()`) before only its counters
+/// remain.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(10 * 60);
-pub const DEFAULT_CLUSTER_ID: &str = "infermesh";
-
-/// Attempts when the caller leaves the port to us (`:0`): the port is picked before chitchat binds
-/// it, so another process can take it in between.
-const PORT_PICK_ATTEMPTS: usize = 8;
+/// Members one node tracks at most; a full table never evicts a live member.
+pub const DEFAULT_MAX_MEMBERS: usize = 1024;
+/// Members sharing one advertised IP at most, so one host cannot fill the table.
+pub const DEFAULT_MAX_PER_IP: usize = 256;
 
 pub struct MeshConfig {
-    /// Stable identity across restarts; the generation (start time) tells restarts apart.
-    pub node_id: String,
-    /// UDP address to bind. Port 0 lets [`Mesh::start`] pick a free port (chitchat itself needs the
-    /// real port up front, because it is part of the advertised identity).
+    /// The node key: its fingerprint is the node id, and it signs the node's record and beats.
+    pub key: SigningKey,
+    pub secret: MeshSecret,
+    /// UDP address to bind; port 0 picks a free one.
     pub gossip_addr: SocketAddr,
-    /// Address peers should gossip to, when it differs from `gossip_addr` (binding `0.0.0.0`).
+    /// Address peers should gossip to when it differs from `gossip_addr` (binding `0.0.0.0`);
+    /// port 0 means "the bound port".
     pub advertise_addr: Option<SocketAddr>,
-    /// `host:port` gossip addresses of any live members; empty for the first node.
+    /// `host:port` gossip addresses of live members; empty for the first node.
     pub seeds: Vec<String>,
-    /// Nodes with another cluster id are refused, so two meshes on one LAN cannot merge.
-    pub cluster_id: String,
     pub gossip_interval: Duration,
     /// Upper bound for a silent peer to leave [`MeshHandle::peers`].
     pub dead_after: Duration,
-    /// Delay before a dead node's state is garbage-collected.
     pub gc_grace: Duration,
+    pub max_members: usize,
+    pub max_per_ip: usize,
     pub record: NodeRecord,
 }
 
 impl MeshConfig {
-    /// A config with the default cluster id, timings and no seeds.
-    pub fn new(node_id: impl Into<String>, gossip_addr: SocketAddr, record: NodeRecord) -> Self {
+    pub fn new(
+        key: SigningKey,
+        secret: MeshSecret,
+        gossip_addr: SocketAddr,
+        record: NodeRecord,
+    ) -> Self {
         Self {
-            node_id: node_id.into(),
+            key,
+            secret,
             gossip_addr,
             advertise_addr: None,
             seeds: Vec::new(),
-            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             dead_after: DEFAULT_DEAD_AFTER,
             gc_grace: DEFAULT_GC_GRACE,
+            max_members: DEFAULT_MAX_MEMBERS,
+            max_per_ip: DEFAULT_MAX_PER_IP,
             record,
         }
     }
 }
 
-/// One live peer as this node sees it.
+/// One live peer as this node sees it: every field comes from the peer's own signed record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerView {
-    /// The peer's record; `node_id` is always the gossip identity, whatever the record claimed.
+    /// The peer's record; `node_id` is the signer's id, whatever the record claimed.
     pub record: NodeRecord,
     pub gossip_addr: SocketAddr,
+    /// The peer's ed25519 public key: what its peer-API TLS certificate must carry.
+    pub public_key: [u8; 32],
     /// Start time (ms since the Unix epoch) of the peer's current incarnation.
     pub generation: u64,
-    /// Milliseconds since we last saw its heartbeat advance (resolution: one poll, ≤ 100 ms).
+    /// Milliseconds since its heartbeat or record last advanced.
     pub last_seen_ms: u64,
     pub state: NodeState,
 }
 
-/// Picks a currently free UDP port on 127.0.0.1. Racy by nature (the port is released before
-/// use); prefer port 0 in [`MeshConfig::gossip_addr`], which retries.
+/// Whether the membership task runs, and what stopped it if it ever did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshHealth {
+    /// Times the gossip task ended unexpectedly and was restarted.
+    pub restarts: u32,
+    /// Why it last ended; `None` when it never failed.
+    pub last_failure: Option<String>,
+    /// `true` while it is running (false between a failure and its restart).
+    pub running: bool,
+}
+
+/// Picks a currently free UDP port on 127.0.0.1. Racy by nature; prefer port 0.
 ///
 /// # Panics
 /// If no UDP socket can be bound on loopback at all.
@@ -95,13 +113,17 @@ pub fn free_udp_port() -> u16 {
         .expect("binding 127.0.0.1:0 must succeed")
 }
 
-/// Generation = start time in ms, forced strictly increasing within the process so that two
-/// incarnations started in the same millisecond (tests) still order correctly.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Generation = start time in ms, strictly increasing within the process so two incarnations
+/// started in the same millisecond (tests) still order.
 fn next_generation() -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = unix_ms();
     let mut prev = LAST.load(Ordering::Relaxed);
     loop {
         let next = now.max(prev + 1);
@@ -112,38 +134,67 @@ fn next_generation() -> u64 {
     }
 }
 
-/// Maps `dead_after` onto chitchat's failure detector.
-///
-/// chitchat's phi is `elapsed / mean_interval` (exponential model), so a peer is declared dead
-/// after `phi_threshold × mean` of silence. The mean is how often any gossip brings a fresher
-/// heartbeat: every node hears each peer from several directions per round, so it settles near
-/// half a gossip interval (measured), and the prior (`initial_interval`, weighted as 5 samples) is
-/// set there so freshly joined peers are not judged more leniently. The threshold is sized for a
-/// mean of a *whole* interval minus two rounds of evaluation lag (the detector runs once per round,
-/// our poll adds one more), so even sparse gossip stays inside `dead_after`; typical detection is
-/// about half of it. `snapshot` enforces `dead_after` as a hard cap on top.
-fn failure_detector_config(cfg: &MeshConfig) -> FailureDetectorConfig {
-    let budget = cfg.dead_after.saturating_sub(cfg.gossip_interval * 2);
-    let phi = (budget.as_secs_f64() / cfg.gossip_interval.as_secs_f64()).max(3.0);
-    FailureDetectorConfig {
-        phi_threshold: phi,
-        sampling_window_size: 200,
-        // A gap this long is an outage, not a sample of normal jitter.
-        max_interval: cfg.dead_after,
-        initial_interval: cfg.gossip_interval / 2,
-        dead_node_grace_period: cfg.gc_grace,
+/// This node's own statements, re-signed on every publish and heartbeat.
+pub(crate) struct Own {
+    pub key: SigningKey,
+    pub mesh: String,
+    pub node_id: String,
+    pub generation: u64,
+    pub gossip_addr: SocketAddr,
+    pub version: u64,
+    pub beat: u64,
+    pub record: NodeRecord,
+    pub signed: SignedRecord,
+    pub beat_sig: SignedBeat,
+}
+
+impl Own {
+    fn resign(&mut self) {
+        let env = Envelope {
+            mesh: self.mesh.clone(),
+            node_id: self.node_id.clone(),
+            public_key: hex::encode(self.key.verifying_key().as_bytes()),
+            generation: self.generation,
+            version: self.version,
+            gossip_addr: self.gossip_addr.to_string(),
+            issued_ms: unix_ms(),
+            record: self.record.encode(),
+        };
+        self.signed = sign_record(&self.key, &env);
+    }
+
+    pub fn set_record(&mut self, record: NodeRecord) {
+        self.record = record;
+        self.version += 1;
+        self.resign();
+    }
+
+    pub fn next_beat(&mut self) {
+        self.beat += 1;
+        self.beat_sig = sign_beat(
+            &self.key,
+            &self.mesh,
+            &self.node_id,
+            self.generation,
+            self.beat,
+        );
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            generation: self.generation,
+            version: self.version,
+            beat: self.beat,
+        }
     }
 }
 
 pub struct Mesh;
 
 impl Mesh {
-    /// Binds the gossip socket, publishes `cfg.record` and starts gossiping. Must run inside a
-    /// tokio runtime.
+    /// Binds the gossip socket, signs and publishes `cfg.record` and starts gossiping. Must run
+    /// inside a tokio runtime.
     pub async fn start(cfg: MeshConfig) -> anyhow::Result<MeshHandle> {
-        if cfg.node_id.is_empty() {
-            bail!("mesh node_id must not be empty");
-        }
         if cfg.gossip_interval.is_zero() || cfg.dead_after < cfg.gossip_interval * 3 {
             bail!(
                 "dead_after ({:?}) must be at least 3 gossip intervals ({:?})",
@@ -156,340 +207,180 @@ impl Mesh {
             && cfg.gossip_addr.ip().is_unspecified()
         {
             bail!(
-                "gossip address {} cannot be advertised; set advertise_addr",
+                "gossip address {} cannot be advertised: peers need a real address; pass \
+                 --advertise HOST:PORT (the address other machines reach this node at)",
                 cfg.gossip_addr
             );
         }
-        let mut last_err = None;
-        let attempts = if cfg.gossip_addr.port() == 0 {
-            PORT_PICK_ATTEMPTS
-        } else {
-            1
-        };
-        for _ in 0..attempts {
-            let mut listen = cfg.gossip_addr;
-            if listen.port() == 0 {
-                let probe = std::net::UdpSocket::bind(SocketAddr::new(listen.ip(), 0))
-                    .context("probing for a free gossip port")?;
-                listen.set_port(probe.local_addr()?.port());
-            }
-            match start_on(&cfg, listen).await {
-                Ok(h) => return Ok(h),
-                Err(e) => last_err = Some(e),
-            }
+        let socket = UdpSocket::bind(cfg.gossip_addr)
+            .await
+            .with_context(|| format!("binding udp {}", cfg.gossip_addr))?;
+        let listen = socket.local_addr()?;
+        let mut advertise = cfg.advertise_addr.unwrap_or(listen);
+        if advertise.ip().is_unspecified() {
+            bail!("gossip address {advertise} cannot be advertised; pass --advertise HOST:PORT");
         }
-        Err(last_err.expect("at least one attempt"))
+        if advertise.port() == 0 {
+            advertise.set_port(listen.port());
+        }
+        let node_id = node_id_from_public_key(cfg.key.verifying_key().as_bytes());
+        let mesh_id = cfg.secret.mesh_id();
+        let mut record = cfg.record.clone();
+        own_fields(&node_id, &mut record);
+        let generation = next_generation();
+        let placeholder = SignedRecord {
+            body: String::new(),
+            sig: String::new(),
+        };
+        let mut own = Own {
+            beat_sig: sign_beat(&cfg.key, &mesh_id, &node_id, generation, 0),
+            key: cfg.key.clone(),
+            mesh: mesh_id.clone(),
+            node_id: node_id.clone(),
+            generation,
+            gossip_addr: advertise,
+            version: 0,
+            beat: 0,
+            record: record.clone(),
+            signed: placeholder,
+        };
+        own.set_record(record);
+        own.next_beat();
+
+        let (changes, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            table: Mutex::new(Table::new(
+                mesh_id.clone(),
+                node_id.clone(),
+                cfg.max_members,
+                cfg.max_per_ip,
+            )),
+            own: Mutex::new(own),
+            changes,
+            health: Mutex::new(MeshHealth {
+                running: true,
+                ..MeshHealth::default()
+            }),
+            sealer: crate::wire::Sealer::new(&cfg.secret.gossip_key()),
+            socket: Arc::new(socket),
+            seeds: cfg.seeds.clone(),
+            interval: cfg.gossip_interval,
+            dead_after: cfg.dead_after,
+            gc_grace: cfg.gc_grace,
+            guard: Mutex::new(gossip::Guard::default()),
+            announced: Mutex::new(Vec::new()),
+        });
+        let supervisor = tokio::spawn(gossip::supervise(shared.clone()));
+        tracing::info!(node_id = %node_id, mesh = %mesh_id, generation, %listen,
+            advertise = %advertise, seeds = ?cfg.seeds, "mesh started");
+        Ok(MeshHandle {
+            shared,
+            supervisor,
+            node_id,
+            generation,
+            advertise,
+        })
     }
 }
 
-async fn start_on(cfg: &MeshConfig, listen: SocketAddr) -> anyhow::Result<MeshHandle> {
-    let mut advertise = cfg.advertise_addr.unwrap_or(listen);
-    if advertise.ip().is_unspecified() {
-        bail!("gossip address {advertise} cannot be advertised; set advertise_addr");
-    }
-    if advertise.port() == 0 {
-        advertise.set_port(listen.port());
-    }
-    let id = ChitchatId::new(cfg.node_id.as_str(), next_generation(), advertise);
-    let record = own_record(&cfg.node_id, cfg.record.clone());
-    let config = ChitchatConfig {
-        chitchat_id: id.clone(),
-        cluster_id: cfg.cluster_id.clone(),
-        gossip_interval: cfg.gossip_interval,
-        listen_addr: listen,
-        seed_nodes: cfg.seeds.clone(),
-        failure_detector_config: failure_detector_config(cfg),
-        // We never delete keys (the record is overwritten), so this only bounds tombstones a
-        // future feature might leave behind.
-        marked_for_deletion_grace_period: cfg.gc_grace,
-        catchup_callback: None,
-        extra_liveness_predicate: None,
-        // Every infermesh node speaks V1 (compressed digests) from the first release, so there is
-        // no V0 population to stay compatible with.
-        protocol_version: ProtocolVersion::V1,
-    };
-    let initial = vec![(RECORD_KEY.to_string(), record.encode())];
-    let handle = spawn_chitchat(config, initial, &UdpTransport)
-        .await
-        .with_context(|| format!("starting gossip on {listen}"))?;
-
-    let (changes, _) = watch::channel(0u64);
-    let inner = Arc::new(Inner {
-        node_id: cfg.node_id.clone(),
-        dead_after: cfg.dead_after,
-        peers: RwLock::new(Vec::new()),
-        changes,
-    });
-    let (record_tx, record_rx) = watch::channel(record);
-    let poll = (cfg.gossip_interval / 2).min(Duration::from_millis(100));
-    let watcher = tokio::spawn(watch_loop(
-        handle.chitchat(),
-        inner.clone(),
-        record_rx,
-        poll,
-    ));
-    tracing::info!(node_id = %cfg.node_id, generation = id.generation_id, %listen,
-        advertise = %advertise, seeds = ?cfg.seeds, "mesh started");
-    Ok(MeshHandle {
-        chitchat: handle,
-        inner,
-        record_tx,
-        watcher,
-        id,
-    })
-}
-
-/// The mesh identity is authoritative for `node_id`, and this build writes its own schema
+/// The signed identity is authoritative for `node_id`, and this build writes its own schema
 /// version, whatever the caller filled in.
-fn own_record(node_id: &str, mut record: NodeRecord) -> NodeRecord {
+fn own_fields(node_id: &str, record: &mut NodeRecord) {
     record.node_id = node_id.to_string();
     record.v = RECORD_SCHEMA_VERSION;
-    record
 }
 
-/// A running mesh membership. Dropping it stops gossip too; [`MeshHandle::shutdown`] also waits
-/// for the socket to be released.
+/// Live members by id; see [`MeshHandle::directory`].
+#[derive(Clone)]
+pub struct Directory(std::sync::Weak<Shared>);
+
+impl Directory {
+    /// `None` also once the membership is gone: nobody is a member of a stopped mesh.
+    pub fn peer(&self, node_id: &str) -> Option<PeerView> {
+        self.0.upgrade()?.peer(node_id, Instant::now())
+    }
+}
+
+/// A running membership. Dropping it stops gossip; [`MeshHandle::shutdown`] also waits for it.
 pub struct MeshHandle {
-    chitchat: ChitchatHandle,
-    inner: Arc<Inner>,
-    record_tx: watch::Sender<NodeRecord>,
-    watcher: JoinHandle<()>,
-    id: ChitchatId,
+    shared: Arc<Shared>,
+    supervisor: JoinHandle<()>,
+    node_id: String,
+    generation: u64,
+    advertise: SocketAddr,
+}
+
+impl Drop for MeshHandle {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
 }
 
 impl MeshHandle {
-    /// Replaces this node's record. Applied within one poll and gossiped in the next rounds
-    /// (peers see it in well under 1 s). Rapid publishes coalesce to the latest.
-    pub fn publish(&self, record: NodeRecord) {
-        self.record_tx
-            .send_replace(own_record(&self.inner.node_id, record));
+    /// Replaces this node's record: re-signed at once, gossiped in the next rounds.
+    pub fn publish(&self, mut record: NodeRecord) {
+        own_fields(&self.node_id, &mut record);
+        self.shared.own().set_record(record);
+        self.shared.changes.send_modify(|c| *c += 1);
     }
 
     /// The record this node currently publishes.
     pub fn record(&self) -> NodeRecord {
-        self.record_tx.borrow().clone()
+        self.shared.own().record.clone()
     }
 
-    /// Live peers, excluding this node, one entry per node_id (its newest live incarnation),
-    /// sorted by node_id.
+    /// Live peers, excluding this node, sorted by node id.
     pub fn peers(&self) -> Vec<PeerView> {
-        let now = Instant::now();
-        let peers = self.inner.peers.read().unwrap_or_else(|e| e.into_inner());
-        peers
-            .iter()
-            .filter(|t| now.duration_since(t.last_seen) <= self.inner.dead_after)
-            .map(|t| PeerView {
-                last_seen_ms: now.duration_since(t.last_seen).as_millis() as u64,
-                ..t.view.clone()
-            })
-            .collect()
+        self.shared.peers(Instant::now())
     }
 
-    /// A counter bumped whenever the peer set or any peer's record changes.
+    /// The live peer with this id, if any.
+    pub fn peer(&self, node_id: &str) -> Option<PeerView> {
+        self.shared.peer(node_id, Instant::now())
+    }
+
+    /// A cheap, cloneable read-only view of the live members, for code that must check an
+    /// identity without holding the handle (the peer transport's TLS verifiers).
+    pub fn directory(&self) -> Directory {
+        Directory(Arc::downgrade(&self.shared))
+    }
+
+    /// A counter bumped whenever the peer set or any peer's record (or our own) changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.changes.subscribe()
+        self.shared.changes.subscribe()
     }
 
     pub fn node_id(&self) -> &str {
-        &self.inner.node_id
+        &self.node_id
     }
 
-    /// The address peers gossip to (use it as another node's seed).
+    /// The mesh's public fingerprint.
+    pub fn mesh_id(&self) -> String {
+        self.shared.own().mesh.clone()
+    }
+
+    /// The address peers gossip to (and reach the peer API at, over TCP).
     pub fn gossip_addr(&self) -> SocketAddr {
-        self.id.gossip_advertise_addr
+        self.advertise
     }
 
-    /// This incarnation's generation (start time, ms since the Unix epoch).
     pub fn generation(&self) -> u64 {
-        self.id.generation_id
+        self.generation
     }
 
-    /// Incarnations chitchat still holds state for, self and dead ones included (dead ones go
-    /// after `gc_grace`). For diagnostics and metrics; membership is [`MeshHandle::peers`].
-    pub async fn known_incarnations(&self) -> usize {
-        self.chitchat
-            .with_chitchat(|cc| cc.node_states().len())
-            .await
+    /// Members held, live or silent (silent ones go after `gc_grace`), excluding self.
+    pub fn known_members(&self) -> usize {
+        self.shared.table().members.len()
     }
 
-    /// Stops gossiping and waits until the socket is closed. chitchat has no leave message, so
-    /// peers see this exactly like a crash and drop us after `dead_after`.
+    pub fn health(&self) -> MeshHealth {
+        self.shared.health()
+    }
+
+    /// Stops gossiping. There is no leave message: peers see this like a crash and drop us
+    /// after `dead_after`.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.watcher.abort();
-        self.chitchat.shutdown().await
-    }
-}
-
-struct Inner {
-    node_id: String,
-    dead_after: Duration,
-    peers: RwLock<Vec<Tracked>>,
-    changes: watch::Sender<u64>,
-}
-
-struct Tracked {
-    view: PeerView,
-    /// Detects record changes without comparing floats.
-    record_version: u64,
-    last_seen: Instant,
-}
-
-impl Inner {
-    fn replace_peers(&self, next: Vec<Tracked>) {
-        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
-        let same = peers.len() == next.len()
-            && peers.iter().zip(&next).all(|(a, b)| {
-                a.view.record.node_id == b.view.record.node_id
-                    && a.view.generation == b.view.generation
-                    && a.record_version == b.record_version
-            });
-        *peers = next;
-        drop(peers);
-        if !same {
-            self.changes.send_modify(|c| *c += 1);
-        }
-    }
-}
-
-/// Applies publishes and turns chitchat's state into the peer table. Polling (rather than
-/// chitchat's live-nodes watcher) is what lets us time heartbeats for `last_seen_ms` and enforce
-/// `dead_after` ourselves. Ends when the handle is dropped.
-async fn watch_loop(
-    chitchat: Arc<Mutex<Chitchat>>,
-    inner: Arc<Inner>,
-    mut record_rx: watch::Receiver<NodeRecord>,
-    poll: Duration,
-) {
-    let mut seen: HashMap<ChitchatId, Seen> = HashMap::new();
-    let mut tick = tokio::time::interval(poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            changed = record_rx.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let encoded = record_rx.borrow_and_update().encode();
-                if encoded.len() > 16 * 1024 {
-                    // One UDP datagram carries all deltas; a fat record crowds out the others.
-                    tracing::warn!(bytes = encoded.len(), "large node record");
-                }
-                chitchat.lock().await.self_node_state().set(RECORD_KEY, encoded);
-            }
-            _ = tick.tick() => {
-                let next = {
-                    let cc = chitchat.lock().await;
-                    snapshot(&cc, &inner, &mut seen, Instant::now())
-                };
-                inner.replace_peers(next);
-            }
-        }
-    }
-}
-
-/// What the poll remembers about one incarnation between ticks.
-struct Seen {
-    heartbeat: Heartbeat,
-    /// When `heartbeat` last advanced.
-    at: Instant,
-    /// chitchat version of the record key, so a record is decoded (and a bad one logged) once
-    /// per change rather than once per poll.
-    record_version: u64,
-    record: Option<NodeRecord>,
-}
-
-fn snapshot(
-    cc: &Chitchat,
-    inner: &Inner,
-    seen: &mut HashMap<ChitchatId, Seen>,
-    now: Instant,
-) -> Vec<Tracked> {
-    let states = cc.node_states();
-    seen.retain(|id, _| states.contains_key(id));
-    for (id, st) in states {
-        let s = seen.entry(id.clone()).or_insert(Seen {
-            heartbeat: st.heartbeat(),
-            at: now,
-            record_version: 0,
-            record: None,
-        });
-        if st.heartbeat() > s.heartbeat {
-            s.heartbeat = st.heartbeat();
-            s.at = now;
-        }
-        // A node can be known before its first delta arrives: no record yet, not a peer yet.
-        if let Some(v) = st.get_versioned(RECORD_KEY).filter(|v| !v.is_deleted()) {
-            if v.version != s.record_version {
-                s.record_version = v.version;
-                s.record = decode_record(&v.value);
-            }
-        }
-    }
-
-    // A restarted node briefly has two live incarnations (the old one until the detector gives up
-    // on it); the newest generation is the real one. Our own old incarnations are never peers.
-    let mut newest: BTreeMap<&str, &ChitchatId> = BTreeMap::new();
-    for id in cc.live_nodes() {
-        if *id.node_id == *inner.node_id {
-            continue;
-        }
-        let slot = newest.entry(&id.node_id).or_insert(id);
-        if id.generation_id > slot.generation_id {
-            *slot = id;
-        }
-    }
-
-    newest
-        .into_values()
-        .filter_map(|id| {
-            let s = seen.get(id)?;
-            if now.duration_since(s.at) > inner.dead_after {
-                return None;
-            }
-            let mut record = s.record.clone()?;
-            if record.node_id != *id.node_id {
-                tracing::debug!(gossip_id = %id.node_id, claimed = %record.node_id,
-                    "peer record names another node; using the gossip identity");
-                record.node_id = id.node_id.to_string();
-            }
-            let state = record.effective_state();
-            Some(Tracked {
-                view: PeerView {
-                    record,
-                    gossip_addr: id.gossip_advertise_addr,
-                    generation: id.generation_id,
-                    last_seen_ms: 0,
-                    state,
-                },
-                record_version: s.record_version,
-                last_seen: s.at,
-            })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generations_strictly_increase() {
-        let a = next_generation();
-        let b = next_generation();
-        assert!(b > a);
-    }
-
-    #[test]
-    fn default_detector_fits_dead_after() {
-        let cfg = MeshConfig::new("n", (Ipv4Addr::LOCALHOST, 0).into(), NodeRecord::default());
-        let fd = failure_detector_config(&cfg);
-        let worst = cfg.gossip_interval.mul_f64(fd.phi_threshold) + cfg.gossip_interval * 2;
-        assert!(worst <= cfg.dead_after, "{worst:?}");
-        assert!(fd.initial_interval < cfg.gossip_interval);
-    }
-
-    #[test]
-    fn free_port_is_nonzero() {
-        assert_ne!(free_udp_port(), 0);
+        self.supervisor.abort();
+        Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! The compact, versioned record a node publishes to the mesh.
 //!
-//! The whole record travels as ONE JSON string under one chitchat key ([`RECORD_KEY`]) rather than
+//! The whole record travels as ONE JSON string inside the signed member envelope rather than
 //! one key per field: a peer then always sees a consistent snapshot (never the new `state` with
-//! the old `models`), and one version bump per publish keeps the scuttlebutt deltas small.
+//! the old `models`), and one version bump per publish keeps gossip small.
 
 use infermesh_state::{classify_legacy, NodeState, ScheduleSpec};
 use serde::de::DeserializeOwned;
@@ -14,7 +14,7 @@ use crate::validation::SignedValidation;
 /// added field (unknown fields are ignored by older readers).
 pub const RECORD_SCHEMA_VERSION: u32 = 1;
 
-/// The chitchat key holding the JSON-encoded [`NodeRecord`].
+/// Name of the record in diagnostics (kept for tools that read it).
 pub const RECORD_KEY: &str = "record";
 
 /// What a node tells the mesh about itself.

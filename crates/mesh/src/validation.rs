@@ -1,7 +1,7 @@
 //! Signed validation results and the epoch's active set.
 //!
 //! A result grants its node a place in the active set, so it travels signed with the node key and
-//! every peer checks it independently: gossip is unauthenticated (chitchat over plain UDP), and a
+//! every peer checks it independently: gossip relays records from every member, and a
 //! node must not be able to admit itself, or anyone else, without a key that hashes to its id.
 
 use std::collections::BTreeSet;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use infermesh_mesh::{
     active_set, collect_validations, fast_schedule, node_id_from_public_key, sign,
-    BackendValidation, EmbeddedSchedule, Mesh, MeshConfig, MeshHandle, NodeRecord,
+    BackendValidation, EmbeddedSchedule, Mesh, MeshConfig, MeshHandle, MeshSecret, NodeRecord,
     ParticipationTracker, Schedule, SyntheticSchedule, ValidationResult,
 };
 use infermesh_state::{NodeState, Participation, ScheduleSpec};
@@ -35,10 +35,9 @@ fn passing(node_id: &str, epoch: u64) -> ValidationResult {
     ValidationResult::from_backends(node_id, epoch, vec![backend], GENESIS)
 }
 
-async fn start(node_id: &str, record: NodeRecord, seeds: &[&MeshHandle]) -> MeshHandle {
+async fn start(k: &SigningKey, record: NodeRecord, seeds: &[&MeshHandle]) -> MeshHandle {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let mut cfg = MeshConfig::new(node_id, addr, record);
-    cfg.cluster_id = "validation-test".into();
+    let mut cfg = MeshConfig::new(k.clone(), MeshSecret::from_bytes([9; 32]), addr, record);
     cfg.seeds = seeds.iter().map(|s| s.gossip_addr().to_string()).collect();
     Mesh::start(cfg).await.expect("mesh starts")
 }
@@ -99,10 +98,10 @@ async fn forged_and_stale_validations_are_not_admitted() {
         validation: Some(v),
         ..base_record(id)
     };
-    let a = start(&a_id, with(&a_id, sign(passing(&a_id, epoch), &ka)), &[]).await;
-    let b = start(&b_id, with(&b_id, forged), &[&a]).await;
+    let a = start(&ka, with(&a_id, sign(passing(&a_id, epoch), &ka)), &[]).await;
+    let b = start(&kb, with(&b_id, forged), &[&a]).await;
     let c = start(
-        &c_id,
+        &kc,
         with(&c_id, sign(passing(&c_id, epoch - 1), &kc)),
         &[&a],
     )
@@ -177,10 +176,10 @@ async fn node_without_a_spec_learns_it_from_peers() {
         schedule: s,
         ..base_record(id)
     };
-    let a = start("a", with("a", Some(spec)), &[]).await;
-    let b = start("b", with("b", Some(spec)), &[&a]).await;
-    let m = start("m", with("m", Some(minority)), &[&a]).await;
-    let c = start("c", with("c", None), &[&a]).await;
+    let a = start(&key(11), with("a", Some(spec)), &[]).await;
+    let b = start(&key(12), with("b", Some(spec)), &[&a]).await;
+    let m = start(&key(13), with("m", Some(minority)), &[&a]).await;
+    let c = start(&key(14), with("c", None), &[&a]).await;
 
     let learner = EmbeddedSchedule::new(None);
     assert_eq!(learner.spec(), None);

@@ -3,9 +3,11 @@
 //! Nothing here performs I/O or reads a clock: time is always an argument. Every other crate
 //! renders states it got from here, so API, logs, deck and dashboard cannot disagree.
 
+pub mod addr;
 pub mod assign;
 pub mod backend_state;
 pub mod constants;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod participation;
@@ -14,6 +16,7 @@ pub mod schedule;
 pub mod sse;
 pub mod timing;
 
+pub use addr::{parse_host_port, HostPort};
 pub use assign::{choose_model, Assignment};
 pub use backend_state::{derive_backend_state, is_validated, BackendFacts, BackendState};
 pub use constants::Tunables;

@@ -10,9 +10,8 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use infermesh_state::{route_order_spread, Candidate, NodeState};
 use serde_json::json;
 
@@ -20,20 +19,16 @@ use crate::app::App;
 use crate::error::OpenAiError;
 use crate::node::LocalModel;
 use crate::openai::{parse, parse::Parsed, serve_local, unix_now, Shape};
+use crate::peer::{peer_base, PeerIdentity};
 use record::Pending;
-
-/// Set on a request one node forwards to another: the receiver answers it itself and never
-/// forwards again, so a request crosses at most one hop and cannot loop.
-pub const HOP_HEADER: &str = "x-infermesh-hop";
-/// The forwarding node's id, so the receiver's request record names the real origin.
-pub const FROM_HEADER: &str = "x-infermesh-from";
 
 /// Where one attempt goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub node_id: String,
     pub name: String,
-    /// `None` for this node itself.
+    /// Base URL of the peer's API on the peer channel (`https://<id>.peer…:<port>`); `None`
+    /// for this node itself.
     pub addr: Option<String>,
 }
 
@@ -105,7 +100,9 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
             targets.push(Target {
                 node_id: id.clone(),
                 name: p.record.name.clone(),
-                addr: Some(p.record.api_addr.clone()),
+                // The address the peer signed into its membership record, on the authenticated
+                // channel: never the free-form `api_addr` string.
+                addr: Some(peer_base(id, p.gossip_addr.port())),
             });
         }
     }
@@ -117,37 +114,32 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
     }
 }
 
+/// The authenticated member a request came from over the peer channel, if it did.
+type FromPeer = Option<Extension<PeerIdentity>>;
+
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    peer: FromPeer,
     body: Bytes,
 ) -> Response {
     match parse::chat(&body) {
-        Ok(p) => dispatch(app, p, Shape::Chat, body, &headers).await,
+        Ok(p) => dispatch(app, p, Shape::Chat, body, peer).await,
         Err(e) => e.into_response(),
     }
 }
 
-pub async fn completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn completions(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes) -> Response {
     match parse::completion(&body) {
-        Ok(p) => dispatch(app, p, Shape::Text, body, &headers).await,
+        Ok(p) => dispatch(app, p, Shape::Text, body, peer).await,
         Err(e) => e.into_response(),
     }
 }
 
-async fn dispatch(
-    app: Arc<App>,
-    p: Parsed,
-    shape: Shape,
-    body: Bytes,
-    headers: &HeaderMap,
-) -> Response {
+async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: FromPeer) -> Response {
     let started = Instant::now();
-    let hop = headers.contains_key(HOP_HEADER);
-    let from = headers
-        .get(FROM_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| app.node.info.node_id.clone(), str::to_string);
+    // A forwarded request is answered here and never forwarded again: at most one hop.
+    let hop = peer.is_some();
+    let from = peer.map_or_else(|| app.node.info.node_id.clone(), |Extension(p)| p.0);
     let model = p.req.model.clone();
     let plan = plan(&app, &model, hop);
     let mut pending = Pending::new(from, &model, shape, p.stream, started);

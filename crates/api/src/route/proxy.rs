@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use futures::{stream, StreamExt};
 
-use super::{Target, FROM_HEADER, HOP_HEADER};
+use super::Target;
 use crate::app::App;
 use crate::error::OpenAiError;
 use crate::openai::Shape;
@@ -23,11 +23,12 @@ fn retryable(status: StatusCode) -> bool {
         || status == StatusCode::REQUEST_TIMEOUT
 }
 
-/// Sends the original body to `addr`. `Err((error, retry))` means nothing reached the client.
+/// Sends the original body to the peer at `base` over the peer channel. `Err((error, retry))`
+/// means nothing reached the client.
 pub async fn forward(
     app: &Arc<App>,
     target: &Target,
-    addr: &str,
+    base: &str,
     shape: Shape,
     body: Bytes,
 ) -> Result<Response, (OpenAiError, bool)> {
@@ -35,19 +36,21 @@ pub async fn forward(
         Shape::Chat => "/v1/chat/completions",
         Shape::Text => "/v1/completions",
     };
-    let outstanding = app.begin_outstanding(&target.node_id);
     let unreachable = |what: String| {
         (
-            OpenAiError::unavailable(format!("{} ({addr}) {what}", target.name)),
+            OpenAiError::unavailable(format!("{} {what}", target.name)),
             true,
         )
     };
-    let resp = app
-        .http
-        .post(format!("http://{addr}{path}"))
+    let Some(http) = app.peer_http.as_ref() else {
+        return Err(unreachable(
+            "cannot be reached: this node has no peer channel".into(),
+        ));
+    };
+    let outstanding = app.begin_outstanding(&target.node_id);
+    let resp = http
+        .post(format!("{base}{path}"))
         .header(header::CONTENT_TYPE, "application/json")
-        .header(HOP_HEADER, "1")
-        .header(FROM_HEADER, &app.node.info.node_id)
         .body(body)
         .send()
         .await

@@ -1,4 +1,5 @@
-//! Gossip on loopback, in this process (crates/mesh, chitchat over UDP, default timings): time
+//! Gossip on loopback, in this process (crates/mesh: signed records and beats in sealed UDP
+//! datagrams, default timings — encryption and signatures on, as in every node): time
 //! until a fresh mesh of 9 and of 30 nodes has converged (every node sees every other), how long
 //! one node's state change takes to reach every peer, and how long a node that stops answering
 //! stays listed.
@@ -7,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use infermesh_mesh::{Mesh, MeshConfig, MeshHandle, NodeRecord};
+use infermesh_mesh::{Mesh, MeshConfig, MeshHandle, MeshSecret, NodeRecord};
 use infermesh_state::NodeState;
 
 use super::{secs, Report};
@@ -40,16 +41,19 @@ async fn wait(mut cond: impl FnMut() -> bool) -> Option<Duration> {
 }
 
 /// `n` nodes joined through node 0, as `infermesh demo` starts them.
-pub async fn cluster(n: usize, cluster_id: &str) -> Result<(Vec<MeshHandle>, Option<Duration>)> {
+pub async fn cluster(n: usize, mesh_seed: u8) -> Result<(Vec<MeshHandle>, Option<Duration>)> {
     let t0 = Instant::now();
+    let secret = MeshSecret::from_bytes([mesh_seed; 32]);
     let mut nodes: Vec<MeshHandle> = Vec::with_capacity(n);
     for i in 0..n {
+        let mut seed = [mesh_seed; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let mut cfg = MeshConfig::new(
-            format!("n{i:03}"),
+            ed25519_dalek::SigningKey::from_bytes(&seed),
+            secret.clone(),
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             record(i),
         );
-        cfg.cluster_id = cluster_id.to_string();
         if let Some(seed) = nodes.first() {
             cfg.seeds = vec![seed.gossip_addr().to_string()];
         }
@@ -99,8 +103,8 @@ fn fmt_opt(d: Option<Duration>) -> String {
 
 pub async fn run(report: &mut Report) -> Result<()> {
     for n in [9usize, 30] {
-        let id = format!("bench-mesh-{}-{n}", std::process::id());
-        let (mut nodes, converged) = cluster(n, &id).await?;
+        // A mesh secret per size: the two meshes must not merge.
+        let (mut nodes, converged) = cluster(n, n as u8).await?;
         let goal = Duration::from_secs(2);
         report.goal(
             SUITE,
@@ -130,7 +134,7 @@ pub async fn run(report: &mut Report) -> Result<()> {
             format!("max ≤ {}", secs(goal)),
             max.is_some_and(|d| d <= goal),
         );
-        // A node that stops answering (no goodbye: chitchat has none) leaves every peer table.
+        // A node that stops answering (there is no goodbye message) leaves every peer table.
         let gone = nodes.remove(n / 2);
         let gone_id = gone.node_id().to_string();
         let t0 = Instant::now();

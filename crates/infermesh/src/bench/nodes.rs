@@ -12,7 +12,8 @@ use tokio::process::Command;
 
 pub struct BenchNode {
     pub url: String,
-    pub gossip: String,
+    /// The invite token the node printed, for other nodes' `--join`.
+    pub invite: String,
     pub pid: u32,
     child: tokio::process::Child,
     _dir: tempfile::TempDir,
@@ -48,13 +49,13 @@ impl BenchNode {
                 if let Some(u) = l.strip_prefix("infermesh listening on ") {
                     url = Some(u.to_string());
                 }
-                if let Some(g) = l.strip_prefix("infermesh gossip on ") {
+                if let Some(g) = l.strip_prefix("infermesh invite ") {
                     return Ok::<_, std::io::Error>(url.map(|u| (u, g.to_string())));
                 }
             }
             Ok(None)
         };
-        let Some((url, gossip)) = tokio::time::timeout(Duration::from_secs(60), read)
+        let Some((url, invite)) = tokio::time::timeout(Duration::from_secs(60), read)
             .await
             .map_err(|_| anyhow!("node {name} did not start within 60 s"))??
         else {
@@ -63,7 +64,7 @@ impl BenchNode {
         tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
         Ok(BenchNode {
             url,
-            gossip,
+            invite,
             pid,
             child,
             _dir: dir,

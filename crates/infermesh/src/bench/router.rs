@@ -183,7 +183,7 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
             "--schedule-spec".into(),
             spec,
             "--join".into(),
-            a.gossip.clone(),
+            a.invite.clone(),
         ],
         model_dir,
     )

@@ -1,12 +1,11 @@
 //! A node with many peers: one real `infermesh up --client` process, and N simulated peers in
-//! this process, each a bare chitchat member (its own UDP socket, gossiping a serving node's
-//! record under the same key a node uses). Measures how long the node takes to list them all,
+//! this process, each a real membership handle (its own key, its own loopback IP and UDP socket,
+//! gossiping a serving node's signed record). Measures how long the node takes to list them all,
 //! `/api/status` latency and size, the first `/api/events` status event, and the node's RSS idle
 //! and under a status-polling load.
 //!
-//! The simulated peers are bare chitchat rather than `infermesh_mesh::Mesh` handles: a handle
-//! also polls its whole peer table every 100 ms, which with N handles in one process is N²
-//! work per poll and measures this process, not the node.
+//! Every simulated member holds the whole table, as a node would, so this process does O(N²)
+//! work; the figures that matter are the node's.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -15,11 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use chitchat::transport::UdpTransport;
-use chitchat::ProtocolVersion;
-use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use futures::StreamExt;
-use infermesh_mesh::{NodeRecord, DEFAULT_CLUSTER_ID, RECORD_KEY};
+use infermesh_mesh::{Invite, Mesh, MeshConfig, MeshHandle, NodeRecord};
 use infermesh_state::NodeState;
 
 use super::nodes::{rss_of, BenchNode};
@@ -28,10 +24,17 @@ use super::{ms, percentile, BenchArgs, Report};
 const SUITE: &str = "scale";
 const JOIN_LIMIT: Duration = Duration::from_secs(90);
 
-async fn sim(i: usize, seed: &str, interval: Duration) -> Result<ChitchatHandle> {
+/// One simulated member: a real [`Mesh`] handle (sealed gossip, signed record and beats) with
+/// its own key, on its own loopback IP (127.1.x.y) so the node's per-IP member cap does not
+/// apply to the bench as it would to one host.
+async fn sim(i: usize, invite: &Invite, interval: Duration) -> Result<MeshHandle> {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    seed[8] = 0x5c;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let ip = Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
     let record = NodeRecord {
         v: infermesh_mesh::RECORD_SCHEMA_VERSION,
-        node_id: format!("sim{i:05}"),
         name: format!("sim-{i}"),
         api_addr: format!("127.0.0.1:{}", 30000 + i),
         state: Some(NodeState::Serving),
@@ -43,46 +46,16 @@ async fn sim(i: usize, seed: &str, interval: Duration) -> Result<ChitchatHandle>
         load: (i % 4) as u32,
         ..Default::default()
     };
-    let mut last = None;
-    for _ in 0..8 {
-        let port = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let generation = infermesh_mesh::unix_now_ms() as u64;
-        let config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(record.node_id.clone(), generation, addr),
-            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
-            gossip_interval: interval,
-            listen_addr: addr,
-            seed_nodes: vec![seed.to_string()],
-            failure_detector_config: FailureDetectorConfig {
-                phi_threshold: 8.0,
-                // Each window is per peer: N members × N windows of f64s add up.
-                sampling_window_size: 10,
-                max_interval: interval * 10,
-                initial_interval: interval,
-                dead_node_grace_period: Duration::from_secs(600),
-            },
-            marked_for_deletion_grace_period: Duration::from_secs(600),
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            // Uncompressed digests: V1's zstd (run on every digest, even to size it) is most of a
-            // member's CPU, and a node reads either version.
-            protocol_version: ProtocolVersion::V0,
-        };
-        match spawn_chitchat(
-            config,
-            vec![(RECORD_KEY.to_string(), record.encode())],
-            &UdpTransport,
-        )
-        .await
-        {
-            Ok(h) => return Ok(h),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.expect("tried"))
+    let mut cfg = MeshConfig::new(
+        key,
+        invite.secret.clone(),
+        SocketAddr::from((ip, 0)),
+        record,
+    );
+    cfg.seeds = invite.bootstrap.clone();
+    cfg.gossip_interval = interval;
+    cfg.dead_after = interval * 20;
+    Mesh::start(cfg).await
 }
 
 fn peer_count(s: &serde_json::Value) -> usize {
@@ -144,7 +117,8 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
         })
         .build()?;
     let t0 = Instant::now();
-    let seed = node.gossip.clone();
+    let seed =
+        Invite::parse(&node.invite).map_err(|e| anyhow::anyhow!("bench node's invite: {e}"))?;
     let sims = sim_rt
         .spawn(async move {
             let mut sims = Vec::with_capacity(n);

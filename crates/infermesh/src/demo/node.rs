@@ -24,6 +24,8 @@ pub struct Node {
     pub role: NodeRole,
     pub url: String,
     pub gossip: String,
+    /// The invite token it printed, for other nodes' `--join`.
+    pub invite: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -51,6 +53,7 @@ impl Node {
             role,
             url: String::new(),
             gossip: String::new(),
+            invite: String::new(),
             data_dir,
             child: None,
             gone: false,
@@ -93,18 +96,22 @@ impl Node {
             .with_context(|| format!("cannot start {}", self.name))?;
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let read = async {
-            let mut url = None;
+            let (mut url, mut gossip) = (None, None);
             while let Some(l) = lines.next_line().await? {
                 if let Some(u) = l.strip_prefix("infermesh listening on ") {
                     url = Some(u.to_string());
                 } else if let Some(g) = l.strip_prefix("infermesh gossip on ") {
-                    return Ok::<_, std::io::Error>(url.map(|u| (u, g.to_string())));
+                    gossip = Some(g.to_string());
+                } else if let Some(t) = l.strip_prefix("infermesh invite ") {
+                    return Ok::<_, std::io::Error>(
+                        url.zip(gossip).map(|(u, g)| (u, g, t.to_string())),
+                    );
                 }
             }
             Ok(None)
         };
         let found = tokio::time::timeout(START_LIMIT, read).await;
-        let Ok(Ok(Some((url, gossip)))) = found else {
+        let Ok(Ok(Some((url, gossip, invite)))) = found else {
             let _ = child.start_kill();
             let _ = child.wait().await;
             let why = if found.is_err() {
@@ -122,6 +129,7 @@ impl Node {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.url = url;
         self.gossip = gossip;
+        self.invite = invite;
         self.child = Some(child);
         self.gone = false;
         Ok(())

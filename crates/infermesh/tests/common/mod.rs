@@ -38,8 +38,10 @@ pub fn far_round_schedule() -> [String; 2] {
 pub struct NodeProc {
     pub child: Child,
     pub url: String,
-    /// The node's gossip address, for other nodes' `--join`.
+    /// The node's gossip address.
     pub gossip: String,
+    /// The invite token it printed, for other nodes' `--join`.
+    pub invite: String,
     pub data_dir: tempfile::TempDir,
     pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     args: Vec<String>,
@@ -53,11 +55,12 @@ impl NodeProc {
 
     pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> NodeProc {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, url, gossip, stderr) = spawn(data_dir.path(), &args);
+        let (child, url, gossip, invite, stderr) = spawn(data_dir.path(), &args);
         NodeProc {
             child,
             url,
             gossip,
+            invite,
             data_dir,
             stderr,
             args,
@@ -80,10 +83,11 @@ impl NodeProc {
             Some(i) => self.args[i + 1] = port,
             None => self.args.extend(["--gossip-port".to_string(), port]),
         }
-        let (child, url, gossip, stderr) = spawn(self.data_dir.path(), &self.args);
+        let (child, url, gossip, invite, stderr) = spawn(self.data_dir.path(), &self.args);
         self.child = child;
         self.url = url;
         self.gossip = gossip;
+        self.invite = invite;
         self.stderr = stderr;
     }
     pub fn status(&self) -> Value {
@@ -126,6 +130,7 @@ type Spawned = (
     Child,
     String,
     String,
+    String,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 );
 
@@ -156,20 +161,27 @@ fn spawn(data_dir: &std::path::Path, args: &[String]) -> Spawned {
     let (tx, rx) = mpsc::channel();
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
-        let mut url = None;
+        let (mut url, mut gossip) = (None, None);
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if let Some(u) = line.strip_prefix("infermesh listening on ") {
                 url = Some(u.to_string());
             }
             if let Some(g) = line.strip_prefix("infermesh gossip on ") {
-                let _ = tx.send((url.clone().unwrap_or_default(), g.to_string()));
+                gossip = Some(g.to_string());
+            }
+            if let Some(t) = line.strip_prefix("infermesh invite ") {
+                let _ = tx.send((
+                    url.clone().unwrap_or_default(),
+                    gossip.clone().unwrap_or_default(),
+                    t.to_string(),
+                ));
             }
         }
     });
-    let (url, gossip) = rx
+    let (url, gossip, invite) = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("node did not print its listening and gossip addresses");
-    (child, url, gossip, stderr)
+        .expect("node did not print its listening address, gossip address and invite");
+    (child, url, gossip, invite, stderr)
 }
 
 pub fn send_signal(pid: u32, sig: &str) {

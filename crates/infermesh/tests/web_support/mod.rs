@@ -39,7 +39,8 @@ pub fn artifacts_dir() -> PathBuf {
 pub struct Node {
     pub child: Child,
     pub url: String,
-    pub gossip: String,
+    /// The invite token the node printed, for other nodes' `--join`.
+    pub invite: String,
     pub data_dir: tempfile::TempDir,
     pub stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -85,18 +86,18 @@ impl Node {
                 if let Some(u) = line.strip_prefix("infermesh listening on ") {
                     url = Some(u.to_string());
                 }
-                if let Some(g) = line.strip_prefix("infermesh gossip on ") {
+                if let Some(g) = line.strip_prefix("infermesh invite ") {
                     let _ = tx.send((url.clone().unwrap_or_default(), g.to_string()));
                 }
             }
         });
-        let (url, gossip) = rx
+        let (url, invite) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("node did not print its listening and gossip addresses");
         Node {
             child,
             url,
-            gossip,
+            invite,
             data_dir,
             stderr,
         }
