@@ -50,6 +50,9 @@ pub struct AppOptions {
     pub build: BuildContext,
     /// `--admin-open`: admin changes are accepted unsigned (local experiments only).
     pub admin_open: bool,
+    /// This node's invite token, handed to wake commands as `INFERMESH_JOIN` so the machine they
+    /// wake can join (never logged, never in status).
+    pub invite: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -67,6 +70,7 @@ impl Default for AppOptions {
                 llama_server_startup: Duration::from_secs(120),
             },
             admin_open: false,
+            invite: None,
         }
     }
 }
@@ -211,7 +215,7 @@ impl App {
         let admin = crate::auth::AdminAuth::new(registry, opts.admin_open);
         let wakeable = Arc::new(crate::wakeable::Inventory::new(
             &opts.config.wakeable,
-            mesh.as_ref().map(|m| m.gossip_addr().to_string()),
+            opts.invite.clone(),
             &api_addr,
         ));
         let app = Arc::new(Self {

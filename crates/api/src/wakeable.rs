@@ -307,7 +307,7 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// `join_addr` is this node's gossip address and `api_addr` its HTTP address, passed to
+    /// `join_addr` is this node's invite token and `api_addr` its HTTP address, passed to
     /// wake commands as `INFERMESH_JOIN` and `INFERMESH_API_ADDR`.
     pub fn new(configs: &[WakeableConfig], join_addr: Option<String>, api_addr: &str) -> Self {
         let mut env = vec![("INFERMESH_API_ADDR".to_string(), api_addr.to_string())];

@@ -80,8 +80,7 @@ pub struct UpArgs {
     /// Without it the node starts a new mesh (or rejoins the one saved in the data dir).
     #[arg(long, value_name = "TOKEN")]
     pub join: Vec<String>,
-    /// Mesh port (UDP gossip and TCP peer channel) [default: the same number as --port; 0 picks
-    /// a free one].
+    /// Mesh port (UDP gossip and TCP peer channel) [default: --port + 1; 0 picks a free one].
     #[arg(long)]
     pub gossip_port: Option<u16>,
     /// The API address clients and operators reach this node at, when it differs from the
@@ -201,7 +200,7 @@ Ports (open these between machines; nothing else is needed):
   --port (TCP, default 7337)       the API: OpenAI-compatible /v1 for clients, /api/status, the
                                    dashboard, /metrics, and signed /admin/v1 for operators.
   --gossip-port (UDP+TCP, default  the mesh port. UDP carries membership gossip, every datagram
-    the same number as --port)     sealed with the mesh secret from the invite token. TCP is the
+    --port + 1, so 7338)           sealed with the mesh secret from the invite token. TCP is the
                                    peer channel: mutual TLS 1.3 between members' node keys,
                                    carrying forwarded /v1 requests and answers.
   Bind beyond loopback with --bind 0.0.0.0 --advertise HOST:PORT (and --gossip-advertise IP:PORT
@@ -252,7 +251,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     // The mesh port: TCP for the peer channel first (so port 0 picks one), UDP gossip on the
     // same number.
-    let gossip_port = args.gossip_port.unwrap_or(local.port());
+    // The API holds TCP on --port, so the mesh port is the next one (0 stays "pick one").
+    let gossip_port = args.gossip_port.unwrap_or(if args.port == 0 {
+        0
+    } else {
+        args.port.saturating_add(1)
+    });
     let peer_listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, gossip_port))
         .await
         .with_context(|| {
@@ -340,6 +344,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         config: node_config,
         build,
         admin_open: args.admin_open,
+        invite: Some(invite.encode()),
     };
     let app = App::with_options(node.clone(), Some(mesh), api_addr, opts);
     app.admin.log_mode();

@@ -208,7 +208,7 @@ async fn node_without_a_spec_learns_it_from_peers() {
     wait_for("c's adopted spec to propagate", || {
         a.peers()
             .iter()
-            .any(|p| p.record.node_id == "c" && p.record.schedule == Some(spec))
+            .any(|p| p.record.node_id == c.node_id() && p.record.schedule == Some(spec))
     })
     .await;
 

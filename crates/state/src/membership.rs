@@ -155,7 +155,9 @@ mod tests {
         assert_eq!(peer_lacks(ours, Some(c(5, 3, 8))), Lacks::Beat);
         assert_eq!(peer_lacks(ours, Some(c(5, 3, 9))), Lacks::Nothing);
         assert_eq!(peer_lacks(ours, Some(c(6, 0, 0))), Lacks::Nothing);
-        assert_eq!(peer_lacks(ours, Some(c(5, 4, 0))), Lacks::Nothing);
+        // A newer record of the same incarnation there, but our beat is still news to it.
+        assert_eq!(peer_lacks(ours, Some(c(5, 4, 0))), Lacks::Beat);
+        assert_eq!(peer_lacks(ours, Some(c(5, 4, 9))), Lacks::Nothing);
     }
 
     #[test]

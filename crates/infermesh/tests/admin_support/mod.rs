@@ -197,7 +197,8 @@ pub fn data_files(dir: &Path) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "node.key")
+        // The node's identity, mesh secret and data-dir lock are not config.
+        .filter(|n| !["node.key", "mesh.secret", "mesh.seeds", "node.lock"].contains(&n.as_str()))
         .collect();
     names.sort();
     names
