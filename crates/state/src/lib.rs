@@ -11,6 +11,7 @@ pub mod node;
 pub mod participation;
 pub mod routing;
 pub mod schedule;
+pub mod situation;
 pub mod sse;
 pub mod timing;
 
@@ -22,4 +23,8 @@ pub use node::{classify_legacy, derive_node_state, NodeFacts, NodeState};
 pub use participation::Participation;
 pub use routing::{route_order, route_order_spread, Candidate};
 pub use schedule::ScheduleSpec;
+pub use situation::{
+    backend_message, failed_message, node_sentence, node_validated, peer_notice, standby_message,
+    BackendBrief, Duty, Source, NO_PEER,
+};
 pub use timing::{format_clock_utc, format_duration, timing, Timing};
