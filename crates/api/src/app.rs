@@ -50,6 +50,8 @@ pub struct AppOptions {
     pub build: BuildContext,
     /// `--admin-open`: admin changes are accepted unsigned (local experiments only).
     pub admin_open: bool,
+    /// The `--join` addresses: a node given some that reaches no peer says so.
+    pub join: Vec<String>,
 }
 
 impl Default for AppOptions {
@@ -67,6 +69,7 @@ impl Default for AppOptions {
                 llama_server_startup: Duration::from_secs(120),
             },
             admin_open: false,
+            join: Vec::new(),
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct App {
     pub wakeable: Arc<crate::wakeable::Inventory>,
     /// Counters behind `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The `--join` addresses it was started with.
+    pub join: Vec<String>,
     /// Requests this node has outstanding on each peer, by node id.
     outstanding: Mutex<HashMap<String, u32>>,
     failed_at: Mutex<HashMap<String, Instant>>,
@@ -229,6 +234,7 @@ impl App {
             admin,
             wakeable,
             metrics: crate::metrics::Metrics::default(),
+            join: opts.join,
         });
         crate::metrics::spawn_feed(&app);
         app

@@ -44,8 +44,8 @@ fn registered_backends_are_tested_automatically_when_the_round_is_far() {
         ob["message"]
             .as_str()
             .unwrap()
-            .starts_with("Validated — safe to be offline"),
-        "{ob}"
+            .starts_with("Validated — idle capacity, no model assigned; to serve, set `serve`"),
+        "a passed test does not make idle capacity serve: {ob}"
     );
 
     // A change voids the result in the same response cycle, then the retest comes.

@@ -36,13 +36,13 @@ impl BackendState {
 }
 
 impl BackendState {
-    /// The words a human reads (deck, dashboard).
+    /// The words a human reads (deck, dashboard): lowercase like the node states beside them.
     pub fn label(self) -> &'static str {
         match self {
-            Self::Waiting => "Waiting",
-            Self::Testing => "Testing",
-            Self::TestFailed => "Test failed",
-            Self::Serving => "Serving",
+            Self::Waiting => "waiting",
+            Self::Testing => "testing",
+            Self::TestFailed => "test failed",
+            Self::Serving => "serving",
         }
     }
 
@@ -236,7 +236,7 @@ mod tests {
             assert_eq!(BackendState::label_of(name), s.label());
             assert!(!s.label().contains('_'), "{}", s.label());
         }
-        assert_eq!(BackendState::label_of("test_failed"), "Test failed");
+        assert_eq!(BackendState::label_of("test_failed"), "test failed");
         assert_eq!(BackendState::label_of("newer"), "newer");
     }
 }

@@ -6,6 +6,7 @@
 pub mod assign;
 pub mod backend_state;
 pub mod constants;
+pub mod labels;
 pub mod message;
 pub mod node;
 pub mod participation;

@@ -70,9 +70,12 @@ pub fn failed_message(id: &str, cause: &str, source: Source) -> String {
 
 /// A backend with nothing assigned. No round checks it and nothing tests it on its own after
 /// registration, so the sentence says what it is and how to put it to work, never "wait".
-pub fn standby_message(id: &str, source: Source) -> String {
+/// `validated` (its registration's auto-test passed) changes only the first word: a pass
+/// does not make idle capacity serve.
+pub fn standby_message(id: &str, source: Source, validated: bool) -> String {
     format!(
-        "Standby — idle capacity, no model assigned; to serve, {}",
+        "{} — idle capacity, no model assigned; to serve, {}",
+        if validated { "Validated" } else { "Standby" },
         assign_how(id, source)
     )
 }
@@ -89,7 +92,7 @@ pub fn backend_message(
         (BackendState::Testing | BackendState::TestFailed, _) => {}
         (_, Duty::Failed(cause)) => return failed_message(b.id, cause, b.source),
         (_, Duty::Unhealthy(cause)) => return unhealthy_message(b.id, cause),
-        (_, Duty::Standby) => return standby_message(b.id, b.source),
+        (_, Duty::Standby) => return standby_message(b.id, b.source, b.validated),
         (_, Duty::Loading | Duty::Serving) => {}
     }
     onboarding_message_for(b.id, state, participation, timing, b.validated)
@@ -141,7 +144,7 @@ pub fn node_sentence(
                 .iter()
                 .find(|b| b.source == source)
                 .map_or("<id>", |b| b.id);
-            return standby_message(id, source);
+            return standby_message(id, source, false);
         }
         NodeState::Client | NodeState::Serving => {}
     }

@@ -87,10 +87,9 @@ fn every_backend_situation_has_its_own_sentence() {
                                     assert!(msg.contains(c) && msg.contains("gpu0"), "{ctx}: {msg}")
                                 }
                                 (_, Duty::Standby) => {
-                                    assert!(
-                                        msg.starts_with("Standby — idle capacity"),
-                                        "{ctx}: {msg}"
-                                    );
+                                    let first = if validated { "Validated" } else { "Standby" };
+                                    let want = format!("{first} — idle capacity");
+                                    assert!(msg.starts_with(&want), "{ctx}: {msg}");
                                     assert!(!msg.contains("round"), "{ctx}: {msg}");
                                 }
                                 (_, Duty::Loading | Duty::Serving) => assert_eq!(
@@ -120,13 +119,13 @@ fn failed_and_standby_sentences_name_the_command_that_exists() {
          again with `PUT /admin/v1/nodes/gpu0`; requests go to peers meanwhile"
     );
     assert_eq!(
-        standby_message("embedded", Source::CommandLine),
+        standby_message("embedded", Source::CommandLine, false),
         "Standby — idle capacity, no model assigned; to serve, restart `infermesh up` with \
          `--model PATH.gguf` (and without `--standby`)"
     );
     assert_eq!(
-        standby_message("gpu0", Source::Config),
-        "Standby — idle capacity, no model assigned; to serve, set `serve` to one of its models \
+        standby_message("gpu0", Source::Config, true),
+        "Validated — idle capacity, no model assigned; to serve, set `serve` to one of its models \
          with `PUT /admin/v1/nodes/gpu0`"
     );
 }
