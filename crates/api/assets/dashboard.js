@@ -43,8 +43,18 @@
     return /^[a-z_]+$/.test(String(word || "")) ? "state-" + word : "state-unknown";
   }
 
+  // Labels come from the server (infermesh_state::labels) so the page never shows a wire word
+  // such as `inactive_waiting` where the deck shows "Inactive — waiting for round".
+  var LABELS = {};
+  try {
+    LABELS = JSON.parse(document.getElementById("labels").textContent) || {};
+  } catch (e) {
+    LABELS = {};
+  }
+
   function words(w) {
-    return String(w === null || w === undefined ? "unknown" : w).replace(/_/g, " ");
+    var s = String(w === null || w === undefined ? "unknown" : w);
+    return Object.prototype.hasOwnProperty.call(LABELS, s) ? LABELS[s] : s.replace(/_/g, " ");
   }
 
   function badge(word, title, extraClass) {
@@ -120,6 +130,9 @@
       '<div class="mono muted" id="self-id">' + esc(s.node_id) + "</div>" +
       "<p>" + badge(s.node_state, s.message, "pill").replace('class="pill', 'id="state-pill" class="pill') + "</p>" +
       '<p class="message" id="state-message">' + esc(s.message) + "</p>" +
+      (s.peer_message && s.peer_message !== s.message
+        ? '<p class="message bad" id="peer-message">' + esc(s.peer_message) + "</p>"
+        : "") +
       "<dl>" +
       "<dt>participation</dt><dd>" + badge(s.participation).replace('class="badge', 'id="participation" class="badge') + "</dd>" +
       "<dt>next round</dt><dd>" + countdown("self-countdown", s.timing, at) + "</dd>" +

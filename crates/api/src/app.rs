@@ -53,6 +53,8 @@ pub struct AppOptions {
     /// This node's invite token, handed to wake commands as `INFERMESH_JOIN` so the machine they
     /// wake can join (never logged, never in status).
     pub invite: Option<String>,
+    /// The `--join` addresses: a node given some that reaches no peer says so.
+    pub join: Vec<String>,
 }
 
 impl Default for AppOptions {
@@ -71,6 +73,7 @@ impl Default for AppOptions {
             },
             admin_open: false,
             invite: None,
+            join: Vec::new(),
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct App {
     pub wakeable: Arc<crate::wakeable::Inventory>,
     /// Counters behind `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The `--join` addresses it was started with.
+    pub join: Vec<String>,
     /// Requests this node has outstanding on each peer, by node id.
     outstanding: Mutex<HashMap<String, u32>>,
     failed_at: Mutex<HashMap<String, Instant>>,
@@ -241,6 +246,7 @@ impl App {
             admin,
             wakeable,
             metrics: crate::metrics::Metrics::default(),
+            join: opts.join,
         });
         crate::metrics::spawn_feed(&app);
         app

@@ -358,7 +358,8 @@ impl AdminAuth {
                 "--admin-open: admin changes are accepted WITHOUT operator signatures; anyone who can reach this port can change this node. Use it only for local experiments"
             );
         } else if self.registry.is_empty() {
-            tracing::warn!("admin changes are refused: {NO_OPERATORS}");
+            // Every fresh node starts like this, and it serves fine: onboarding, not a fault.
+            tracing::info!("admin changes are refused: {NO_OPERATORS}");
         } else {
             let names: Vec<&str> = self
                 .registry

@@ -73,6 +73,18 @@ pub fn render_page(status: &Value) -> String {
         .replace("{{TOPOLOGY}}", &topology(status))
         .replace("{{WAKEABLE}}", &wakeable(&status["wakeable"]))
         .replace("{{INITIAL_STATUS}}", &script_json(status))
+        .replace("{{LABELS}}", &script_json(&labels_json()))
+}
+
+/// The wire word → label map the page's script shows, from `infermesh_state::labels`, so the
+/// live page and the server-rendered one use the same words.
+fn labels_json() -> Value {
+    Value::Object(
+        infermesh_state::labels::all()
+            .into_iter()
+            .map(|(w, l)| (w.to_string(), Value::from(l)))
+            .collect(),
+    )
 }
 
 /// JSON that is safe inside `<script type="application/json">`: no `<`, so no `</script>`.
@@ -129,7 +141,7 @@ fn badge(word: &str, title: Option<&str>, class: &str, id: Option<&str>) -> Stri
         title
             .filter(|t| !t.is_empty())
             .map_or(String::new(), |t| format!(" title=\"{}\"", esc(t))),
-        esc(&word.replace('_', " "))
+        esc(&infermesh_state::labels::human(word))
     )
 }
 
@@ -171,7 +183,7 @@ fn sidebar(s: &Value) -> String {
     let message = str_of(s, "message");
     format!(
         "<h3 id=\"self-name\">{name}</h3><div class=\"mono muted\" id=\"self-id\">{id}</div>\
-         <p>{pill}</p><p class=\"message\" id=\"state-message\">{msg}</p><dl>\
+         <p>{pill}</p><p class=\"message\" id=\"state-message\">{msg}</p>{peer}<dl>\
          <dt>participation</dt><dd>{part}</dd>\
          <dt>next round</dt><dd><span class=\"countdown\" id=\"self-countdown\" data-seconds=\"{secs}\" data-at=\"0\" data-in-round=\"{inr}\">{cd}</span></dd>\
          <dt>epoch</dt><dd>{epoch}</dd><dt>models</dt><dd>{models}</dd>\
@@ -181,6 +193,13 @@ fn sidebar(s: &Value) -> String {
         id = esc(str_of(s, "node_id")),
         pill = badge(str_of(s, "node_state"), Some(message), "pill", Some("state-pill")),
         msg = esc(message),
+        peer = s["peer_message"]
+            .as_str()
+            .filter(|p| *p != message)
+            .map_or(String::new(), |p| format!(
+                "<p class=\"message bad\" id=\"peer-message\">{}</p>",
+                esc(p)
+            )),
         part = badge(str_of(s, "participation"), None, "badge", Some("participation")),
         secs = timing["seconds_until_next_round"].as_i64().unwrap_or(-1),
         inr = u8::from(timing["in_round"].as_bool().unwrap_or(false)),
@@ -207,7 +226,7 @@ fn node_item(n: &Value, is_self: bool) -> String {
     } else {
         (
             str_of(n, "state"),
-            str_of(n, "participation").replace('_', " "),
+            infermesh_state::labels::human(str_of(n, "participation")),
             str_of(n, "addr"),
             text_of(&n["load"]),
         )
@@ -325,6 +344,20 @@ mod tests {
         ));
         assert!(page.contains(">in 4m</span>"));
         assert!(page.contains("2 peers"));
+        // Human labels, never the wire word, wherever a participation is shown.
+        assert!(page.contains(">Inactive — waiting for round</span>"));
+        assert!(!page.contains(">inactive waiting<") && !page.contains(">inactive_waiting<"));
+        assert!(page.contains("title=\"Active for this epoch\""));
+        assert!(!page.contains("id=\"peer-message\""));
+        // The page's script gets the same labels from the server.
+        let labels = page
+            .split("id=\"labels\" type=\"application/json\">")
+            .nth(1)
+            .unwrap();
+        let labels: Value =
+            serde_json::from_str(labels.split("</script>").next().unwrap()).unwrap();
+        assert_eq!(labels["inactive_waiting"], "Inactive — waiting for round");
+        assert_eq!(labels["test_failed"], "test failed");
         // The embedded JSON cannot close its script element early.
         let json_start = page.find("id=\"initial-status\"").unwrap();
         let json_end = page[json_start..].find("</script>").unwrap();
@@ -333,6 +366,19 @@ mod tests {
         let body = embedded.split_once('>').unwrap().1;
         let back: Value = serde_json::from_str(body).unwrap();
         assert_eq!(back, status());
+    }
+
+    #[test]
+    fn no_peer_notice_is_shown_beside_the_message() {
+        let mut s = status();
+        let notice = infermesh_state::peer_notice(false, 1, 0).unwrap();
+        s["peer_message"] = json!(notice);
+        let page = render_page(&s);
+        assert!(page.contains(&format!(
+            "<p class=\"message bad\" id=\"peer-message\">{}</p>",
+            esc(&notice)
+        )));
+        assert!(notice.to_lowercase().contains(infermesh_state::NO_PEER));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use infermesh_backend::tester::TestResult;
 use infermesh_backend::Backend;
-use infermesh_state::{derive_node_state, NodeFacts, NodeState};
+use infermesh_state::{derive_node_state, failed_message, NodeFacts, NodeState};
 use serde::Serialize;
 
 use crate::config::BackendConfig;
@@ -148,6 +148,11 @@ impl Node {
         self.slots.read().expect("slots lock").get(id).map(f)
     }
 
+    /// Reads every slot under one lock, so a sentence about several backends sees one instant.
+    pub fn with_slots<T>(&self, f: impl FnOnce(&BTreeMap<String, BackendSlot>) -> T) -> T {
+        f(&self.slots.read().expect("slots lock"))
+    }
+
     pub fn backend_ids(&self) -> Vec<String> {
         self.slots
             .read()
@@ -234,12 +239,14 @@ impl Node {
 
     /// Loads the backend's assigned model, moving it Loading → Ready (or Failed).
     pub async fn activate(&self, id: &str) {
-        let Some((backend, Some(model))) = self
-            .slots
-            .read()
-            .expect("slots lock")
-            .get(id)
-            .map(|s| (s.backend.clone(), s.assigned.clone()))
+        let Some((backend, Some(model), source)) =
+            self.slots.read().expect("slots lock").get(id).map(|s| {
+                (
+                    s.backend.clone(),
+                    s.assigned.clone(),
+                    crate::status::sentence::source_of(s),
+                )
+            })
         else {
             return;
         };
@@ -261,8 +268,15 @@ impl Node {
                 self.set_phase(id, Phase::Ready);
             }
             Err(e) => {
-                tracing::error!(backend = id, model, error = %e, "model failed to load; fix the backend or its model path");
-                self.set_phase(id, Phase::Failed(e.to_string()));
+                // The same sentence as the status message, so the log line and the deck agree.
+                let cause = e.to_string();
+                tracing::error!(
+                    backend = id,
+                    model,
+                    "{}",
+                    failed_message(id, &cause, source)
+                );
+                self.set_phase(id, Phase::Failed(cause));
             }
         }
     }
@@ -357,13 +371,6 @@ impl Node {
                     .map(|m| (id.clone(), m, s.backend.clone()))
             })
             .collect()
-    }
-
-    pub fn any_test_passed(&self) -> bool {
-        let slots = self.slots.read().expect("slots lock");
-        slots
-            .values()
-            .any(|s| s.last_test.as_ref().is_some_and(|t| t.ok))
     }
 
     /// Memory of the loaded models. A fold, not `sum()`: an empty f32 sum is `-0.0`, which

@@ -13,7 +13,7 @@ use infermesh_mesh::{
     active_set, collect_validations, participation_of, sign, validation_due, BackendValidation,
     ParticipationTracker, ValidationResult,
 };
-use infermesh_state::{format_duration, node_message, NodeState, Participation};
+use infermesh_state::{format_duration, NodeState, Participation};
 
 use crate::app::{App, RoundView};
 
@@ -202,8 +202,7 @@ impl OnboardingLog {
         }
         let timing = app.timing();
         let active = view.participation.is_active();
-        let validated = !view.admitted.is_empty() || app.node.any_test_passed();
-        let message = node_message(state, view.participation, &timing, validated);
+        let message = crate::status::sentence::node_now(app, view);
         if active != self.was_active {
             self.was_active = active;
             if active {

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use infermesh_mesh::ValidationResult;
-use infermesh_state::{node_message, unhealthy_message, NodeState, Participation, Timing};
+use infermesh_state::{peer_notice, NodeState, Participation, Timing};
 use serde::Serialize;
 
 use crate::app::{App, PeerStatus};
-use crate::node::{BackendView, Phase};
+use crate::node::BackendView;
+
+pub mod reach;
+pub mod sentence;
 
 #[derive(Debug, Serialize)]
 pub struct StatusResponse {
@@ -25,6 +28,9 @@ pub struct StatusResponse {
     pub timing: Timing,
     /// What the operator should do now, in one sentence.
     pub message: String,
+    /// Set while the node reaches no peer and should (a client, or started with `--join`):
+    /// "Not connected to any peer — …" with what to check.
+    pub peer_message: Option<String>,
     pub epoch: Option<u64>,
     /// This node's own result in the latest round it took part in.
     pub validation: Option<ValidationResult>,
@@ -71,20 +77,22 @@ pub fn status(app: &App) -> StatusResponse {
     let state = node.state();
     let rounds = app.round_view();
     let timing = app.timing();
-    let validated = !rounds.admitted.is_empty() || node.any_test_passed();
     let backends = node.backend_views();
-    let unhealthy = backends.iter().find_map(|b| match &b.phase {
-        Phase::Unhealthy(cause) => Some(unhealthy_message(&b.id, cause)),
-        _ => None,
-    });
+    let peers: Vec<PeerStatus> = app
+        .peers()
+        .iter()
+        .map(|p| PeerStatus::new(p, &rounds.active_set))
+        .collect();
+    let peer_message = peer_notice(node.info.client_mode, app.join.len(), peers.len());
     let mesh = mesh_status(app);
-    let message = match (unhealthy, &mesh) {
+    let message = match (&peer_message, &mesh) {
         (_, Some(m)) if !m.running => format!(
             "Mesh membership stopped ({}); restarting it — peers are stale until it runs",
             m.last_failure.as_deref().unwrap_or("unknown cause")
         ),
-        (Some(m), _) if state != NodeState::Serving => m,
-        _ => node_message(state, rounds.participation, &timing, validated),
+        // A client alone can answer nothing: its reachability is the whole story.
+        (Some(m), _) if state == NodeState::Client => m.clone(),
+        _ => sentence::node_now(app, &rounds),
     };
     StatusResponse {
         node_id: node.info.node_id.clone(),
@@ -97,6 +105,7 @@ pub fn status(app: &App) -> StatusResponse {
         participation: rounds.participation,
         timing,
         message,
+        peer_message,
         epoch: rounds.epoch,
         validation: app
             .own_validation
@@ -109,11 +118,7 @@ pub fn status(app: &App) -> StatusResponse {
         ram_gb: app.ram_gb,
         in_flight: node.in_flight(),
         backends,
-        peers: app
-            .peers()
-            .iter()
-            .map(|p| PeerStatus::new(p, &rounds.active_set))
-            .collect(),
+        peers,
         wakeable: crate::wakeable::status_list(app),
         mesh,
     }

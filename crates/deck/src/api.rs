@@ -39,6 +39,8 @@ pub struct Status {
     pub participation: Option<String>,
     pub timing: Timing,
     pub message: Option<String>,
+    /// "Not connected to any peer — …" while the node should reach peers and reaches none.
+    pub peer_message: Option<String>,
     pub epoch: Option<u64>,
     #[serde(deserialize_with = "null_default")]
     pub models: Vec<String>,

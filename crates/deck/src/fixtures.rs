@@ -35,6 +35,7 @@ pub fn status(peers: usize) -> Status {
             ..Timing::default()
         },
         message: Some(MESSAGE.into()),
+        peer_message: None,
         epoch: Some(12),
         models: vec!["SmolLM2-135M-Instruct".into()],
         vram_gb: Some(0.1),

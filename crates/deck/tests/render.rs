@@ -119,6 +119,7 @@ fn nodes_detail_pane_opens_on_enter() {
     assert_shows(&s, "detail");
     assert_shows(&s, "participation");
     assert_shows(&s, "node id: self0000");
+    assert_shows(&s, "participation: Active for this epoch");
     key(&mut m, KeyCode::Esc);
     assert_hides(&screen(&m, 200, 60), "node id: self0000");
 }
@@ -188,6 +189,10 @@ fn onboarding_tab_shows_state_sentence_countdown_and_schedule_syncing() {
         "Validated — safe to be offline until the next round (starts in 2h 15m)",
     );
     assert_shows(&s, "pass 217ms");
+    // Participation and backend state as a human reads them, never the wire words.
+    assert_shows(&s, "Inactive — waiting for round");
+    assert_hides(&s, "inactive_waiting");
+    assert_hides(&s, "inactive waiting");
     // Last test timings of the selected backend.
     assert_shows(&s, "LOAD ms");
     assert_shows(&s, "120");
@@ -395,4 +400,23 @@ fn export_flash_says_where() {
         &screen(&m, 100, 24),
         "exported 2 lines to /tmp/infermesh-deck-logs-x.txt",
     );
+}
+
+#[test]
+fn header_shows_the_no_peer_notice_beside_the_message() {
+    let mut st = fixtures::status(0);
+    let notice = infermesh_state::peer_notice(false, 1, 0).expect("a --join node alone");
+    st.peer_message = Some(notice.clone());
+    let mut m = fixtures::model(0, 0);
+    update(&mut m, Msg::Status(Box::new(st)));
+    let s = screen(&m, 400, 60);
+    assert_shows(&s, MESSAGE);
+    assert_shows(&s, "Not connected to any peer");
+    // A client whose message already is the notice shows it once.
+    let mut st = fixtures::status(0);
+    st.message = Some(notice.clone());
+    st.peer_message = Some(notice);
+    update(&mut m, Msg::Status(Box::new(st)));
+    let s = screen(&m, 400, 60);
+    assert_eq!(s.matches("Not connected to any peer").count(), 1, "{s}");
 }

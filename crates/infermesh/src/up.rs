@@ -345,6 +345,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         build,
         admin_open: args.admin_open,
         invite: Some(invite.encode()),
+        // The addresses, never the token: this list is logged.
+        join: member.seeds.clone(),
     };
     let app = App::with_options(node.clone(), Some(mesh), api_addr, opts);
     app.admin.log_mode();
@@ -356,6 +358,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     tokio::spawn(publish_loop(app.clone()));
     let rounds = tokio::spawn(infermesh_api::rounds::run(app.clone()));
     tokio::spawn(log_membership(app.clone()));
+    tokio::spawn(infermesh_api::status::reach::warn_if_alone(app.clone()));
     tokio::spawn(infermesh_api::health::watch(
         node.clone(),
         infermesh_api::health::HealthPolicy::default(),

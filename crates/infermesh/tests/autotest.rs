@@ -44,8 +44,8 @@ fn registered_backends_are_tested_automatically_when_the_round_is_far() {
         ob["message"]
             .as_str()
             .unwrap()
-            .starts_with("Validated — safe to be offline"),
-        "{ob}"
+            .starts_with("Validated — idle capacity, no model assigned; to serve, set `serve`"),
+        "a passed test does not make idle capacity serve: {ob}"
     );
 
     // A change voids the result in the same response cycle, then the retest comes.
@@ -78,9 +78,10 @@ fn with_the_schedule_unknown_nothing_is_auto_tested_and_the_node_says_why() {
     std::thread::sleep(Duration::from_millis(1500));
     let e = backend(&node, "idle");
     assert!(e["onboarding"]["last_test"].is_null(), "{e}");
+    // Not "nothing to do": without a model it is idle capacity whatever the clock says.
     assert_eq!(
         e["onboarding"]["message"],
-        "Schedule syncing — nothing to do yet"
+        infermesh_state::standby_message("idle", infermesh_state::Source::Config, false)
     );
     assert!(node
         .stderr_lines()

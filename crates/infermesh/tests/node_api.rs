@@ -250,7 +250,7 @@ fn requests_while_loading_get_503_and_a_broken_model_is_reported() {
     assert!(node
         .stderr_lines()
         .iter()
-        .any(|l| l.contains("ERROR") && l.contains("failed to load")));
+        .any(|l| l.contains("ERROR") && l.contains("Backend embedded failed: ")));
 }
 
 #[test]

@@ -27,8 +27,6 @@ const RATE_PER_SEC: f64 = 200.0;
 const RATE_BURST: f64 = 400.0;
 /// Remembered senders (rate buckets, logged offenders) at most; then the oldest are forgotten.
 const MAX_TRACKED: usize = 4096;
-/// How long after start a node given seeds may know no peer before it says so loudly.
-const NO_PEER_WARN_AFTER: Duration = Duration::from_secs(4);
 
 pub(crate) struct Shared {
     pub table: Mutex<Table>,
@@ -147,10 +145,9 @@ impl Shared {
 /// Runs the gossip loop, restarting it whenever it ends (it should not: every input is handled,
 /// but a membership that silently stopped would leave a node serving stale peers forever).
 pub(crate) async fn supervise(shared: Arc<Shared>) {
-    let started = Instant::now();
     loop {
         // Aborting the supervisor (the handle is dropped) must stop the loop too.
-        let mut task = AbortOnDrop(tokio::spawn(run(shared.clone(), started)));
+        let mut task = AbortOnDrop(tokio::spawn(run(shared.clone())));
         let why = match (&mut task.0).await {
             Ok(()) => "gossip loop returned".to_string(),
             Err(e) if e.is_panic() => {
@@ -186,13 +183,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run(shared: Arc<Shared>, started: Instant) {
+async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(shared.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 65_536];
     let mut round: u64 = 0;
     let mut seed_addrs: Vec<SocketAddr> = Vec::new();
-    let mut warned_alone = false;
     loop {
         tokio::select! {
             got = shared.socket.recv_from(&mut buf) => match got {
@@ -220,15 +216,6 @@ async fn run(shared: Arc<Shared>, started: Instant) {
                 };
                 if moved {
                     shared.bump();
-                }
-                let alone = live.is_empty();
-                if !warned_alone && !shared.seeds.is_empty() && alone
-                    && started.elapsed() >= NO_PEER_WARN_AFTER {
-                    warned_alone = true;
-                    tracing::warn!(seeds = ?shared.seeds,
-                        "not connected to any peer: no member answered at the join addresses \
-                         (check the address, that the node there runs, that UDP and TCP on that \
-                         port are open, and that the invite token is from that mesh)");
                 }
                 if round % 50 == 0 {
                     let mut t = shared.table();

@@ -35,6 +35,26 @@ impl BackendState {
     }
 }
 
+impl BackendState {
+    /// The words a human reads (deck, dashboard): lowercase like the node states beside them.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Testing => "testing",
+            Self::TestFailed => "test failed",
+            Self::Serving => "serving",
+        }
+    }
+
+    /// [`BackendState::label`] for a wire name; unknown words pass through unchanged.
+    pub fn label_of(wire: &str) -> &str {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == wire)
+            .map_or(wire, |s| s.label())
+    }
+}
+
 impl std::fmt::Display for BackendState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -213,6 +233,10 @@ mod tests {
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json, format!("\"{name}\""));
             assert_eq!(serde_json::from_str::<BackendState>(&json).unwrap(), s);
+            assert_eq!(BackendState::label_of(name), s.label());
+            assert!(!s.label().contains('_'), "{}", s.label());
         }
+        assert_eq!(BackendState::label_of("test_failed"), "test failed");
+        assert_eq!(BackendState::label_of("newer"), "newer");
     }
 }

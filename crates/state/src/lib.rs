@@ -7,12 +7,14 @@ pub mod addr;
 pub mod assign;
 pub mod backend_state;
 pub mod constants;
+pub mod labels;
 pub mod membership;
 pub mod message;
 pub mod node;
 pub mod participation;
 pub mod routing;
 pub mod schedule;
+pub mod situation;
 pub mod sse;
 pub mod timing;
 
@@ -25,4 +27,8 @@ pub use node::{classify_legacy, derive_node_state, NodeFacts, NodeState};
 pub use participation::Participation;
 pub use routing::{route_order, route_order_spread, Candidate};
 pub use schedule::ScheduleSpec;
+pub use situation::{
+    backend_message, failed_message, node_sentence, node_validated, peer_notice, standby_message,
+    BackendBrief, Duty, Source, NO_PEER,
+};
 pub use timing::{format_clock_utc, format_duration, timing, Timing};

@@ -108,10 +108,11 @@ pub fn onboarding_message_for(
             "Validated — safe to be offline until the next round{} (starts in {d})",
             at_clock(t)
         ),
-        _ => format!(
-            "Not yet validated — it will be tested before the next round \
-             (starts in {d})"
-        ),
+        // A backend with a model is checked by the round itself (the tester refuses a backend
+        // that serves), so promise the round, not a test.
+        _ => {
+            format!("Not yet validated — the next round checks it (starts in {d}); be online then")
+        }
     }
 }
 
@@ -124,8 +125,9 @@ pub fn unhealthy_message(backend: &str, cause: &str) -> String {
     )
 }
 
-/// What the operator should do now about the node as a whole. `validated` means at least one of
-/// its backends is validated (per [`crate::backend_state::is_validated`]).
+/// What the operator should do now about the node as a whole, from the state words alone.
+/// `validated` means every backend that serves is validated; callers that know the backends
+/// use [`crate::situation::node_sentence`], which decides it and the failure sentences.
 pub fn node_message(
     node_state: NodeState,
     participation: Participation,
@@ -160,8 +162,8 @@ pub fn node_message(
             )
         }
         (Participation::InactiveWaiting, _) => format!(
-            "Not yet validated — waits for the next round; it will be tested before then \
-             (starts in {d})"
+            "Not yet validated — waits for the next round, which checks it (starts in {d}); \
+             be online then"
         ),
     }
 }
@@ -302,7 +304,7 @@ mod tests {
             (Serving, Active, at(G + 1), true, "Round in progress — must be online"),
             (Waiting, InactiveWaiting, at(NEXT - 240_000), true, "Round starts in 4m — must be online now"),
             (Waiting, InactiveWaiting, far, true, "Validated — safe to be offline until the next round at 14:05 UTC (starts in 2h 15m)"),
-            (Waiting, InactiveWaiting, far, false, "Not yet validated — it will be tested before the next round (starts in 2h 15m)"),
+            (Waiting, InactiveWaiting, far, false, "Not yet validated — the next round checks it (starts in 2h 15m); be online then"),
             (Testing, InactiveWaiting, far, false, "Testing now — keep it online until the test finishes"),
             (TestFailed, InactiveWaiting, far, false, "Last test failed — fix the backend and run `infermesh test <id>` before the round (starts in 2h 15m)"),
             (TestFailed, Active, Timing::UNKNOWN, false, "Last test failed — fix the backend and run `infermesh test <id>` (schedule syncing)"),
@@ -336,7 +338,7 @@ mod tests {
             (Serving, Active, at(NEXT - 240_000), true, "Round starts in 4m — must be online now"),
             (Serving, Active, far, true, "Serving — active for this epoch; next round in 2h 15m"),
             (Standby, InactiveWaiting, far, true, "Validated — waits for the next round to join; safe to be offline until 14:05 UTC (starts in 2h 15m)"),
-            (Standby, InactiveWaiting, far, false, "Not yet validated — waits for the next round; it will be tested before then (starts in 2h 15m)"),
+            (Standby, InactiveWaiting, far, false, "Not yet validated — waits for the next round, which checks it (starts in 2h 15m); be online then"),
             (Loading, InactiveWaiting, far, false, "Loading a model — keep it online until it is serving"),
         ];
         for (state, p, t, validated, want) in cases {
@@ -353,7 +355,7 @@ mod tests {
         let mut t = at(NEXT - 8_100_000);
         t.seconds_until_next_round = 0;
         let msg = onboarding_message(BackendState::Waiting, Participation::Active, &t, false);
-        assert!(msg.ends_with("(starts in 1s)"), "{msg}");
+        assert!(msg.contains("(starts in 1s)"), "{msg}");
         let mut no_clock = at(NEXT - 8_100_000);
         no_clock.next_round_at_ms = None;
         assert_eq!(

@@ -27,6 +27,23 @@ impl Participation {
         }
     }
 
+    /// The words a human reads (deck, dashboard); the wire name stays for machines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InactiveWaiting => "Inactive — waiting for round",
+            Self::Active => "Active for this epoch",
+        }
+    }
+
+    /// [`Participation::label`] for a wire name; unknown words are shown as they came, so a
+    /// newer peer's word is not hidden.
+    pub fn label_of(wire: &str) -> &str {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == wire)
+            .map_or(wire, |s| s.label())
+    }
+
     pub fn is_active(self) -> bool {
         self == Self::Active
     }
@@ -57,5 +74,18 @@ mod tests {
             assert_eq!(serde_json::from_str::<Participation>(&json).unwrap(), p);
         }
         assert_eq!(Participation::ALL.len(), cases.len());
+    }
+
+    #[test]
+    fn labels_are_human_and_unknown_words_pass_through() {
+        assert_eq!(
+            Participation::label_of("inactive_waiting"),
+            "Inactive — waiting for round"
+        );
+        for p in Participation::ALL {
+            assert_eq!(Participation::label_of(p.as_str()), p.label());
+            assert!(!p.label().contains('_'), "{}", p.label());
+        }
+        assert_eq!(Participation::label_of("probation"), "probation");
     }
 }

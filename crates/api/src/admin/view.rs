@@ -4,8 +4,7 @@
 use infermesh_backend::config::ModelSpec;
 use infermesh_backend::tester::TestResult;
 use infermesh_state::{
-    derive_backend_state, is_validated, onboarding_message_for, BackendFacts, BackendState,
-    Participation, Timing,
+    backend_message, derive_backend_state, BackendFacts, BackendState, Participation, Timing,
 };
 use serde::Serialize;
 
@@ -88,16 +87,15 @@ fn envelope_of(id: &str, slot: &BackendSlot, rounds: &RoundView, timing: &Timing
         loaded: d.loaded,
         mem_gb: d.mem_gb,
     };
-    let f = facts(slot, id, rounds);
-    let state = derive_backend_state(&f);
-    let validated = is_validated(&f);
+    let state = derive_backend_state(&facts(slot, id, rounds));
+    let brief = crate::status::sentence::brief(id, slot, rounds);
     Envelope {
         node,
         onboarding: Onboarding {
             backend_state: state,
             participation: rounds.participation,
-            validated,
-            message: onboarding_message_for(id, state, rounds.participation, timing, validated),
+            validated: brief.validated,
+            message: backend_message(&brief, state, rounds.participation, timing),
             failing_model: slot
                 .last_test
                 .as_ref()

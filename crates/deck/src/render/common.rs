@@ -82,6 +82,14 @@ pub fn header(m: &Model, f: &mut Frame, area: Rect) {
             if let Some(msg) = s.message.as_deref().filter(|t| !t.is_empty()) {
                 spans.push(Span::raw(format!(" — {msg}")));
             }
+            // A client's message already is the notice; anyone else gets it added, loudly.
+            if let Some(pm) = s
+                .peer_message
+                .as_deref()
+                .filter(|p| Some(*p) != s.message.as_deref())
+            {
+                spans.push(Span::styled(format!(" · {pm}"), Color::Yellow));
+            }
             Line::from(spans)
         }
         None => Line::from(Span::styled("no status received yet", Color::DarkGray)),

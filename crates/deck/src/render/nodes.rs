@@ -128,7 +128,11 @@ fn detail(m: &Model, r: &NodeRow<'_>, f: &mut Frame, area: Rect) {
         kv("node id", r.node_id.to_string()),
         kv("address", r.addr.to_string()),
         kv("version", r.version.to_string()),
-        kv("participation", r.participation.unwrap_or("-").to_string()),
+        kv(
+            "participation",
+            r.participation
+                .map_or("-".to_string(), infermesh_state::labels::human),
+        ),
         kv(
             "models",
             if r.models.is_empty() {

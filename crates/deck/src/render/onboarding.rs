@@ -97,7 +97,9 @@ fn backends_table(m: &Model, f: &mut Frame, area: Rect) {
             let state = o
                 .and_then(|o| o.backend_state.as_deref())
                 .unwrap_or("unknown");
-            let part = o.and_then(|o| o.participation.as_deref()).unwrap_or("-");
+            let part = o
+                .and_then(|o| o.participation.as_deref())
+                .map_or("-".to_string(), infermesh_state::labels::human);
             let next = o.map_or("-".to_string(), |o| {
                 countdown(&o.timing, ob.fetched_ms, m.now_ms)
             });
@@ -109,8 +111,11 @@ fn backends_table(m: &Model, f: &mut Frame, area: Rect) {
             };
             Row::new(vec![
                 Cell::from(clip(&b.node.id, 12)),
-                Cell::from(Span::styled(state.to_string(), backend_state_color(state))),
-                Cell::from(part.to_string()),
+                Cell::from(Span::styled(
+                    infermesh_state::labels::human(state),
+                    backend_state_color(state),
+                )),
+                Cell::from(part),
                 Cell::from(next),
                 Cell::from(last_test_summary(o.and_then(|o| o.last_test.as_ref()))),
                 Cell::from(msg.to_string()),
@@ -129,11 +134,11 @@ fn backends_table(m: &Model, f: &mut Frame, area: Rect) {
     let table = Table::new(
         rows,
         [
-            // Fixed columns fit 80 columns with "schedule syncing" whole; the message column takes
-            // what is left and the full sentence is repeated below the table.
+            // Fixed columns hold "Inactive — waiting for round" and "schedule syncing" whole; the
+            // message column takes what is left and the full sentence is repeated below the table.
             Constraint::Length(12),
             Constraint::Length(11),
-            Constraint::Length(16),
+            Constraint::Length(28),
             Constraint::Length(18),
             Constraint::Length(10),
             Constraint::Fill(1),
