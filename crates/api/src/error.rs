@@ -1,7 +1,8 @@
-//! Error bodies. OpenAI routes answer in OpenAI's shape so unmodified clients surface the message;
-//! every other route answers `{"error": "..."}`.
+//! Error bodies. OpenAI routes (and unknown routes, which an OpenAI client reaches with a wrong
+//! base URL) answer in OpenAI's shape so unmodified clients surface the message; the node's own
+//! routes answer `{"error": "..."}`.
 
-use axum::http::{StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -13,6 +14,8 @@ pub struct OpenAiError {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Sent as `Retry-After` (seconds): when a busy replica expects to take the request.
+    pub retry_after_s: Option<u32>,
 }
 
 impl OpenAiError {
@@ -23,6 +26,7 @@ impl OpenAiError {
             kind: "invalid_request_error",
             param: param.map(str::to_string),
             code: None,
+            retry_after_s: None,
         }
     }
 
@@ -33,6 +37,7 @@ impl OpenAiError {
             kind: "invalid_request_error",
             param: Some("model".into()),
             code: Some("model_not_found"),
+            retry_after_s: None,
         }
     }
 
@@ -43,6 +48,7 @@ impl OpenAiError {
             kind: "service_unavailable",
             param: None,
             code: None,
+            retry_after_s: None,
         }
     }
 
@@ -53,6 +59,19 @@ impl OpenAiError {
             kind: "server_error",
             param: None,
             code: None,
+            retry_after_s: None,
+        }
+    }
+
+    /// Every slot of the replica is busy: 503 with `Retry-After`, the client's cue to back off.
+    pub fn overloaded(message: impl Into<String>, retry_after_s: u32) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            kind: "server_overloaded",
+            param: None,
+            code: Some("server_overloaded"),
+            retry_after_s: Some(retry_after_s),
         }
     }
 
@@ -68,7 +87,12 @@ impl OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut resp = (self.status, Json(self.body())).into_response();
+        if let Some(s) = self.retry_after_s {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
     }
 }
 
@@ -77,9 +101,16 @@ pub fn plain_error(status: StatusCode, message: impl std::fmt::Display) -> Respo
     (status, Json(json!({"error": message.to_string()}))).into_response()
 }
 
-pub async fn not_found(uri: Uri) -> Response {
-    plain_error(
-        StatusCode::NOT_FOUND,
-        format!("no route for {}", uri.path()),
-    )
+/// Unknown routes answer like OpenAI's own API does, so a client with a mistyped base URL reports
+/// the path it actually called instead of failing to parse the error.
+pub async fn not_found(method: Method, uri: Uri) -> Response {
+    OpenAiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("Invalid URL ({method} {}): no such route", uri.path()),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unknown_url"),
+        retry_after_s: None,
+    }
+    .into_response()
 }

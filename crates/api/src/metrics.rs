@@ -27,10 +27,13 @@ pub const LATENCY_BUCKETS_S: [f64; 12] = [
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-/// Distinct `model` label values kept; requests for further names (clients may send anything)
-/// are counted under `model="other"` so a misbehaving client cannot explode the series count.
+/// Distinct `model` label values kept. Only models some node serves are labelled by name (see
+/// [`RequestRecord::model_known`]); this cap also bounds a mesh whose model set churns, the rest
+/// being counted under `model="other"`.
 pub const MAX_MODELS: usize = 64;
 const OTHER_MODEL: &str = "other";
+/// The label of requests for a model no node serves: clients may send anything.
+pub const UNKNOWN_MODEL: &str = "unknown";
 
 #[derive(Debug, Clone, Default)]
 struct Histogram {
@@ -71,7 +74,11 @@ impl Counters {
     }
 
     fn observe(&mut self, rec: &RequestRecord) {
-        let model = self.model_label(&rec.model);
+        let model = if rec.model_known {
+            self.model_label(&rec.model)
+        } else {
+            UNKNOWN_MODEL.to_string()
+        };
         *self
             .requests
             .entry((model.clone(), rec.status))
@@ -428,6 +435,7 @@ mod tests {
             attempts: 1,
             stream: false,
             error: None,
+            model_known: true,
         }
     }
 
@@ -568,6 +576,24 @@ mod tests {
             .count();
         assert_eq!(series, MAX_MODELS + 1);
         assert!(text.contains("infermesh_requests_total{model=\"other\",status=\"404\"} 10"));
+    }
+
+    #[test]
+    fn models_no_node_serves_share_one_label() {
+        let log = RequestLog::default();
+        let m = Metrics::default();
+        for name in ["nope", "x\"y", "gpt-4"] {
+            log.push(RequestRecord {
+                model_known: false,
+                ..rec(name, 404, 1, 0)
+            });
+        }
+        log.push(rec("m", 200, 1, 3));
+        m.catch_up(&log);
+        let text = m.render(&snap());
+        assert!(text.contains("infermesh_requests_total{model=\"unknown\",status=\"404\"} 3"));
+        assert!(text.contains("infermesh_requests_total{model=\"m\",status=\"200\"} 1"));
+        assert!(!text.contains("nope") && !text.contains("gpt-4"), "{text}");
     }
 
     #[test]

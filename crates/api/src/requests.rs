@@ -32,6 +32,14 @@ pub struct RequestRecord {
     pub attempts: u32,
     pub stream: bool,
     pub error: Option<String>,
+    /// Some node of the mesh serves `model`. Metrics label only such models, so a client sending
+    /// arbitrary names cannot grow the series count; the log keeps the name as sent.
+    #[serde(default = "yes")]
+    pub model_known: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub struct RequestLog {
@@ -177,6 +185,7 @@ mod tests {
             attempts: 1,
             stream: false,
             error: None,
+            model_known: true,
         }
     }
 

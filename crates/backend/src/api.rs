@@ -14,12 +14,19 @@ pub enum BackendError {
     /// The request itself is wrong (prompt too long, bad template input): the client's fault.
     #[error("{0}")]
     BadRequest(String),
+    /// The request is wrong in one field, named by its JSON path (`messages`, `response_format`).
+    #[error("{message}")]
+    BadParam { message: String, param: String },
     /// The model is not known to this backend.
     #[error("model `{0}` is not served by this backend")]
     UnknownModel(String),
     /// The backend cannot serve right now (loading, stopped); another replica may.
     #[error("{0}")]
     Unavailable(String),
+    /// Every slot is taken and the request could not start within its patience: answer 503
+    /// with `Retry-After` rather than hold the client.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after_s: u32 },
     /// The backend failed while working.
     #[error("{0}")]
     Failed(String),

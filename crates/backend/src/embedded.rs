@@ -117,7 +117,7 @@ impl Backend for EmbeddedBackend {
                 BackendError::UnknownModel(req.model)
             });
         }
-        engine.submit(req.prompt, req.params)
+        engine.submit(req.prompt, req.params, req.priority)
     }
 
     async fn stop(&self) -> Result<(), BackendError> {

@@ -9,6 +9,7 @@ pub mod child;
 pub mod config;
 pub mod embedded;
 pub mod engine;
+pub mod grammar;
 pub mod llama_server;
 pub mod model_fetch;
 pub mod openai;
@@ -18,4 +19,7 @@ pub mod types;
 
 pub use api::{Backend, BackendError, BackendInfo, InferStream};
 pub use config::{merge_args, ModelSpec};
-pub use types::{ChatMessage, FinishReason, GenParams, InferEvent, InferRequest, Prompt, Usage};
+pub use types::{
+    ChatMessage, FinishReason, GenParams, InferEvent, InferRequest, Priority, Prompt, TokenLogprob,
+    Usage,
+};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Backend, BackendError};
-use crate::types::{ChatMessage, GenParams, InferEvent, InferRequest, Prompt};
+use crate::types::{ChatMessage, GenParams, InferEvent, InferRequest, Priority, Prompt};
 
 /// The fixed validation prompt: short, so the test costs little, and one any chat model answers.
 pub const TEST_PROMPT: &str = "Reply with one word: hello";
@@ -211,6 +211,8 @@ pub async fn checked_answer(
             temperature: 0.0,
             ..GenParams::default()
         },
+        // The tester and the round judge this node: never behind its user traffic.
+        priority: Priority::Validation,
     };
     let mut rx = backend.infer(req).await.map_err(BadAnswer::Backend)?;
     let mut text = String::new();
@@ -219,6 +221,7 @@ pub async fn checked_answer(
         match event.map_err(BadAnswer::Backend)? {
             InferEvent::Text(_) if tokens.is_some() => return Err(BadAnswer::TextAfterDone),
             InferEvent::Text(t) => text.push_str(&t),
+            InferEvent::Logprobs(_) => {}
             InferEvent::Done { .. } if tokens.is_some() => return Err(BadAnswer::DoneTwice),
             InferEvent::Done { usage, .. } => tokens = Some(usage.completion_tokens),
         }

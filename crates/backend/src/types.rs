@@ -1,5 +1,6 @@
 //! Driver-neutral request and event types.
 
+pub use infermesh_state::Priority;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +18,13 @@ pub struct GenParams {
     pub top_p: f32,
     pub stop: Vec<String>,
     pub seed: Option<u32>,
+    /// A GBNF grammar (root rule `root`) every completion must match: structured output.
+    #[serde(default)]
+    pub grammar: Option<String>,
+    /// Report each generated token's log-probability, with this many most likely alternatives
+    /// (0..=20) at each position.
+    #[serde(default)]
+    pub logprobs: Option<u8>,
 }
 
 impl Default for GenParams {
@@ -27,6 +35,8 @@ impl Default for GenParams {
             top_p: 0.95,
             stop: Vec::new(),
             seed: None,
+            grammar: None,
+            logprobs: None,
         }
     }
 }
@@ -43,6 +53,9 @@ pub struct InferRequest {
     pub model: String,
     pub prompt: Prompt,
     pub params: GenParams,
+    /// Validation requests get a slot user traffic cannot hold (see [`Priority`]).
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,10 +80,23 @@ pub struct Usage {
     pub completion_tokens: u32,
 }
 
-/// One step of a running inference. A stream is any number of `Text` followed by one `Done`.
+/// One generated token's log-probability and, when asked for, the most likely alternatives at
+/// its position (OpenAI's `logprobs.content[]` entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<(String, Vec<u8>, f32)>,
+}
+
+/// One step of a running inference. A stream is any number of `Text` (each possibly preceded by
+/// the `Logprobs` of the tokens it holds, when they were asked for) followed by one `Done`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum InferEvent {
     Text(String),
+    /// Log-probabilities of the tokens generated since the last `Text`; sent just before it.
+    Logprobs(Vec<TokenLogprob>),
     Done {
         finish_reason: FinishReason,
         usage: Usage,

@@ -183,6 +183,7 @@ fn engine_config(args: &UpArgs) -> EngineConfig {
         n_ctx: args.ctx,
         slots,
         n_threads: threads.max(1) as i32,
+        ..EngineConfig::default()
     }
 }
 

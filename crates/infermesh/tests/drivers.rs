@@ -15,7 +15,7 @@ use infermesh_backend::openai::{OpenAiBackend, OpenAiConfig};
 use infermesh_backend::tester::run_test;
 use infermesh_backend::{
     Backend, BackendError, ChatMessage, FinishReason, GenParams, InferEvent, InferRequest,
-    ModelSpec, Prompt, Usage,
+    ModelSpec, Priority, Prompt, Usage,
 };
 use serde_json::{json, Value};
 
@@ -50,6 +50,7 @@ fn chat(model: &str, content: &str, max_tokens: u32) -> InferRequest {
             temperature: 0.0,
             ..GenParams::default()
         },
+        priority: Priority::User,
     }
 }
 
@@ -72,6 +73,7 @@ async fn answer(b: &dyn Backend, req: InferRequest) -> Result<Answer, BackendErr
                 assert!(done.is_none(), "text after Done");
                 text.push_str(&t);
             }
+            InferEvent::Logprobs(_) => panic!("logprobs that were not asked for"),
             InferEvent::Done {
                 finish_reason,
                 usage,

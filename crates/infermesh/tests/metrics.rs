@@ -111,14 +111,25 @@ fn metrics_reflect_state_peers_and_requests() {
     assert_eq!(last, 2.0);
     let tokens = s[&format!("infermesh_tokens_generated_total{{model=\"{MODEL}\"}}")];
     assert!((2.0..=16.0).contains(&tokens), "tokens {tokens}\n{text}");
+    // A model no node serves is counted, but under one fixed label: clients may send anything.
     let status = missing.to_string();
-    assert!(
-        s.keys().any(
-            |k| k.starts_with("infermesh_requests_total{model=\"no-such-model\"")
-                && k.contains(&status)
-        ),
+    assert_eq!(
+        s.get(&format!(
+            "infermesh_requests_total{{model=\"unknown\",status=\"{status}\"}}"
+        )),
+        Some(&1.0),
         "unserved request counted with its status:\n{text}"
     );
+    assert!(!text.contains("no-such-model"), "{text}");
+    // An unknown route answers OpenAI's error envelope, naming what was called.
+    let (code, v) = send("POST", &server.url, "/v1/embedding", "{}", None);
+    assert_eq!(code, 404);
+    let body = v.to_string();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(v["error"]["code"], "unknown_url", "{body}");
+    assert!(v["error"]["param"].is_null(), "{body}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("POST /v1/embedding"), "{msg}");
     for fam in [
         "infermesh_tests_total{result=\"pass\"}",
         "infermesh_rounds_total{result=\"fail\"}",

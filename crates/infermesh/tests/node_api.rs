@@ -182,7 +182,10 @@ fn bad_requests_get_openai_errors() {
 
     let (code, v) = get_json(&format!("{}/no/such/route", node.url));
     assert_eq!(code, 404);
-    assert!(v["error"].as_str().unwrap().contains("/no/such/route"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("GET /no/such/route"));
 }
 
 #[test]

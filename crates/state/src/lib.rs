@@ -12,6 +12,7 @@ pub mod membership;
 pub mod message;
 pub mod node;
 pub mod participation;
+pub mod queue;
 pub mod routing;
 pub mod schedule;
 pub mod situation;
@@ -25,6 +26,7 @@ pub use constants::Tunables;
 pub use message::{node_message, onboarding_message, onboarding_message_for, unhealthy_message};
 pub use node::{classify_legacy, derive_node_state, NodeFacts, NodeState};
 pub use participation::Participation;
+pub use queue::Priority;
 pub use routing::{route_order, route_order_spread, Candidate};
 pub use schedule::ScheduleSpec;
 pub use situation::{

@@ -36,7 +36,12 @@ pub struct LocalFailure {
 
 impl From<BackendError> for LocalFailure {
     fn from(e: BackendError) -> Self {
-        let retry = matches!(e, BackendError::Unavailable(_) | BackendError::Failed(_));
+        let retry = matches!(
+            e,
+            BackendError::Unavailable(_)
+                | BackendError::Failed(_)
+                | BackendError::Overloaded { .. }
+        );
         Self {
             error: backend_error(e),
             retry,
@@ -47,6 +52,13 @@ impl From<BackendError> for LocalFailure {
 pub fn backend_error(e: BackendError) -> OpenAiError {
     match e {
         BackendError::BadRequest(m) => OpenAiError::bad_request(m, None),
+        BackendError::BadParam { message, param } => {
+            OpenAiError::bad_request(message, Some(&param))
+        }
+        BackendError::Overloaded {
+            message,
+            retry_after_s,
+        } => OpenAiError::overloaded(message, retry_after_s),
         BackendError::UnknownModel(m) => OpenAiError::model_not_found(&m),
         BackendError::Unavailable(m) => OpenAiError::unavailable(m),
         BackendError::Failed(m) => OpenAiError::internal(m),
@@ -92,10 +104,11 @@ pub async fn serve_local(
         None => return Err(ended_early("without an answer")),
     };
     let meta = shape::Meta::new(shape, &p.req.model, unix_now());
+    let logprobs = p.req.params.logprobs.is_some();
     if p.stream {
-        Ok(stream(meta, first, events, p.include_usage, guard).into_response())
+        Ok(stream(meta, first, events, p.include_usage, logprobs, guard).into_response())
     } else {
-        collect(meta, first, events).await
+        collect(meta, first, events, logprobs).await
     }
 }
 
@@ -105,17 +118,23 @@ async fn collect(
     meta: shape::Meta,
     first: InferEvent,
     mut events: InferStream,
+    logprobs: bool,
 ) -> Result<Response, LocalFailure> {
     let mut text = String::new();
+    let mut lps = Vec::new();
     let mut next: Option<Result<InferEvent, BackendError>> = Some(Ok(first));
     loop {
         match next {
             Some(Ok(InferEvent::Text(t))) => text.push_str(&t),
+            Some(Ok(InferEvent::Logprobs(l))) => lps.extend(l),
             Some(Ok(InferEvent::Done {
                 finish_reason,
                 usage,
                 ..
-            })) => return Ok(Json(meta.full(&text, finish_reason, usage)).into_response()),
+            })) => {
+                let lps = logprobs.then_some(lps.as_slice());
+                return Ok(Json(meta.full(&text, finish_reason, usage, lps)).into_response());
+            }
             Some(Err(e)) => return Err(e.into()),
             None => return Err(ended_early("mid-answer")),
         }
@@ -133,14 +152,17 @@ fn stream(
     first: InferEvent,
     events: InferStream,
     include_usage: bool,
+    logprobs: bool,
     guard: crate::node::InFlight,
 ) -> impl IntoResponse {
     let mut frames = Frames {
-        queue: VecDeque::from([meta.chunk(Some(""), true, None)]),
+        queue: VecDeque::from([meta.chunk(Some(""), true, None, None)]),
         meta,
         first: Some(first),
         events,
         include_usage,
+        logprobs: logprobs.then(Vec::new),
+        sent_chars: 0,
         finished: false,
         _guard: guard,
     };
@@ -163,6 +185,10 @@ struct Frames {
     first: Option<InferEvent>,
     events: InferStream,
     include_usage: bool,
+    /// Logprobs not yet sent (they go out with the text of their tokens), when asked for.
+    logprobs: Option<Vec<infermesh_backend::TokenLogprob>>,
+    /// Characters of the answer sent so far: the legacy shape's `text_offset`.
+    sent_chars: usize,
     /// The backend is done (or failed) and the closing chunks are queued.
     finished: bool,
     /// Counts the request as in flight until the last chunk is sent or the client goes.
@@ -178,23 +204,42 @@ impl Frames {
         if self.finished {
             return None;
         }
-        let next = match self.first.take() {
-            Some(ev) => Some(Ok(ev)),
-            None => self.events.recv().await,
+        let next = loop {
+            let next = match self.first.take() {
+                Some(ev) => Some(Ok(ev)),
+                None => self.events.recv().await,
+            };
+            match (next, self.logprobs.as_mut()) {
+                (Some(Ok(InferEvent::Logprobs(l))), Some(held)) => held.extend(l),
+                (Some(Ok(InferEvent::Logprobs(_))), None) => {}
+                (other, _) => break other,
+            }
         };
+        let held = self.logprobs.as_mut().map(std::mem::take);
+        let at = self.sent_chars;
         let closing = match next {
-            Some(Ok(InferEvent::Text(t))) => return Some(self.meta.chunk(Some(&t), false, None)),
+            Some(Ok(InferEvent::Text(t))) => {
+                self.sent_chars += t.chars().count();
+                let lps = held.as_deref().map(|l| (l, at));
+                return Some(self.meta.chunk(Some(&t), false, None, lps));
+            }
             Some(Ok(InferEvent::Done {
                 finish_reason,
                 usage,
                 ..
             })) => {
-                let mut c = vec![self.meta.chunk(None, false, Some(finish_reason))];
+                let mut c = Vec::new();
+                // Tokens whose text the stop gate held back still report their logprobs.
+                if let Some(l) = held.as_deref().filter(|l| !l.is_empty()) {
+                    c.push(self.meta.chunk(Some(""), false, None, Some((l, at))));
+                }
+                c.push(self.meta.chunk(None, false, Some(finish_reason), None));
                 if self.include_usage {
                     c.push(self.meta.usage_chunk(usage));
                 }
                 c
             }
+            Some(Ok(InferEvent::Logprobs(_))) => unreachable!("logprobs are held above"),
             Some(Err(e)) => vec![backend_error(e).body().to_string()],
             None => vec![OpenAiError::internal("backend ended mid-answer")
                 .body()

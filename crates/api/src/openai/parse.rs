@@ -11,10 +11,11 @@ use async_openai::types::chat::{
     ChatCompletionRequestSystemMessageContentPart as SystemPart,
     ChatCompletionRequestUserMessageContent as UserContent,
     ChatCompletionRequestUserMessageContentPart as UserPart, CreateChatCompletionRequest,
-    Prompt as OaPrompt, StopConfiguration,
+    Prompt as OaPrompt, ResponseFormat, StopConfiguration,
 };
 use async_openai::types::completions::CreateCompletionRequest;
-use infermesh_backend::{ChatMessage, GenParams, InferRequest, Prompt};
+use infermesh_backend::grammar::json_grammar;
+use infermesh_backend::{ChatMessage, GenParams, InferRequest, Priority, Prompt};
 use serde::de::DeserializeOwned;
 
 use crate::error::OpenAiError;
@@ -58,13 +59,18 @@ struct Common {
     n: Option<u8>,
     stop: Option<StopConfiguration>,
     seed: Option<i64>,
+    grammar: Option<String>,
+    logprobs: Option<u8>,
 }
 
 fn params(c: Common) -> Result<GenParams, OpenAiError> {
     let bad = |m: &str, p: Option<&str>| OpenAiError::bad_request(m, p);
     if let Some(n) = c.n.filter(|n| *n != 1) {
         return Err(bad(
-            &format!("`n` must be 1 (got {n}): one choice per request"),
+            &format!(
+                "`n` must be 1 (got {n}): each request returns one choice; send {n} requests \
+                 (with different `seed`s) for {n} samples"
+            ),
             Some("n"),
         ));
     }
@@ -103,6 +109,8 @@ fn params(c: Common) -> Result<GenParams, OpenAiError> {
         stop,
         // Seeds are 64-bit on the wire and 32-bit in llama.cpp; fold rather than truncate.
         seed: c.seed.map(|s| (s as u64 ^ ((s as u64) >> 32)) as u32),
+        grammar: c.grammar,
+        logprobs: c.logprobs,
     })
 }
 
@@ -189,6 +197,34 @@ fn message(i: usize, m: &Msg) -> Result<ChatMessage, OpenAiError> {
     })
 }
 
+/// The grammar that enforces `response_format`, or `None` for plain text.
+fn response_grammar(f: Option<&ResponseFormat>) -> Result<Option<String>, OpenAiError> {
+    let schema = match f {
+        None | Some(ResponseFormat::Text) => return Ok(None),
+        Some(ResponseFormat::JsonObject) => None,
+        Some(ResponseFormat::JsonSchema { json_schema }) => Some(&json_schema.schema),
+    };
+    json_grammar(schema)
+        .map(Some)
+        .map_err(crate::openai::backend_error)
+}
+
+/// OpenAI's chat `logprobs` (bool) and `top_logprobs` (0..=20, needs `logprobs`).
+fn chat_logprobs(logprobs: Option<bool>, top: Option<u8>) -> Result<Option<u8>, OpenAiError> {
+    match (logprobs.unwrap_or(false), top) {
+        (_, Some(t)) if t > 20 => Err(OpenAiError::bad_request(
+            format!("`top_logprobs` must be between 0 and 20 (got {t})"),
+            Some("top_logprobs"),
+        )),
+        (false, Some(_)) => Err(OpenAiError::bad_request(
+            "`top_logprobs` needs `logprobs: true`",
+            Some("top_logprobs"),
+        )),
+        (false, None) => Ok(None),
+        (true, t) => Ok(Some(t.unwrap_or(0))),
+    }
+}
+
 #[allow(deprecated)] // `max_tokens` and `seed` are deprecated upstream but still sent by clients.
 pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
     let r: CreateChatCompletionRequest = decode(body)?;
@@ -206,7 +242,8 @@ pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
     }
     if r.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(OpenAiError::bad_request(
-            "`tools` are not supported",
+            "`tools` are not supported: this mesh's backends receive plain messages (no tool \
+             definitions or tool-call parsing); send the request without `tools`",
             Some("tools"),
         ));
     }
@@ -223,12 +260,15 @@ pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
         n: r.n,
         stop: r.stop,
         seed: r.seed,
+        grammar: response_grammar(r.response_format.as_ref())?,
+        logprobs: chat_logprobs(r.logprobs, r.top_logprobs)?,
     })?;
     Ok(Parsed {
         req: InferRequest {
             model: r.model,
             prompt: Prompt::Chat(messages),
             params,
+            priority: Priority::User,
         },
         stream: r.stream.unwrap_or(false),
         include_usage: r
@@ -258,12 +298,29 @@ pub fn completion(body: &[u8]) -> Result<Parsed, OpenAiError> {
         n: r.n,
         stop: r.stop,
         seed: r.seed,
+        grammar: None,
+        logprobs: match r.logprobs {
+            Some(n) if n > 5 => {
+                return Err(OpenAiError::bad_request(
+                    format!("`logprobs` must be between 0 and 5 (got {n})"),
+                    Some("logprobs"),
+                ))
+            }
+            n => n,
+        },
     })?;
+    if r.echo == Some(true) {
+        return Err(OpenAiError::bad_request(
+            "`echo` is not supported: the answer holds the completion only",
+            Some("echo"),
+        ));
+    }
     Ok(Parsed {
         req: InferRequest {
             model: r.model,
             prompt: Prompt::Raw(prompt),
             params,
+            priority: Priority::User,
         },
         stream: r.stream.unwrap_or(false),
         include_usage: r
@@ -393,6 +450,69 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://x"}}]}]}"#,
         );
         assert_eq!(e.param.as_deref(), Some("messages[0].content"));
+    }
+
+    #[test]
+    fn response_format_becomes_a_grammar() {
+        let base = r#"{"model":"m","messages":[{"role":"user","content":"x"}]"#;
+        let p = chat(format!(r#"{base},"response_format":{{"type":"json_object"}}}}"#).as_bytes())
+            .unwrap();
+        assert!(p.req.params.grammar.unwrap().contains("root ::="));
+        let p =
+            chat(format!(r#"{base},"response_format":{{"type":"text"}}}}"#).as_bytes()).unwrap();
+        assert_eq!(p.req.params.grammar, None);
+        let p = chat(
+            format!(
+                r#"{base},"response_format":{{"type":"json_schema","json_schema":{{"name":"p",
+                "schema":{{"type":"object","properties":{{"age":{{"type":"integer"}}}},"required":["age"]}}}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert!(p.req.params.grammar.unwrap().contains("age"));
+        let e = err(&format!(
+            r##"{base},"response_format":{{"type":"json_schema","json_schema":{{"name":"p","schema":{{"$ref":"#/nowhere"}}}}}}}}"##
+        ));
+        assert_eq!(e.status, 400);
+        assert_eq!(
+            e.param.as_deref(),
+            Some("response_format.json_schema.schema")
+        );
+    }
+
+    #[test]
+    fn logprobs_options_are_checked() {
+        let base = r#"{"model":"m","messages":[{"role":"user","content":"x"}]"#;
+        let lp = |extra: &str| chat(format!("{base},{extra}}}").as_bytes());
+        assert_eq!(
+            lp(r#""logprobs":true"#).unwrap().req.params.logprobs,
+            Some(0)
+        );
+        assert_eq!(
+            lp(r#""logprobs":true,"top_logprobs":3"#)
+                .unwrap()
+                .req
+                .params
+                .logprobs,
+            Some(3)
+        );
+        assert_eq!(lp(r#""logprobs":false"#).unwrap().req.params.logprobs, None);
+        for bad in [
+            r#""top_logprobs":2"#,
+            r#""logprobs":true,"top_logprobs":21"#,
+        ] {
+            assert_eq!(
+                lp(bad).unwrap_err().param.as_deref(),
+                Some("top_logprobs"),
+                "{bad}"
+            );
+        }
+        let p = completion(br#"{"model":"m","prompt":"a","logprobs":2}"#).unwrap();
+        assert_eq!(p.req.params.logprobs, Some(2));
+        let e = completion(br#"{"model":"m","prompt":"a","logprobs":6}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("logprobs"));
+        let e = completion(br#"{"model":"m","prompt":"a","echo":true}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("echo"));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Response bodies in OpenAI's wire format (async-openai's types for chat).
 
 use async_openai::types::chat::{
-    ChatChoice, ChatChoiceStream, ChatCompletionResponseMessage, ChatCompletionStreamResponseDelta,
-    CompletionUsage, CreateChatCompletionResponse, CreateChatCompletionStreamResponse,
-    FinishReason as OaFinish, Role,
+    ChatChoice, ChatChoiceLogprobs, ChatChoiceStream, ChatCompletionResponseMessage,
+    ChatCompletionStreamResponseDelta, ChatCompletionTokenLogprob, CompletionUsage,
+    CreateChatCompletionResponse, CreateChatCompletionStreamResponse, FinishReason as OaFinish,
+    Role, TopLogprobs,
 };
-use infermesh_backend::{FinishReason, Usage};
+use infermesh_backend::{FinishReason, TokenLogprob, Usage};
 use serde_json::{json, Value};
 
 /// Which endpoint's format to produce.
@@ -48,6 +49,52 @@ fn to_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("response types serialize")
 }
 
+fn chat_logprobs(lps: &[TokenLogprob]) -> ChatChoiceLogprobs {
+    ChatChoiceLogprobs {
+        content: Some(
+            lps.iter()
+                .map(|l| ChatCompletionTokenLogprob {
+                    token: l.token.clone(),
+                    logprob: l.logprob,
+                    bytes: Some(l.bytes.clone()),
+                    top_logprobs: l
+                        .top
+                        .iter()
+                        .map(|(token, bytes, logprob)| TopLogprobs {
+                            token: token.clone(),
+                            logprob: *logprob,
+                            bytes: Some(bytes.clone()),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        ),
+        refusal: None,
+    }
+}
+
+/// The legacy completions shape: parallel arrays, `text_offset` counted from `offset` (the
+/// characters of the answer before these tokens).
+fn text_logprobs(lps: &[TokenLogprob], offset: usize) -> Value {
+    let mut at = offset;
+    let offsets: Vec<usize> = lps
+        .iter()
+        .map(|l| {
+            let here = at;
+            at += l.token.chars().count();
+            here
+        })
+        .collect();
+    json!({
+        "tokens": lps.iter().map(|l| &l.token).collect::<Vec<_>>(),
+        "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
+        "top_logprobs": lps.iter().map(|l| {
+            l.top.iter().map(|(t, _, lp)| (t.clone(), json!(lp))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
+}
+
 impl Meta {
     pub fn new(shape: Shape, model: &str, created: u32) -> Self {
         let prefix = match shape {
@@ -62,8 +109,14 @@ impl Meta {
         }
     }
 
-    /// The whole answer (non-streamed).
-    pub fn full(&self, text: &str, finish: FinishReason, usage: Usage) -> Value {
+    /// The whole answer (non-streamed); `logprobs` when the request asked for them.
+    pub fn full(
+        &self,
+        text: &str,
+        finish: FinishReason,
+        usage: Usage,
+        logprobs: Option<&[TokenLogprob]>,
+    ) -> Value {
         match self.shape {
             Shape::Chat => to_value(&CreateChatCompletionResponse {
                 id: self.id.clone(),
@@ -78,7 +131,7 @@ impl Meta {
                         ..Default::default()
                     },
                     finish_reason: Some(oa_finish(finish)),
-                    logprobs: None,
+                    logprobs: logprobs.map(chat_logprobs),
                 }],
                 usage: Some(oa_usage(usage)),
                 ..Default::default()
@@ -86,7 +139,8 @@ impl Meta {
             Shape::Text => json!({
                 "id": self.id, "object": "text_completion", "created": self.created,
                 "model": self.model,
-                "choices": [{"text": text, "index": 0, "logprobs": null,
+                "choices": [{"text": text, "index": 0,
+                             "logprobs": logprobs.map(|l| text_logprobs(l, 0)),
                              "finish_reason": finish.as_str()}],
                 "usage": to_value(&oa_usage(usage)),
             }),
@@ -95,7 +149,15 @@ impl Meta {
 
     /// One streamed chunk, serialized: a piece of text, the opening role chunk, or the closing
     /// finish chunk. Straight to text, with no `Value` in between: this runs once per token.
-    pub fn chunk(&self, text: Option<&str>, opening: bool, finish: Option<FinishReason>) -> String {
+    /// `logprobs` are those of the tokens in `text`, with the answer's length so far in
+    /// characters (the legacy shape's `text_offset`).
+    pub fn chunk(
+        &self,
+        text: Option<&str>,
+        opening: bool,
+        finish: Option<FinishReason>,
+        logprobs: Option<(&[TokenLogprob], usize)>,
+    ) -> String {
         match self.shape {
             Shape::Chat => to_text(&CreateChatCompletionStreamResponse {
                 id: self.id.clone(),
@@ -110,14 +172,15 @@ impl Meta {
                         ..Default::default()
                     },
                     finish_reason: finish.map(oa_finish),
-                    logprobs: None,
+                    logprobs: logprobs.map(|(l, _)| chat_logprobs(l)),
                 }],
                 ..Default::default()
             }),
             Shape::Text => json!({
                 "id": self.id, "object": "text_completion", "created": self.created,
                 "model": self.model,
-                "choices": [{"text": text.unwrap_or(""), "index": 0, "logprobs": null,
+                "choices": [{"text": text.unwrap_or(""), "index": 0,
+                             "logprobs": logprobs.map(|(l, at)| text_logprobs(l, at)),
                              "finish_reason": finish.map(FinishReason::as_str)}],
             })
             .to_string(),

@@ -54,6 +54,8 @@ struct Plan {
     targets: Vec<Target>,
     /// Why this node's own replica is not usable, when it has one.
     local_not_ready: Option<String>,
+    /// This node or a peer (in any state) lists the model.
+    known: bool,
 }
 
 fn plan(app: &App, model: &str, local_only: bool) -> Plan {
@@ -61,6 +63,7 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
     let mut cands = Vec::new();
     let mut targets = Vec::new();
     let mut local_not_ready = None;
+    let mut known = true;
     match node.find_local(model) {
         LocalModel::Ready(_) => {
             cands.push(Candidate {
@@ -81,7 +84,7 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
             });
         }
         LocalModel::NotReady(why) => local_not_ready = Some(why),
-        LocalModel::Absent => {}
+        LocalModel::Absent => known = false,
     }
     if !local_only {
         let active = app.round_view().active_set;
@@ -106,11 +109,13 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
             });
         }
     }
+    known |= cands.iter().any(|c| c.has_model);
     Plan {
         targets: order_targets(&cands, &targets, app.next_spread(), |id| {
             app.recently_failed(id)
         }),
         local_not_ready,
+        known,
     }
 }
 
@@ -142,8 +147,10 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
     let from = peer.map_or_else(|| app.node.info.node_id.clone(), |Extension(p)| p.0);
     let model = p.req.model.clone();
     let plan = plan(&app, &model, hop);
-    let mut pending = Pending::new(from, &model, shape, p.stream, started);
+    let mut pending = Pending::new(from, &model, plan.known, shape, p.stream, started);
     let mut last_error: Option<String> = None;
+    // The soonest any busy replica expects to take the request.
+    let mut retry_after: Option<u32> = None;
     for target in &plan.targets {
         pending.attempts += 1;
         let attempt = match &target.addr {
@@ -162,11 +169,15 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
                 if !retry {
                     return pending.failed(&app, Some(target), err);
                 }
+                if let Some(s) = err.retry_after_s {
+                    retry_after = Some(retry_after.map_or(s, |r| r.min(s)));
+                }
                 last_error = Some(format!("{}: {}", target.name, err.message));
             }
         }
     }
-    let err = no_replica(&model, plan.targets.len(), plan.local_not_ready, last_error);
+    let mut err = no_replica(&model, plan.targets.len(), plan.local_not_ready, last_error);
+    err.retry_after_s = retry_after;
     pending.failed(&app, None, err)
 }
 

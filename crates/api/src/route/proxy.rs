@@ -57,6 +57,10 @@ pub async fn forward(
         .map_err(|e| unreachable(format!("is unreachable: {}", error_chain(&e))))?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let retry_after_s = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let mut chunks = resp.bytes_stream();
     // Wait for the first body byte: a peer that dies after the headers is still a failed
     // attempt we can retry, because the client has seen nothing.
@@ -88,6 +92,7 @@ pub async fn forward(
             },
             param: None,
             code: None,
+            retry_after_s,
         };
         return Err((err, retryable(status)));
     }

@@ -32,7 +32,14 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn new(from: String, model: &str, shape: Shape, stream: bool, started: Instant) -> Self {
+    pub fn new(
+        from: String,
+        model: &str,
+        model_known: bool,
+        shape: Shape,
+        stream: bool,
+        started: Instant,
+    ) -> Self {
         Self {
             rec: RequestRecord {
                 id: 0,
@@ -52,6 +59,7 @@ impl Pending {
                 attempts: 0,
                 stream,
                 error: None,
+                model_known,
             },
             started,
             attempts: 0,

@@ -114,7 +114,9 @@ mod tests {
                 top_p: 1.0,
                 stop: vec!["\n".into()],
                 seed: Some(7),
+                ..GenParams::default()
             },
+            priority: Default::default(),
         }
     }
 

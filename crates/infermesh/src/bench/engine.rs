@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use infermesh_backend::engine::{Engine, EngineConfig};
 use infermesh_backend::model_fetch::{ensure_model, SMOLLM2_135M};
-use infermesh_backend::{ChatMessage, GenParams, InferEvent, Prompt};
+use infermesh_backend::{ChatMessage, GenParams, InferEvent, Priority, Prompt};
 use serde_json::{json, Value};
 
 use super::nodes::BenchNode;
@@ -52,6 +52,7 @@ async fn direct(engine: &Engine) -> Result<Sample> {
             temperature: 0.0,
             ..GenParams::default()
         },
+        Priority::User,
     )?;
     while let Some(ev) = rx.recv().await {
         if let InferEvent::Done {

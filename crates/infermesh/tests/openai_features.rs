@@ -1,0 +1,124 @@
+//! OpenAI features of the embedded engine on a real node: structured output (grammar sampling),
+//! logprobs streamed and not, and cheap rejection of prompts that cannot fit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn chat(node: &NodeProc, extra: Value) -> (u16, Value) {
+    let mut body = json!({"model": MODEL, "temperature": 0, "max_tokens": 96,
+        "messages": [{"role": "user", "content": "Describe a cat named Tom who is 3 years old."}]});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    post_json(&format!("{}/v1/chat/completions", node.url), &body)
+}
+
+fn content(v: &Value) -> &str {
+    v["choices"][0]["message"]["content"].as_str().unwrap()
+}
+
+#[test]
+fn structured_output_logprobs_and_cheap_rejection() {
+    let node = NodeProc::start(&[]);
+    node.wait_state("serving", Duration::from_secs(180));
+
+    // json_object: the answer is one JSON object, whatever the model would have said.
+    let (code, v) = chat(&node, json!({"response_format": {"type": "json_object"}}));
+    assert_eq!(code, 200, "{v}");
+    if v["choices"][0]["finish_reason"] == "stop" {
+        let parsed: Value = serde_json::from_str(content(&v))
+            .unwrap_or_else(|e| panic!("json_object answer is not JSON ({e}): {}", content(&v)));
+        assert!(parsed.is_object(), "{parsed}");
+    } else {
+        assert!(content(&v).trim_start().starts_with('{'), "{}", content(&v));
+    }
+
+    // json_schema: required fields with their types.
+    let schema = json!({"type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"], "additionalProperties": false});
+    let (code, v) = chat(
+        &node,
+        json!({"max_tokens": 64, "response_format": {"type": "json_schema",
+               "json_schema": {"name": "cat", "schema": schema}}}),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    let cat: Value = serde_json::from_str(content(&v)).unwrap();
+    assert!(cat["name"].is_string() && cat["age"].is_i64(), "{cat}");
+    assert_eq!(cat.as_object().unwrap().len(), 2, "{cat}");
+
+    // logprobs, not streamed: one entry per completion token, each with its alternatives.
+    let (code, v) = chat(
+        &node,
+        json!({"max_tokens": 8, "logprobs": true, "top_logprobs": 2}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let lps = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(
+        lps.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let joined: String = lps.iter().map(|l| l["token"].as_str().unwrap()).collect();
+    assert_eq!(joined, content(&v));
+    for l in lps {
+        let lp = l["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0, "{l}");
+        let top = l["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2, "{l}");
+        // Greedy: the chosen token is the most likely one.
+        assert!(
+            (top[0]["logprob"].as_f64().unwrap() - lp).abs() < 1e-4,
+            "{l}"
+        );
+    }
+    // Without the option there are none.
+    let (_, v) = chat(&node, json!({"max_tokens": 4}));
+    assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
+
+    // logprobs, streamed: the chunks that carry text carry their tokens' logprobs.
+    let (code, body) = post_raw(
+        &format!("{}/v1/chat/completions", node.url),
+        &json!({"model": MODEL, "temperature": 0, "max_tokens": 8, "stream": true,
+                "logprobs": true, "messages": [{"role": "user", "content": "Hi"}]})
+        .to_string(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let mut streamed = 0;
+    for d in sse_data(&body).iter().filter(|d| *d != "[DONE]") {
+        let c: Value = serde_json::from_str(d).unwrap();
+        if let Some(content) = c["choices"][0]["logprobs"]["content"].as_array() {
+            streamed += content.len();
+        }
+    }
+    assert!(streamed >= 1, "{body}");
+
+    // Legacy completions: OpenAI's parallel arrays.
+    let (code, v) = post_json(
+        &format!("{}/v1/completions", node.url),
+        &json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 5,
+                "temperature": 0, "logprobs": 1}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), 5, "{v}");
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), 5);
+    assert_eq!(lp["text_offset"][0], 0);
+
+    // A prompt far beyond the context is rejected from its size, naming the field.
+    let huge = "word ".repeat(400_000);
+    let (code, v) = post_json(
+        &format!("{}/v1/chat/completions", node.url),
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": huge}]}),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["param"], "messages", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("bytes"),
+        "{v}"
+    );
+}
