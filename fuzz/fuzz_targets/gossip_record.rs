@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // chitchat hands the value over as a String.
+    // The record travels as a JSON string inside the signed envelope.
     let s = String::from_utf8_lossy(data);
     if let Some(r) = infermesh_mesh::decode_record(&s) {
         assert!(r.state.is_some());

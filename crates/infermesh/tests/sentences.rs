@@ -194,12 +194,26 @@ fn a_fresh_default_node_logs_nothing_above_info() {
 fn a_bare_join_address_is_refused_with_the_way_to_get_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(common::bin())
-        .args(["up", "--client", "--port", "0", "--join", "127.0.0.1:9", "--data-dir"])
+        .args([
+            "up",
+            "--client",
+            "--port",
+            "0",
+            "--join",
+            "127.0.0.1:9",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("infermesh invite") && err.contains("--join <TOKEN>"), "{err}");
-    assert!(!dir.path().join("mesh.secret").exists(), "nothing written on refusal");
+    assert!(
+        err.contains("infermesh invite") && err.contains("--join <TOKEN>"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("mesh.secret").exists(),
+        "nothing written on refusal"
+    );
 }
