@@ -200,10 +200,10 @@ async fn run(shared: Arc<Shared>) {
             },
             _ = tick.tick() => {
                 round += 1;
-                if round % BEAT_EVERY_ROUNDS == 0 {
+                if round.is_multiple_of(BEAT_EVERY_ROUNDS) {
                     shared.own().next_beat();
                 }
-                if seed_addrs.is_empty() || round % SEED_EVERY_ROUNDS == 0 {
+                if seed_addrs.is_empty() || round.is_multiple_of(SEED_EVERY_ROUNDS) {
                     seed_addrs = resolve(&shared.seeds).await;
                 }
                 let now = Instant::now();
@@ -217,7 +217,7 @@ async fn run(shared: Arc<Shared>) {
                 if moved {
                     shared.bump();
                 }
-                if round % 50 == 0 {
+                if round.is_multiple_of(50) {
                     let mut t = shared.table();
                     t.gc(now, shared.gc_grace);
                 }
@@ -275,7 +275,7 @@ fn pick_targets(
         let i = (random_u64() % live.len() as u64) as usize;
         out.push(live.swap_remove(i));
     }
-    if out.is_empty() || round % SEED_EVERY_ROUNDS == 0 {
+    if out.is_empty() || round.is_multiple_of(SEED_EVERY_ROUNDS) {
         let own = shared.own().gossip_addr;
         for s in seeds {
             if *s != own && !out.contains(s) {
