@@ -134,6 +134,27 @@ fn next_generation() -> u64 {
     }
 }
 
+fn envelope(
+    key: &SigningKey,
+    mesh: &str,
+    node_id: &str,
+    generation: u64,
+    version: u64,
+    gossip_addr: SocketAddr,
+    record: &NodeRecord,
+) -> Envelope {
+    Envelope {
+        mesh: mesh.to_string(),
+        node_id: node_id.to_string(),
+        public_key: hex::encode(key.verifying_key().as_bytes()),
+        generation,
+        version,
+        gossip_addr: gossip_addr.to_string(),
+        issued_ms: unix_ms(),
+        record: record.encode(),
+    }
+}
+
 /// This node's own statements, re-signed on every publish and heartbeat.
 pub(crate) struct Own {
     pub key: SigningKey,
@@ -149,17 +170,53 @@ pub(crate) struct Own {
 }
 
 impl Own {
+    /// The owner's record, signed: version 1 and beat 1 of a new incarnation.
+    fn new(
+        key: SigningKey,
+        mesh: String,
+        generation: u64,
+        gossip_addr: SocketAddr,
+        record: NodeRecord,
+    ) -> Self {
+        let node_id = node_id_from_public_key(key.verifying_key().as_bytes());
+        let (version, beat) = (1, 1);
+        let signed = sign_record(
+            &key,
+            &envelope(
+                &key,
+                &mesh,
+                &node_id,
+                generation,
+                version,
+                gossip_addr,
+                &record,
+            ),
+        );
+        let beat_sig = sign_beat(&key, &mesh, &node_id, generation, beat);
+        Self {
+            key,
+            mesh,
+            node_id,
+            generation,
+            gossip_addr,
+            version,
+            beat,
+            record,
+            signed,
+            beat_sig,
+        }
+    }
+
     fn resign(&mut self) {
-        let env = Envelope {
-            mesh: self.mesh.clone(),
-            node_id: self.node_id.clone(),
-            public_key: hex::encode(self.key.verifying_key().as_bytes()),
-            generation: self.generation,
-            version: self.version,
-            gossip_addr: self.gossip_addr.to_string(),
-            issued_ms: unix_ms(),
-            record: self.record.encode(),
-        };
+        let env = envelope(
+            &self.key,
+            &self.mesh,
+            &self.node_id,
+            self.generation,
+            self.version,
+            self.gossip_addr,
+            &self.record,
+        );
         self.signed = sign_record(&self.key, &env);
     }
 
@@ -227,25 +284,14 @@ impl Mesh {
         let mesh_id = cfg.secret.mesh_id();
         let mut record = cfg.record.clone();
         own_fields(&node_id, &mut record);
-        let generation = next_generation();
-        let placeholder = SignedRecord {
-            body: String::new(),
-            sig: String::new(),
-        };
-        let mut own = Own {
-            beat_sig: sign_beat(&cfg.key, &mesh_id, &node_id, generation, 0),
-            key: cfg.key.clone(),
-            mesh: mesh_id.clone(),
-            node_id: node_id.clone(),
-            generation,
-            gossip_addr: advertise,
-            version: 0,
-            beat: 0,
-            record: record.clone(),
-            signed: placeholder,
-        };
-        own.set_record(record);
-        own.next_beat();
+        let own = Own::new(
+            cfg.key.clone(),
+            mesh_id.clone(),
+            next_generation(),
+            advertise,
+            record,
+        );
+        let generation = own.generation;
 
         let (changes, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
