@@ -9,7 +9,7 @@ use infermesh_state::membership::{
 };
 
 use crate::signed::{
-    verify_beat, verify_record, Envelope, Refused, SignedBeat, SignedRecord, Verified,
+    parse_envelope, verify_beat, verify_envelope, Refused, SignedBeat, SignedRecord, Verified,
 };
 use crate::wire::DigestEntry;
 
@@ -82,15 +82,11 @@ impl Table {
         signed: &SignedRecord,
         now: Instant,
     ) -> Result<Applied, Refused> {
-        let env: Envelope = serde_json::from_str(&signed.body)
-            .map_err(|e| Refused::Malformed(format!("record body: {e}")))?;
+        let env = parse_envelope(signed)?;
         if env.node_id == self.own_id {
             // Our own id: either a stale copy of our record or an impostor. Only a valid
             // signature makes it ours, and we never take our own state from gossip.
-            return match verify_record(&self.mesh, signed) {
-                Ok(_) => Ok(Applied::Stale),
-                Err(e) => Err(e),
-            };
+            return verify_envelope(&self.mesh, signed, env).map(|_| Applied::Stale);
         }
         let incoming = Counters {
             generation: env.generation,
@@ -116,7 +112,8 @@ impl Table {
             Verdict::Full => return Ok(Applied::Full(env.node_id)),
             Verdict::Accept => {}
         }
-        let v = verify_record(&self.mesh, signed)?;
+        let generation = env.generation;
+        let v = verify_envelope(&self.mesh, signed, env)?;
         if v.gossip_addr.ip().is_none() {
             return Err(Refused::BadAddress(format!(
                 "gossip address {} is not an IP address",
@@ -136,7 +133,7 @@ impl Table {
             },
         );
         Ok(match prev {
-            Some(p) if p.v.generation == env.generation => {
+            Some(p) if p.v.generation == generation => {
                 // Same incarnation: its latest beat still holds.
                 if let Some(m) = self.members.get_mut(&id) {
                     m.beat = p.beat;

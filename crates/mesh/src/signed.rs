@@ -150,8 +150,21 @@ pub fn verify_record(mesh: &str, signed: &SignedRecord) -> Result<Verified, Refu
             signed.body.len()
         )));
     }
-    let env: Envelope = serde_json::from_str(&signed.body)
-        .map_err(|e| Refused::Malformed(format!("record body: {e}")))?;
+    verify_envelope(mesh, signed, parse_envelope(signed)?)
+}
+
+/// The envelope of a signed record, unverified: enough to order it before paying for the
+/// signature check.
+pub fn parse_envelope(signed: &SignedRecord) -> Result<Envelope, Refused> {
+    serde_json::from_str(&signed.body).map_err(|e| Refused::Malformed(format!("record body: {e}")))
+}
+
+/// [`verify_record`] for a record whose envelope [`parse_envelope`] already gave.
+pub fn verify_envelope(
+    mesh: &str,
+    signed: &SignedRecord,
+    env: Envelope,
+) -> Result<Verified, Refused> {
     if env.mesh != mesh {
         return Err(Refused::OtherMesh);
     }
