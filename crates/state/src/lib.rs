@@ -17,6 +17,8 @@ pub mod routing;
 pub mod schedule;
 pub mod situation;
 pub mod sse;
+#[cfg(test)]
+mod test_schedule;
 pub mod timing;
 
 pub use addr::{parse_host_port, HostPort};

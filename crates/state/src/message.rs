@@ -179,23 +179,7 @@ mod tests {
         assert!(m.contains("(connection refused)"), "{m}");
         assert!(m.ends_with("restart or fix it"), "{m}");
     }
-    use crate::schedule::ScheduleSpec;
-    use crate::timing::timing;
-
-    const DAY: i64 = 86_400_000;
-    const LEAD: i64 = 600_000;
-    /// Genesis at 14:05 UTC with one-day epochs, so every round starts at 14:05 UTC.
-    const G: i64 = 19_675 * DAY + (14 * 3_600 + 5 * 60) * 1_000;
-    const SPEC: ScheduleSpec = ScheduleSpec {
-        genesis_ms: G,
-        epoch_ms: DAY,
-        round_ms: 600_000,
-    };
-    const NEXT: i64 = G + DAY;
-
-    fn at(now: i64) -> Timing {
-        timing(Some(&SPEC), now, LEAD)
-    }
+    use crate::test_schedule::{at, DAY, G, LEAD, NEXT};
 
     /// Representative timings: (label, timing).
     fn timings() -> Vec<(&'static str, Timing)> {

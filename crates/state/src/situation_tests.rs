@@ -1,20 +1,5 @@
 use super::*;
-use crate::schedule::ScheduleSpec;
-use crate::timing::timing;
-
-const DAY: i64 = 86_400_000;
-/// Genesis at 14:05 UTC with one-day epochs.
-const G: i64 = 19_675 * DAY + (14 * 3_600 + 5 * 60) * 1_000;
-const SPEC: ScheduleSpec = ScheduleSpec {
-    genesis_ms: G,
-    epoch_ms: DAY,
-    round_ms: 600_000,
-};
-const NEXT: i64 = G + DAY;
-
-fn at(now: i64) -> Timing {
-    timing(Some(&SPEC), now, 600_000)
-}
+use crate::test_schedule::{at, G, NEXT};
 
 fn timings() -> [(&'static str, Timing); 4] {
     [
