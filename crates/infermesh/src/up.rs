@@ -292,13 +292,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
     })?;
     // Machine-readable lines on stdout, so scripts and tests can find a `--port 0` node and
     // hand its invite to the next one.
-    println!("infermesh listening on http://{local}");
-    println!("infermesh gossip on {}", mesh.gossip_addr());
+    announce(&format!("infermesh listening on http://{local}"));
+    announce(&format!("infermesh gossip on {}", mesh.gossip_addr()));
     let invite = infermesh_mesh::Invite {
         secret: member.secret.clone(),
         bootstrap: vec![mesh.gossip_addr().to_string()],
     };
-    println!("infermesh invite {}", invite.encode());
+    announce(&format!("infermesh invite {}", invite.encode()));
     tracing::info!(node_id = %id.node_id, name = %node.info.name, mesh = %mesh.mesh_id(),
         gossip = %mesh.gossip_addr(), "node up on http://{local}");
     if !member.seeds.is_empty() {
@@ -395,6 +395,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
     rounds.abort();
     node.stop_all().await;
     Ok(())
+}
+
+/// One machine-readable line on stdout. A reader that stopped reading (a script that took the
+/// line it wanted and closed the pipe) must not take the node down, as `println!` would.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// Keeps the gossiped record in step with the node. Polling (cheap: a struct compare) rather than
