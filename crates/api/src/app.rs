@@ -29,10 +29,14 @@ pub const FAILED_PEER_COOLDOWN: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoundView {
     pub participation: Participation,
-    /// This node's backends admitted in the current epoch's round (their own validation passed).
+    /// This node's backends proven this epoch: their own round validation passed, or its verifiers
+    /// admitted the model they serve.
     pub admitted: BTreeSet<String>,
-    /// Nodes with an accepted passing result for the current epoch: the ones routed to.
+    /// Peers this node's view of their verifiers' attestations admits (for at least one model),
+    /// and this node itself when its verifiers admit it: the ones routed to.
     pub active_set: BTreeSet<String>,
+    /// The per-model detail behind `active_set`, and why a serving peer is not (yet) in it.
+    pub standing: crate::admission::Standing,
     pub epoch: Option<u64>,
 }
 
@@ -83,8 +87,11 @@ pub struct App {
     pub schedule: Arc<dyn Schedule>,
     pub learner: Option<Arc<EmbeddedSchedule>>,
     pub signing_key: Option<SigningKey>,
-    /// This node's signed result for the latest round it validated in.
+    /// This node's signed result for the latest round it validated in: what it says of its own
+    /// backends (shown to operators; admits nothing, see [`crate::admission`]).
     pub own_validation: RwLock<Option<SignedValidation>>,
+    /// This node's checks of its peers, published as attestations in its record.
+    pub admission: crate::admission::Book,
     /// Bumped on every change of the mesh view or of this node's own record.
     pub changes: watch::Sender<u64>,
     pub tunables: Tunables,
@@ -229,6 +236,7 @@ impl App {
             learner: opts.learner,
             signing_key: opts.signing_key,
             own_validation: RwLock::new(None),
+            admission: crate::admission::Book::default(),
             changes: watch::channel(0).0,
             tunables: opts.tunables,
             rounds: RwLock::new(RoundView::default()),
@@ -276,6 +284,9 @@ impl App {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             schedule: self.schedule.spec(),
+            attestations: self
+                .admission
+                .published(self.schedule.now_ms(), self.schedule.spec().as_ref()),
             ..Self::record_of(&self.node, &self.api_addr, self.ram_gb)
         }
     }
@@ -313,6 +324,12 @@ impl App {
                 self.changes.send_modify(|n| *n += 1);
             }
         }
+    }
+
+    /// A client, or a node started with `--join`: without a peer it cannot do its job, so "no
+    /// peers reachable" is the truth about it (a lone server without `--join` is simply alone).
+    pub fn expects_peers(&self) -> bool {
+        self.node.info.client_mode || !self.join.is_empty()
     }
 
     pub fn outstanding_on(&self, node_id: &str) -> u32 {

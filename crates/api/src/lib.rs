@@ -2,6 +2,7 @@
 //! routed across the mesh).
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod config;

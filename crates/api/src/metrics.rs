@@ -74,6 +74,9 @@ impl Counters {
     }
 
     fn observe(&mut self, rec: &RequestRecord) {
+        if rec.admission_check {
+            return;
+        }
         let model = if rec.model_known {
             self.model_label(&rec.model)
         } else {
@@ -436,6 +439,7 @@ mod tests {
             stream: false,
             error: None,
             model_known: true,
+            admission_check: false,
         }
     }
 
@@ -487,6 +491,11 @@ mod tests {
         log.push(rec("m", 200, 40, 10));
         log.push(rec("m", 200, 300, 5));
         log.push(rec("m", 503, 7_000, 0));
+        // A peer's admission check is served but is not client traffic.
+        log.push(RequestRecord {
+            admission_check: true,
+            ..rec("m", 200, 10, 4)
+        });
         m.catch_up(&log);
         m.catch_up(&log); // idempotent
         log.push(rec("x", 200, 200_000, 1));
@@ -585,6 +594,7 @@ mod tests {
         for name in ["nope", "x\"y", "gpt-4"] {
             log.push(RequestRecord {
                 model_known: false,
+                admission_check: false,
                 ..rec(name, 404, 1, 0)
             });
         }

@@ -36,6 +36,10 @@ pub struct RequestRecord {
     /// arbitrary names cannot grow the series count; the log keeps the name as sent.
     #[serde(default = "yes")]
     pub model_known: bool,
+    /// A peer's admission check of this node, not a client's request: listed, never counted in
+    /// `/metrics` (which describe client traffic).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admission_check: bool,
 }
 
 fn yes() -> bool {
@@ -186,6 +190,7 @@ mod tests {
             stream: false,
             error: None,
             model_known: true,
+            admission_check: false,
         }
     }
 

@@ -1,18 +1,15 @@
 //! The validation round runner and onboarding logger: validates this node's serving backends
-//! when a round opens, publishes the signed result, keeps [`RoundView`] (participation, admitted
-//! backends, the epoch's active set) current, and tells the operator in `info` lines where the
-//! node stands.
+//! when a round opens, publishes the signed result (what the node says of itself: it admits
+//! nothing), keeps [`RoundView`] (participation and the routed set, both from peers' checks, see
+//! [`crate::admission`]) current, and tells the operator in `info` lines where the node stands.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infermesh_backend::tester::checked_answer;
 use infermesh_mesh::validation::{VALIDATION_MAX_TOKENS, VALIDATION_PROMPT};
-use infermesh_mesh::{
-    active_set, collect_validations, participation_of, sign, validation_due, BackendValidation,
-    ParticipationTracker, ValidationResult,
-};
+use infermesh_mesh::{sign, validation_due, BackendValidation, ValidationResult};
 use infermesh_state::{format_duration, NodeState, Participation};
 
 use crate::app::{App, RoundView};
@@ -20,44 +17,9 @@ use crate::app::{App, RoundView};
 /// How often the runner looks at the clock; bounds how late a round's validation starts.
 const TICK: Duration = Duration::from_millis(250);
 
-/// Participation from the records this node holds; `Err` while the schedule is unknown (the
-/// tracker then keeps its previous value).
-fn participation_inputs(app: &App) -> Result<Participation, String> {
-    if app.schedule.spec().is_none() {
-        return Err("schedule unknown".into());
-    }
-    let Some(epoch) = app.schedule.current_epoch() else {
-        return Ok(Participation::InactiveWaiting);
-    };
-    Ok(participation_of(
-        &app.node.info.node_id,
-        &routable_set(app, epoch),
-    ))
-}
-
-/// The nodes the mesh routes to now: those admitted in this epoch's round and — while that
-/// round is still running — those admitted in the previous one. Without the handover every
-/// node would drop out of routing at each epoch start until its new result had been gossiped.
-fn routable_set(app: &App, epoch: u64) -> BTreeSet<String> {
-    let records = collect_validations(&app.record(), &app.peers());
-    let mut set = active_set(&records, epoch);
-    if app.timing().in_round && epoch > 0 {
-        set.extend(active_set(&records, epoch - 1));
-    }
-    set
-}
-
 /// Runs the round loop until the process ends.
 pub async fn run(app: Arc<App>) {
-    let weak: Weak<App> = Arc::downgrade(&app);
-    let tracker = ParticipationTracker::spawn(
-        move || {
-            let app = weak.upgrade().ok_or("node stopped")?;
-            participation_inputs(&app)
-        },
-        app.changes.subscribe(),
-        Duration::from_millis(app.tunables.participation_refresh_ms.max(100) as u64),
-    );
+    tokio::spawn(crate::admission::run(app.clone()));
     if let Some(mesh) = &app.mesh {
         let mut peer_changes = mesh.subscribe();
         let app2 = app.clone();
@@ -86,18 +48,42 @@ pub async fn run(app: Arc<App>) {
             validate(&app, epoch).await;
         }
         app.publish_if_changed();
-        let view = round_view(&app, tracker.current());
+        let view = round_view(&app);
         *app.rounds.write().unwrap_or_else(|e| e.into_inner()) = view.clone();
         log.observe(&app, &view);
     }
 }
 
-fn round_view(app: &App, participation: Participation) -> RoundView {
+/// Participation and routing come from peers' checks ([`crate::admission::standing`]); the
+/// admitted backends from this node's own round.
+fn round_view(app: &App) -> RoundView {
+    let standing = crate::admission::standing(app);
+    let participation = if standing.me.is_empty() {
+        Participation::InactiveWaiting
+    } else {
+        Participation::Active
+    };
+    let mut active_set: BTreeSet<String> = standing.admitted.keys().cloned().collect();
+    if participation.is_active() {
+        active_set.insert(app.node.info.node_id.clone());
+    }
+    // A backend whose model the node's verifiers admitted is proven for this epoch as much as
+    // one that passed the node's own round check: traffic goes to it.
+    let peer_admitted: BTreeSet<String> = app
+        .node
+        .ready_backends()
+        .into_iter()
+        .filter(|(_, model, _)| standing.me.contains(model))
+        .map(|(id, _, _)| id)
+        .collect();
     let epoch = app.schedule.current_epoch();
     let Some(e) = epoch else {
         return RoundView {
             participation,
-            ..RoundView::default()
+            admitted: peer_admitted,
+            active_set,
+            standing,
+            epoch: None,
         };
     };
     let own = app
@@ -107,7 +93,7 @@ fn round_view(app: &App, participation: Participation) -> RoundView {
         .clone();
     // The same handover as for nodes: last epoch's admission holds until this round ends.
     let handover = app.timing().in_round && e > 0;
-    let admitted: BTreeSet<String> = own
+    let mut admitted: BTreeSet<String> = own
         .filter(|v| v.result.epoch == e || (handover && v.result.epoch == e - 1))
         .map(|v| {
             v.result
@@ -116,10 +102,12 @@ fn round_view(app: &App, participation: Participation) -> RoundView {
                 .collect()
         })
         .unwrap_or_default();
+    admitted.extend(peer_admitted);
     RoundView {
         participation,
         admitted,
-        active_set: routable_set(app, e),
+        active_set,
+        standing,
         epoch,
     }
 }
@@ -208,7 +196,7 @@ impl OnboardingLog {
             if active {
                 tracing::info!(
                     epoch = view.epoch.unwrap_or_default(),
-                    "active for this epoch: validated in the round, receiving routed traffic"
+                    "active: peers verified this node; receiving routed traffic"
                 );
             } else {
                 tracing::info!(

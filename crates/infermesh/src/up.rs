@@ -136,6 +136,7 @@ fn tunables_for(spec: &ScheduleSpec) -> Tunables {
         test_timeout_ms: 60_000,
         participation_refresh_ms: (spec.round_ms / 3).max(100),
         onboarding_heartbeat_ms: spec.epoch_ms,
+        admission_check_ms: Tunables::DEFAULT.admission_check_ms,
     }
 }
 
@@ -167,6 +168,7 @@ impl ScheduleChoice {
                 test_timeout_ms: 60_000,
                 participation_refresh_ms: 1_000,
                 onboarding_heartbeat_ms: 20_000,
+                admission_check_ms: Tunables::DEFAULT.admission_check_ms,
             },
             Self::Mesh | Self::Learn => Tunables::default(),
         }

@@ -196,11 +196,14 @@ fn client_node_serves_no_model() {
     assert_eq!(s["node_status"], "Client");
     assert_eq!(s["models"], json!([]));
     assert_eq!(s["backends"], json!([]));
-    let (code, _) = post_json(
+    // A client alone can answer nothing, and says why rather than "no such model".
+    let (code, body) = post_json(
         &format!("{}/v1/chat/completions", node.url),
         &chat_body("hi", json!({})),
     );
-    assert_eq!(code, 404);
+    assert_eq!(code, 503, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.starts_with("no peers reachable"), "{msg}");
 }
 
 #[test]

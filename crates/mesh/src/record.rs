@@ -4,11 +4,17 @@
 //! one key per field: a peer then always sees a consistent snapshot (never the new `state` with
 //! the old `models`), and one version bump per publish keeps gossip small.
 
+use infermesh_state::admission::Attestation;
 use infermesh_state::{classify_legacy, NodeState, ScheduleSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::validation::SignedValidation;
+
+/// Attestations a record may carry; a reader drops the rest. Each is ~150 bytes, so the cap keeps
+/// a record well inside `MAX_RECORD_BYTES` while covering a busy verifier (about `k` subjects per
+/// node on average, a few times that at most; see `infermesh_state::admission`).
+pub const MAX_ATTESTATIONS: usize = 64;
 
 /// Schema version written by this build. Bump it when a field changes meaning, never for an
 /// added field (unknown fields are ignored by older readers).
@@ -66,6 +72,14 @@ pub struct NodeRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub schedule: Option<ScheduleSpec>,
+    /// This node's checks of other members ([`Attestation`]): what admits *them*. The record's
+    /// envelope signature makes each one this node's statement. Malformed entries are dropped one
+    /// by one; at most [`MAX_ATTESTATIONS`] are read.
+    #[serde(
+        deserialize_with = "lenient_attestations",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub attestations: Vec<Attestation>,
 }
 
 impl Default for NodeRecord {
@@ -84,6 +98,7 @@ impl Default for NodeRecord {
             load: 0,
             validation: None,
             schedule: None,
+            attestations: Vec::new(),
         }
     }
 }
@@ -188,6 +203,18 @@ fn lenient_validation<'de, D: Deserializer<'de>>(
     lenient_optional(d, "validation")
 }
 
+fn lenient_attestations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attestation>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    let serde_json::Value::Array(items) = v else {
+        return Ok(Vec::new());
+    };
+    Ok(items
+        .into_iter()
+        .take(MAX_ATTESTATIONS)
+        .filter_map(|item| serde_json::from_value(item).ok())
+        .collect())
+}
+
 fn lenient_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScheduleSpec>, D::Error> {
     lenient_optional(d, "schedule")
 }
@@ -271,6 +298,45 @@ mod tests {
         let back = decode_record(&r.encode()).unwrap();
         assert_eq!((back.vram_gb, back.ram_gb), (0.0, 0.0));
         assert_eq!(decode_record(r#"{"vram_gb":null}"#).unwrap().vram_gb, 0.0);
+    }
+
+    #[test]
+    fn attestations_round_trip_and_a_bad_one_costs_only_itself() {
+        let a = Attestation {
+            subject: "s".into(),
+            generation: 3,
+            model: "m".into(),
+            ok: true,
+            at_ms: 10,
+            expires_ms: 20,
+            took_ms: 5,
+            error: None,
+        };
+        let r = NodeRecord {
+            attestations: vec![a.clone()],
+            ..full()
+        };
+        assert_eq!(decode_record(&r.encode()), Some(r));
+        let mixed = format!(
+            r#"{{"node_id":"n","attestations":[{},{{"subject":5}},"x",{}]}}"#,
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&a).unwrap()
+        );
+        assert_eq!(
+            decode_record(&mixed).unwrap().attestations,
+            vec![a.clone(), a.clone()]
+        );
+        let not_a_list = decode_record(r#"{"node_id":"n","attestations":{"a":1}}"#).unwrap();
+        assert!(not_a_list.attestations.is_empty());
+        let many = format!(
+            r#"{{"attestations":[{}]}}"#,
+            vec![serde_json::to_string(&a).unwrap(); MAX_ATTESTATIONS + 5].join(",")
+        );
+        assert_eq!(
+            decode_record(&many).unwrap().attestations.len(),
+            MAX_ATTESTATIONS
+        );
+        assert!(!full().encode().contains("attestations"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! renders states it got from here, so API, logs, deck and dashboard cannot disagree.
 
 pub mod addr;
+pub mod admission;
 pub mod assign;
 pub mod backend_state;
 pub mod constants;

@@ -99,11 +99,8 @@ pub fn onboarding_message_for(
         (BackendState::Serving, Participation::Active) => {
             format!("Serving — active for this epoch; next round in {d}")
         }
-        // Inconsistent input (serving needs an active node), but the participation record may
-        // lag the backend by one refresh; say what will happen rather than contradict either.
-        (BackendState::Serving, Participation::InactiveWaiting) => {
-            format!("Serving — waits for the next round to join the active set (starts in {d})")
-        }
+        // Admission is peers' checks, not the round: they run as soon as a peer sees it serve.
+        (BackendState::Serving, Participation::InactiveWaiting) => AWAITING_PEER_CHECK.to_string(),
         _ if validated => format!(
             "Validated — safe to be offline until the next round{} (starts in {d})",
             at_clock(t)
@@ -115,6 +112,11 @@ pub fn onboarding_message_for(
         }
     }
 }
+
+/// A serving node (or backend) its peers have not admitted yet: they check it within seconds of
+/// seeing it serve; alone, it has nobody to check it and answers only the clients that reach it.
+pub const AWAITING_PEER_CHECK: &str = "Serving — waiting for a peer to verify it (admission \
+     check); mesh traffic starts once one does, and a node with no peer serves only its own clients";
 
 /// The node's sentence while its only serving backend fails its health check: the node shows
 /// `loading` (a model is assigned, none answers), but nothing is loading — something broke.
@@ -151,6 +153,16 @@ pub fn node_message(
         (Participation::Active, _) => {
             format!("Standby — active for this epoch, no model assigned; next round in {d}")
         }
+        (Participation::InactiveWaiting, NodeState::Serving) if validated => {
+            let until = t
+                .next_round_at_ms
+                .map_or_else(|| "then".to_string(), format_clock_utc);
+            format!(
+                "Validated — safe to be offline until {until} (starts in {d}); no peer has \
+                 verified it yet, so it serves only its own clients"
+            )
+        }
+        (Participation::InactiveWaiting, NodeState::Serving) => AWAITING_PEER_CHECK.to_string(),
         // Joined mid-epoch (or failed the last round): nothing can change before the next round.
         (Participation::InactiveWaiting, _) if validated => {
             let until = t
@@ -235,6 +247,7 @@ mod tests {
                             _ => assert!(
                                 msg.contains("(starts in")
                                     || msg.contains("next round in")
+                                    || msg == AWAITING_PEER_CHECK
                                     || !t.is_known(),
                                 "{ctx}: {msg}"
                             ),
@@ -263,6 +276,15 @@ mod tests {
                             }
                             _ if t.should_be_online => {
                                 assert!(msg.ends_with("must be online now"), "{ctx}: {msg}")
+                            }
+                            NodeState::Serving
+                                if p == Participation::InactiveWaiting && t.is_known() =>
+                            {
+                                if validated {
+                                    assert!(msg.contains("no peer has verified"), "{ctx}: {msg}")
+                                } else {
+                                    assert_eq!(msg, AWAITING_PEER_CHECK, "{ctx}")
+                                }
                             }
                             _ if p == Participation::InactiveWaiting && t.is_known() => {
                                 assert!(msg.contains("waits for the next round"), "{ctx}: {msg}")

@@ -162,14 +162,14 @@ pub fn peer_notice(configured_client: bool, join_addrs: usize, peers: usize) -> 
         None
     } else if join_addrs > 0 {
         Some(
-            "Not connected to any peer — no member answered at the invite's addresses; check \
+            "Not connected to any peer (no peers reachable) — no member answered at the invite's addresses; check \
              that the node there runs, that its mesh port (UDP and TCP) is open, and that the \
              token is that mesh's (`infermesh invite` on it prints a fresh one)"
                 .to_string(),
         )
     } else if configured_client {
         Some(
-            "Not connected to any peer — a client only routes to peers; restart it with \
+            "Not connected to any peer (no peers reachable) — a client only routes to peers; restart it with \
              `--join <TOKEN>` (`infermesh invite` on a member prints one)"
                 .to_string(),
         )

@@ -154,7 +154,7 @@ fn one_validated_backend_does_not_make_the_node_safe_to_leave() {
         &one_of_two,
     );
     assert!(!m.contains("safe to be offline"), "{m}");
-    assert!(m.starts_with("Not yet validated"), "{m}");
+    assert_eq!(m, crate::message::AWAITING_PEER_CHECK);
     let both = [
         brief("a", Duty::Serving, Source::Config, true),
         brief("b", Duty::Serving, Source::Config, true),

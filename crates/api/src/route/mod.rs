@@ -10,11 +10,13 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use infermesh_state::{route_order_spread, Candidate, NodeState};
+use infermesh_state::{route_order_spread, Candidate, NodeState, Priority};
 use serde_json::json;
 
+use crate::admission::Waiting;
 use crate::app::App;
 use crate::error::OpenAiError;
 use crate::node::LocalModel;
@@ -56,6 +58,10 @@ struct Plan {
     local_not_ready: Option<String>,
     /// This node or a peer (in any state) lists the model.
     known: bool,
+    /// Serving peers that claim the model but are not admitted for it, and why.
+    unadmitted: Vec<Waiting>,
+    /// No live peer at all.
+    alone: bool,
 }
 
 fn plan(app: &App, model: &str, local_only: bool) -> Plan {
@@ -64,6 +70,8 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
     let mut targets = Vec::new();
     let mut local_not_ready = None;
     let mut known = true;
+    let mut unadmitted = Vec::new();
+    let mut alone = true;
     match node.find_local(model) {
         LocalModel::Ready(_) => {
             cands.push(Candidate {
@@ -87,9 +95,18 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
         LocalModel::Absent => known = false,
     }
     if !local_only {
-        let active = app.round_view().active_set;
+        let standing = app.round_view().standing;
         for p in app.peers() {
+            alone = false;
             let id = &p.record.node_id;
+            let admitted = standing.admits(id, model);
+            let claims =
+                p.state == NodeState::Serving && p.record.models.iter().any(|m| m == model);
+            if claims && !admitted {
+                // Not judged yet (the standing is refreshed every tick; this peer is newer).
+                let w = standing.waiting.get(id).and_then(|m| m.get(model));
+                unadmitted.push(w.cloned().unwrap_or(Waiting::Checking { for_s: 0 }));
+            }
             cands.push(Candidate {
                 node_id: id.clone(),
                 is_local: false,
@@ -97,8 +114,9 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
                 has_model: p.record.models.iter().any(|m| m == model),
                 // The peer's published load lags; our own outstanding count does not.
                 in_flight: p.record.load.max(app.outstanding_on(id)),
-                // Only peers validated in this epoch's round receive mesh traffic.
-                active: active.contains(id),
+                // Only peers their verifiers admitted for this model receive mesh traffic; what
+                // a peer says of itself counts for nothing.
+                active: admitted,
             });
             targets.push(Target {
                 node_id: id.clone(),
@@ -116,6 +134,8 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
         }),
         local_not_ready,
         known,
+        unadmitted,
+        alone,
     }
 }
 
@@ -125,10 +145,18 @@ type FromPeer = Option<Extension<PeerIdentity>>;
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
     peer: FromPeer,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     match parse::chat(&body) {
-        Ok(p) => dispatch(app, p, Shape::Chat, body, peer).await,
+        Ok(mut p) => {
+            // An admission check from an authenticated member runs in the validation lane, so a
+            // busy node is judged on its answer, not on its queue. Anyone else's header is noise.
+            if peer.is_some() && headers.contains_key(crate::admission::challenge::CHECK_HEADER) {
+                p.req.priority = Priority::Validation;
+            }
+            dispatch(app, p, Shape::Chat, body, peer).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -148,6 +176,9 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
     let model = p.req.model.clone();
     let plan = plan(&app, &model, hop);
     let mut pending = Pending::new(from, &model, plan.known, shape, p.stream, started);
+    if hop && p.req.priority == Priority::Validation {
+        pending.admission_check();
+    }
     let mut last_error: Option<String> = None;
     // The soonest any busy replica expects to take the request.
     let mut retry_after: Option<u32> = None;
@@ -176,9 +207,62 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
             }
         }
     }
-    let mut err = no_replica(&model, plan.targets.len(), plan.local_not_ready, last_error);
-    err.retry_after_s = retry_after;
+    let mut err = if plan.targets.is_empty() && !plan.unadmitted.is_empty() {
+        not_admitted(&model, &plan.unadmitted)
+    } else if plan.targets.is_empty() && plan.alone && !plan.known && app.expects_peers() {
+        OpenAiError::unavailable(format!(
+            "no peers reachable: this node does not serve `{model}` and is not connected to any \
+             peer; check that the --join address is reachable"
+        ))
+    } else {
+        no_replica(&model, plan.targets.len(), plan.local_not_ready, last_error)
+    };
+    err.retry_after_s = retry_after.or(err.retry_after_s);
     pending.failed(&app, None, err)
+}
+
+/// 503 for a model that serving peers claim but none is admitted for yet: the client learns the
+/// model exists, and how long to wait, instead of a 404.
+fn not_admitted(model: &str, waiting: &[Waiting]) -> OpenAiError {
+    let n = waiting.len();
+    let nodes = if n == 1 { "node serves" } else { "nodes serve" };
+    let checking: Vec<u64> = waiting
+        .iter()
+        .filter_map(|w| match w {
+            Waiting::Checking { for_s } => Some(*for_s),
+            Waiting::Failed(_) => None,
+        })
+        .collect();
+    // A check takes about a second once it starts; gossip adds one or two.
+    let eta = checking
+        .iter()
+        .map(|s| 5u64.saturating_sub(*s).max(1))
+        .min();
+    let mut err = match eta {
+        Some(eta) => OpenAiError::unavailable(format!(
+            "{n} {nodes} `{model}`; admission check in progress (≈{eta}s)"
+        )),
+        None => {
+            let why = waiting.iter().find_map(|w| match w {
+                Waiting::Failed(e) => Some(e.as_str()),
+                Waiting::Checking { .. } => None,
+            });
+            let why = why.unwrap_or("check failed");
+            OpenAiError::unavailable(if n == 1 {
+                format!(
+                    "1 node serves `{model}`, but it failed its admission check: {why}; it is \
+                     checked again shortly"
+                )
+            } else {
+                format!(
+                    "{n} nodes serve `{model}`, but none passed its admission check (last: \
+                     {why}); they are checked again shortly"
+                )
+            })
+        }
+    };
+    err.retry_after_s = Some(eta.unwrap_or(5) as u32);
+    err
 }
 
 /// The error a client gets when no replica answered: 404 for a model nobody serves, 503 when
@@ -199,17 +283,20 @@ fn no_replica(
     }
 }
 
-/// `GET /v1/models`: every model this node can get answered — its own, and those of peers active
-/// in this epoch — with the replica count.
+/// `GET /v1/models`: every model this node can get answered — its own, and those its peers are
+/// admitted for — with the replica count.
 pub async fn list_models(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     let mut replicas: BTreeMap<String, u32> = BTreeMap::new();
     for m in app.node.serving_models() {
         *replicas.entry(m).or_default() += 1;
     }
-    let active = app.round_view().active_set;
+    let standing = app.round_view().standing;
     for p in app.peers() {
-        if p.state == NodeState::Serving && active.contains(&p.record.node_id) {
-            for m in p.record.models {
+        if p.state != NodeState::Serving {
+            continue;
+        }
+        for m in p.record.models {
+            if standing.admits(&p.record.node_id, &m) {
                 *replicas.entry(m).or_default() += 1;
             }
         }

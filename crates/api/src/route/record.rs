@@ -60,10 +60,16 @@ impl Pending {
                 stream,
                 error: None,
                 model_known,
+                admission_check: false,
             },
             started,
             attempts: 0,
         }
+    }
+
+    /// Marks the request as a peer's admission check (see [`RequestRecord::admission_check`]).
+    pub fn admission_check(&mut self) {
+        self.rec.admission_check = true;
     }
 
     fn finish(mut self, target: Option<&Target>, status: u16) -> RequestRecord {
