@@ -224,7 +224,11 @@ impl App {
                 tracing::error!(error = %e, "operator registry invalid; admin changes are refused");
                 crate::auth::OperatorRegistry::default()
             });
-        let admin = crate::auth::AdminAuth::new(registry, opts.admin_open);
+        let admin = crate::auth::AdminAuth::new(
+            registry,
+            opts.admin_open,
+            crate::auth::Binding::now(node.info.node_id.clone()),
+        );
         let wakeable = Arc::new(crate::wakeable::Inventory::new(
             &opts.config.wakeable,
             opts.invite.clone(),

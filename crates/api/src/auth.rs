@@ -12,14 +12,16 @@
 //! string
 //!
 //! ```text
-//! infermesh-admin-v1\n{METHOD}\n{PATH}\n{hex sha256(body)}\n{ts_ms}
+//! infermesh-admin-v2\n{NODE_ID}\n{METHOD}\n{PATH}\n{hex sha256(body)}\n{ts_ms}
 //! ```
 //!
-//! where `PATH` is the request target as sent: the path, plus `?query` when there is one. A
-//! request is accepted when the key is registered, the signature verifies (strictly: one message
-//! has one valid signature), the timestamp is within ±60 s of the node's clock, and the same
-//! signed request has not been accepted before (replay cache, pruned by time). Anything else is
-//! a 401 naming the reason, and the handler never runs, so nothing changes.
+//! where `NODE_ID` is the node the signer means (its 16-hex id), and `PATH` the request target
+//! as sent: the path, plus `?query` when there is one. A request is accepted when the key is
+//! registered, the signature verifies for *this* node's id (strictly: one message has one valid
+//! signature), the timestamp is within ±60 s of the node's clock and not older than this process
+//! (so a restart cannot forget a request it already accepted), and the same signed request has
+//! not been accepted before (replay cache, pruned by time). Anything else is a 401 naming the
+//! reason, and the handler never runs, so nothing changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -41,7 +43,7 @@ use crate::error::plain_error;
 pub const SCHEME: &str = "Infermesh";
 /// First line of every signed string: an admin signature can never pass for anything else the
 /// operator key might sign. Bumped whenever the canonical string changes.
-pub const DOMAIN: &str = "infermesh-admin-v1";
+pub const DOMAIN: &str = "infermesh-admin-v2";
 /// How far a signature's timestamp may be from the node's clock, either way.
 pub const MAX_SKEW_MS: i64 = 60_000;
 /// Largest admin body read for verification; admin bodies are small JSON documents.
@@ -67,18 +69,25 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..8])
 }
 
-/// The exact string that is signed.
-pub fn canonical(method: &str, path: &str, body: &[u8], ts_ms: i64) -> String {
+/// The exact string that is signed for the node `node_id`.
+pub fn canonical(node_id: &str, method: &str, path: &str, body: &[u8], ts_ms: i64) -> String {
     format!(
-        "{DOMAIN}\n{}\n{path}\n{}\n{ts_ms}",
+        "{DOMAIN}\n{node_id}\n{}\n{path}\n{}\n{ts_ms}",
         method.to_ascii_uppercase(),
         hex::encode(Sha256::digest(body))
     )
 }
 
-/// The `Authorization` header value for a request signed at `ts_ms`.
-pub fn sign_request(key: &SigningKey, method: &str, path: &str, body: &[u8], ts_ms: i64) -> String {
-    let sig = key.sign(canonical(method, path, body, ts_ms).as_bytes());
+/// The `Authorization` header value for a request to `node_id` signed at `ts_ms`.
+pub fn sign_request(
+    key: &SigningKey,
+    node_id: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    ts_ms: i64,
+) -> String {
+    let sig = key.sign(canonical(node_id, method, path, body, ts_ms).as_bytes());
     format!(
         "{SCHEME} {}:{ts_ms}:{}",
         key_id(&key.verifying_key()),
@@ -86,9 +95,17 @@ pub fn sign_request(key: &SigningKey, method: &str, path: &str, body: &[u8], ts_
     )
 }
 
-/// The `Authorization` header value for a request signed now: what the CLI and deck send.
-pub fn authorization_header(key: &SigningKey, method: &str, path: &str, body: &[u8]) -> String {
-    sign_request(key, method, path, body, now_ms())
+/// The `Authorization` header value for a request to `node_id` signed now: what the CLI and deck
+/// send. The id must be the node the signer means (from membership, or the node's own status),
+/// never one an untrusted address reported for someone else.
+pub fn authorization_header(
+    key: &SigningKey,
+    node_id: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> String {
+    sign_request(key, node_id, method, path, body, now_ms())
 }
 
 fn now_ms() -> i64 {
@@ -112,6 +129,8 @@ pub enum AuthError {
     Expired { skew_ms: i64 },
     /// This exact signed request was already accepted once.
     Replayed,
+    /// Signed before this node process started: a previous run may have accepted it.
+    BeforeStart,
     /// Signed requests are refused because the registry is empty (and the node is not admin-open).
     NoOperators,
     /// The replay cache is full of live entries: too many signed requests in two minutes.
@@ -135,7 +154,7 @@ impl std::fmt::Display for AuthError {
             ),
             Self::BadSignature => write!(
                 f,
-                "signature does not match this request (method, path, body and timestamp are signed): sign the exact bytes sent"
+                "signature does not match this request (node id, method, path, body and timestamp are signed): sign the exact bytes sent, for this node's id (`node_id` in /api/status)"
             ),
             Self::Expired { skew_ms } => {
                 let secs = skew_ms.unsigned_abs().div_ceil(1000);
@@ -153,6 +172,9 @@ impl std::fmt::Display for AuthError {
             Self::Replayed => write!(
                 f,
                 "this signed request was already accepted once; each signature is accepted only once: sign it again"
+            ),
+            Self::BeforeStart => f.write_str(
+                "this request was signed before the node (re)started, so it may already have been accepted once: sign it again",
             ),
             Self::NoOperators => f.write_str(NO_OPERATORS),
             Self::Busy => write!(
@@ -299,9 +321,8 @@ fn parse_header(h: &str) -> Result<(&str, i64, [u8; 64]), AuthError> {
 /// the replay cache.
 pub fn verify(
     header: Option<&str>,
-    method: &str,
-    path: &str,
-    body: &[u8],
+    me: &Binding,
+    AdminRequest { method, path, body }: AdminRequest<'_>,
     now_ms: i64,
     registry: &OperatorRegistry,
     replay: &ReplayCache,
@@ -315,12 +336,15 @@ pub fn verify(
     let (name, key) = registry
         .get(&id)
         .ok_or_else(|| AuthError::UnknownKey(id.clone()))?;
-    let message = canonical(method, path, body, ts_ms);
+    let message = canonical(&me.node_id, method, path, body, ts_ms);
     key.verify_strict(message.as_bytes(), &Signature::from_bytes(&sig))
         .map_err(|_| AuthError::BadSignature)?;
     let skew_ms = now_ms.saturating_sub(ts_ms);
     if skew_ms.abs() > MAX_SKEW_MS {
         return Err(AuthError::Expired { skew_ms });
+    }
+    if ts_ms < me.started_ms {
+        return Err(AuthError::BeforeStart);
     }
     let mut h = Sha256::new();
     h.update(id.as_bytes());
@@ -333,19 +357,49 @@ pub fn verify(
     })
 }
 
+/// What was sent: the parts of a request its signature covers (with the node and timestamp).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRequest<'a> {
+    pub method: &'a str,
+    /// The request target as sent: path plus `?query` when there is one.
+    pub path: &'a str,
+    pub body: &'a [u8],
+}
+
+/// What a signature must be for: this node's id, and no earlier than this process's start. The
+/// replay cache lives in memory, so without the start bound a request accepted just before a
+/// restart would be accepted again just after it; with it, nothing needs to reach the disk.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    pub node_id: String,
+    pub started_ms: i64,
+}
+
+impl Binding {
+    /// Bound to `node_id`, starting now.
+    pub fn now(node_id: impl Into<String>) -> Self {
+        Self {
+            node_id: node_id.into(),
+            started_ms: now_ms(),
+        }
+    }
+}
+
 /// The node's admin gate: its registry, replay cache and whether checks are off.
 #[derive(Debug, Default)]
 pub struct AdminAuth {
     pub registry: OperatorRegistry,
+    pub binding: Binding,
     pub replay: ReplayCache,
     /// `--admin-open`: mutations are accepted unsigned (local experiments only).
     pub open: bool,
 }
 
 impl AdminAuth {
-    pub fn new(registry: OperatorRegistry, open: bool) -> Self {
+    pub fn new(registry: OperatorRegistry, open: bool, binding: Binding) -> Self {
         Self {
             registry,
+            binding,
             replay: ReplayCache::default(),
             open,
         }
@@ -466,11 +520,15 @@ pub async fn check(auth: &AdminAuth, req: Request, next: Next) -> Response {
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
+    let sent = AdminRequest {
+        method: method.as_str(),
+        path: &target,
+        body: &bytes,
+    };
     match verify(
         header,
-        method.as_str(),
-        &target,
-        &bytes,
+        &auth.binding,
+        sent,
         now_ms(),
         &auth.registry,
         &auth.replay,

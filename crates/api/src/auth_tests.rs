@@ -3,6 +3,19 @@
 use super::*;
 
 const NOW: i64 = 1_790_000_000_000;
+/// The node the unit tests' signatures are for.
+const NODE: &str = "00112233aabbccdd";
+
+fn req<'a>(method: &'a str, path: &'a str, body: &'a [u8]) -> AdminRequest<'a> {
+    AdminRequest { method, path, body }
+}
+
+fn binding() -> Binding {
+    Binding {
+        node_id: NODE.into(),
+        started_ms: 0,
+    }
+}
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
@@ -27,7 +40,14 @@ fn check_at(
     reg: &OperatorRegistry,
     cache: &ReplayCache,
 ) -> Result<OperatorId, AuthError> {
-    verify(h, "POST", "/admin/v1/nodes", body, now, reg, cache)
+    verify(
+        h,
+        &binding(),
+        req("POST", "/admin/v1/nodes", body),
+        now,
+        reg,
+        cache,
+    )
 }
 
 #[test]
@@ -35,7 +55,7 @@ fn a_valid_signature_is_accepted_once() {
     let k = key(1);
     let reg = registry(&[&k]);
     let cache = ReplayCache::default();
-    let h = sign_request(&k, "POST", "/admin/v1/nodes", b"{}", NOW);
+    let h = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"{}", NOW);
     let op = check_at(Some(&h), b"{}", NOW + 5, &reg, &cache).unwrap();
     assert_eq!(op.name, "op0");
     assert_eq!(op.key_id, key_id(&k.verifying_key()));
@@ -44,14 +64,14 @@ fn a_valid_signature_is_accepted_once() {
         Err(AuthError::Replayed)
     );
     // Re-signed (new timestamp) is a new request.
-    let h2 = sign_request(&k, "POST", "/admin/v1/nodes", b"{}", NOW + 1);
+    let h2 = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"{}", NOW + 1);
     assert!(check_at(Some(&h2), b"{}", NOW + 6, &reg, &cache).is_ok());
 }
 
 #[test]
 fn header_shape_and_key_id() {
     let k = key(2);
-    let h = sign_request(&k, "post", "/p", b"", 42);
+    let h = sign_request(&k, NODE, "post", "/p", b"", 42);
     let rest = h.strip_prefix("Infermesh ").unwrap();
     let f: Vec<&str> = rest.split(':').collect();
     assert_eq!(f.len(), 3);
@@ -63,8 +83,8 @@ fn header_shape_and_key_id() {
     assert_eq!(f[1], "42");
     assert_eq!(f[2].len(), 128);
     assert_eq!(
-        canonical("post", "/p", b"", 42),
-        "infermesh-admin-v1\nPOST\n/p\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n42"
+        canonical(NODE, "post", "/p", b"", 42),
+        "infermesh-admin-v2\n00112233aabbccdd\nPOST\n/p\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n42"
     );
 }
 
@@ -73,7 +93,7 @@ fn every_signed_field_matters() {
     let k = key(3);
     let reg = registry(&[&k]);
     let cache = ReplayCache::default();
-    let h = sign_request(&k, "POST", "/admin/v1/nodes", b"{\"a\":1}", NOW);
+    let h = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"{\"a\":1}", NOW);
     // Other body.
     assert_eq!(
         check_at(Some(&h), b"{\"a\":2}", NOW, &reg, &cache),
@@ -83,9 +103,8 @@ fn every_signed_field_matters() {
     assert_eq!(
         verify(
             Some(&h),
-            "PUT",
-            "/admin/v1/nodes",
-            b"{\"a\":1}",
+            &binding(),
+            req("PUT", "/admin/v1/nodes", b"{\"a\":1}"),
             NOW,
             &reg,
             &cache
@@ -95,9 +114,8 @@ fn every_signed_field_matters() {
     assert_eq!(
         verify(
             Some(&h),
-            "POST",
-            "/admin/v1/nodes/x",
-            b"{\"a\":1}",
+            &binding(),
+            req("POST", "/admin/v1/nodes/x", b"{\"a\":1}"),
             NOW,
             &reg,
             &cache
@@ -110,9 +128,71 @@ fn every_signed_field_matters() {
         check_at(Some(&forged), b"{\"a\":1}", NOW, &reg, &cache),
         Err(AuthError::BadSignature)
     );
+    // Signed for another node: accepted by that node only, never replayable here.
+    let other = Binding {
+        node_id: "ffeeddccbbaa9988".into(),
+        started_ms: 0,
+    };
+    assert_eq!(
+        verify(
+            Some(&h),
+            &other,
+            req("POST", "/admin/v1/nodes", b"{\"a\":1}"),
+            NOW,
+            &reg,
+            &cache
+        ),
+        Err(AuthError::BadSignature)
+    );
     // Failures consumed nothing: the genuine request still passes.
     assert!(check_at(Some(&h), b"{\"a\":1}", NOW, &reg, &cache).is_ok());
     assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn a_request_signed_before_the_node_started_is_refused_after_a_restart() {
+    let k = key(4);
+    let reg = registry(&[&k]);
+    let h = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"", NOW);
+    let first_run = ReplayCache::default();
+    let ok = verify(
+        Some(&h),
+        &binding(),
+        req("POST", "/admin/v1/nodes", b""),
+        NOW + 10,
+        &reg,
+        &first_run,
+    );
+    assert!(ok.is_ok());
+    // The process restarts 20 s later: an empty replay cache, but a start time after the
+    // signature, so the request it already accepted is not accepted again.
+    let restarted = Binding {
+        node_id: NODE.into(),
+        started_ms: NOW + 20_000,
+    };
+    let second_run = ReplayCache::default();
+    assert_eq!(
+        verify(
+            Some(&h),
+            &restarted,
+            req("POST", "/admin/v1/nodes", b""),
+            NOW + 21_000,
+            &reg,
+            &second_run
+        ),
+        Err(AuthError::BeforeStart)
+    );
+    assert!(second_run.is_empty(), "a refused request occupies nothing");
+    let fresh = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"", NOW + 21_000);
+    let again = verify(
+        Some(&fresh),
+        &restarted,
+        req("POST", "/admin/v1/nodes", b""),
+        NOW + 21_001,
+        &reg,
+        &second_run,
+    );
+    assert!(again.is_ok());
 }
 
 #[test]
@@ -120,12 +200,12 @@ fn timestamps_outside_the_window_are_expired() {
     let k = key(4);
     let reg = registry(&[&k]);
     let cache = ReplayCache::default();
-    let old = sign_request(&k, "POST", "/admin/v1/nodes", b"", NOW - 61_000);
+    let old = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"", NOW - 61_000);
     assert_eq!(
         check_at(Some(&old), b"", NOW, &reg, &cache),
         Err(AuthError::Expired { skew_ms: 61_000 })
     );
-    let future = sign_request(&k, "POST", "/admin/v1/nodes", b"", NOW + 90_500);
+    let future = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"", NOW + 90_500);
     let err = check_at(Some(&future), b"", NOW, &reg, &cache).unwrap_err();
     assert_eq!(err, AuthError::Expired { skew_ms: -90_500 });
     assert!(err.to_string().contains("91s in the future"), "{err}");
@@ -134,7 +214,7 @@ fn timestamps_outside_the_window_are_expired() {
         .contains("61s old"));
     // The edges are inside.
     for ts in [NOW - MAX_SKEW_MS, NOW + MAX_SKEW_MS] {
-        let h = sign_request(&k, "POST", "/admin/v1/nodes", b"", ts);
+        let h = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"", ts);
         assert!(check_at(Some(&h), b"", NOW, &reg, &cache).is_ok());
     }
     assert!(cache.len() == 2);
@@ -146,7 +226,7 @@ fn unknown_key_missing_and_malformed() {
     let stranger = key(6);
     let reg = registry(&[&k]);
     let cache = ReplayCache::default();
-    let h = sign_request(&stranger, "POST", "/admin/v1/nodes", b"", NOW);
+    let h = sign_request(&stranger, NODE, "POST", "/admin/v1/nodes", b"", NOW);
     let err = check_at(Some(&h), b"", NOW, &reg, &cache).unwrap_err();
     assert_eq!(
         err,
@@ -180,7 +260,7 @@ fn unknown_key_missing_and_malformed() {
 fn an_empty_registry_refuses_with_the_keygen_hint() {
     let k = key(7);
     let cache = ReplayCache::default();
-    let h = sign_request(&k, "POST", "/admin/v1/nodes", b"", NOW);
+    let h = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"", NOW);
     let err = check_at(Some(&h), b"", NOW, &OperatorRegistry::default(), &cache).unwrap_err();
     assert_eq!(err, AuthError::NoOperators);
     assert!(err.to_string().contains("infermesh keygen"));
@@ -193,12 +273,11 @@ fn any_registered_key_may_sign() {
     let reg = registry(&[&a, &b]);
     assert_eq!(reg.len(), 2);
     let cache = ReplayCache::default();
-    let h = sign_request(&b, "DELETE", "/admin/v1/nodes/x", b"", NOW);
+    let h = sign_request(&b, NODE, "DELETE", "/admin/v1/nodes/x", b"", NOW);
     let op = verify(
         Some(&h),
-        "DELETE",
-        "/admin/v1/nodes/x",
-        b"",
+        &binding(),
+        req("DELETE", "/admin/v1/nodes/x", b""),
         NOW,
         &reg,
         &cache,
@@ -222,7 +301,7 @@ fn malleated_signatures_do_not_pass_or_dodge_the_replay_check() {
     let k = key(10);
     let reg = registry(&[&k]);
     let cache = ReplayCache::default();
-    let h = sign_request(&k, "POST", "/admin/v1/nodes", b"", NOW);
+    let h = sign_request(&k, NODE, "POST", "/admin/v1/nodes", b"", NOW);
     assert!(check_at(Some(&h), b"", NOW, &reg, &cache).is_ok());
     // s + L: the classic malleation; strict verification refuses it.
     let (prefix, sig_hex) = h.rsplit_once(':').unwrap();
@@ -423,7 +502,7 @@ mod middleware {
     #[tokio::test]
     async fn remote_admin_reads_need_a_signature() {
         let k = key(12);
-        let router = router(AdminAuth::new(registry(&[&k]), false));
+        let router = router(AdminAuth::new(registry(&[&k]), false, binding()));
         let read = |client| from(&router, client, "GET", "/admin/v1/nodes", None);
         assert_eq!(read(Some("127.0.0.1:4000")).await, (200, "list".into()));
         assert_eq!(read(Some("[::1]:4000")).await, (200, "list".into()));
@@ -436,7 +515,7 @@ mod middleware {
             assert_eq!(status, 401, "{client:?}");
             assert!(body.contains("reads from another machine"), "{body}");
         }
-        let signed = authorization_header(&k, "GET", "/admin/v1/nodes", b"");
+        let signed = authorization_header(&k, NODE, "GET", "/admin/v1/nodes", b"");
         let remote = Some("192.0.2.7:4000");
         assert_eq!(
             from(
@@ -470,13 +549,13 @@ mod middleware {
     }
 
     fn router_open() -> Router {
-        router(AdminAuth::new(OperatorRegistry::default(), true))
+        router(AdminAuth::new(OperatorRegistry::default(), true, binding()))
     }
 
     #[tokio::test]
     async fn gate_over_http() {
         let k = key(11);
-        let url = serve(AdminAuth::new(registry(&[&k]), false)).await;
+        let url = serve(AdminAuth::new(registry(&[&k]), false, binding())).await;
         let c = reqwest::Client::new();
         let u = format!("{url}/admin/v1/nodes");
         // Reads from this machine and non-admin routes pass unsigned.
@@ -496,7 +575,7 @@ mod middleware {
             "{body}"
         );
         // Signed: the handler sees the same body.
-        let h = authorization_header(&k, "POST", "/admin/v1/nodes", b"{\"x\":1}");
+        let h = authorization_header(&k, NODE, "POST", "/admin/v1/nodes", b"{\"x\":1}");
         let r = c
             .post(&u)
             .header("authorization", &h)
@@ -518,7 +597,7 @@ mod middleware {
         let body: serde_json::Value = r.json().await.unwrap();
         assert!(body["error"].as_str().unwrap().contains("already accepted"));
         // The signed target includes the query string.
-        let h = authorization_header(&k, "POST", "/admin/v1/nodes", b"");
+        let h = authorization_header(&k, NODE, "POST", "/admin/v1/nodes", b"");
         let r = c
             .post(format!("{u}?force=1"))
             .header("authorization", &h)
@@ -530,7 +609,7 @@ mod middleware {
 
     #[tokio::test]
     async fn open_mode_and_empty_registry() {
-        let url = serve(AdminAuth::new(OperatorRegistry::default(), true)).await;
+        let url = serve(AdminAuth::new(OperatorRegistry::default(), true, binding())).await;
         let r = reqwest::Client::new()
             .post(format!("{url}/admin/v1/nodes"))
             .body("{}")
@@ -538,7 +617,12 @@ mod middleware {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let url = serve(AdminAuth::new(OperatorRegistry::default(), false)).await;
+        let url = serve(AdminAuth::new(
+            OperatorRegistry::default(),
+            false,
+            binding(),
+        ))
+        .await;
         let r = reqwest::Client::new()
             .post(format!("{url}/admin/v1/nodes"))
             .body("{}")

@@ -226,7 +226,7 @@ impl Client {
                         &me.http,
                         me.signer.as_ref(),
                         Method::GET,
-                        &t.base,
+                        (&t.node_id, &t.base),
                         "/admin/v1/nodes",
                         Vec::new(),
                     );
@@ -247,7 +247,7 @@ impl Client {
                         &me.http,
                         me.signer.as_ref(),
                         Method::POST,
-                        &target.base,
+                        (&target.node_id, &target.base),
                         &path,
                         Vec::new(),
                     );
@@ -323,11 +323,11 @@ pub fn admin_request(
     http: &reqwest::Client,
     signer: &dyn Signer,
     method: Method,
-    base: &str,
+    (node_id, base): (&str, &str),
     path: &str,
     body: Vec<u8>,
 ) -> RequestBuilder {
-    let auth = signer.sign_request(method.as_str(), path, &body);
+    let auth = signer.sign_request(node_id, method.as_str(), path, &body);
     let mut rb = http.request(method, format!("{base}{path}"));
     if let Some(h) = auth {
         rb = rb.header(AUTHORIZATION, h);
@@ -393,12 +393,13 @@ mod tests {
     impl Signer for Fixed {
         fn sign_request(
             &self,
+            node_id: &str,
             method: &str,
             path: &str,
             body: &[u8],
         ) -> Option<reqwest::header::HeaderValue> {
             reqwest::header::HeaderValue::from_str(&format!(
-                "Infermesh k:{method}:{path}:{}",
+                "Infermesh k:{node_id}:{method}:{path}:{}",
                 body.len()
             ))
             .ok()
@@ -412,7 +413,7 @@ mod tests {
             &http,
             &Fixed,
             Method::POST,
-            "http://n:1",
+            ("abc", "http://n:1"),
             "/admin/v1/nodes/e/test",
             Vec::new(),
         )
@@ -421,13 +422,13 @@ mod tests {
         assert_eq!(req.url().as_str(), "http://n:1/admin/v1/nodes/e/test");
         assert_eq!(
             req.headers().get(AUTHORIZATION).unwrap(),
-            "Infermesh k:POST:/admin/v1/nodes/e/test:0"
+            "Infermesh k:abc:POST:/admin/v1/nodes/e/test:0"
         );
         let unsigned = admin_request(
             &http,
             &crate::signer::NoopSigner,
             Method::POST,
-            "http://n:1",
+            ("abc", "http://n:1"),
             "/x",
             Vec::new(),
         )

@@ -8,9 +8,17 @@ use reqwest::header::HeaderValue;
 
 /// Produces the `Authorization` header for a mutating request, or `None` to send it unsigned.
 pub trait Signer: Send + Sync {
-    /// `path` is the request path (`/admin/v1/nodes/embedded/test`), `body` the exact bytes sent.
-    fn sign_request(&self, method: &str, path: &str, body: &[u8]) -> Option<HeaderValue> {
-        let _ = (method, path, body);
+    /// `node_id` is the node meant (from the mesh's authenticated membership, never what the
+    /// address answers), `path` the request path (`/admin/v1/nodes/embedded/test`), `body` the
+    /// exact bytes sent.
+    fn sign_request(
+        &self,
+        node_id: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Option<HeaderValue> {
+        let _ = (node_id, method, path, body);
         None
     }
 }
@@ -27,6 +35,6 @@ mod tests {
 
     #[test]
     fn noop_signer_signs_nothing() {
-        assert!(NoopSigner.sign_request("POST", "/x", b"{}").is_none());
+        assert!(NoopSigner.sign_request("n", "POST", "/x", b"{}").is_none());
     }
 }

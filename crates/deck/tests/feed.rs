@@ -235,8 +235,14 @@ async fn falls_back_to_polling_without_sse() {
 
 struct TestSigner;
 impl Signer for TestSigner {
-    fn sign_request(&self, method: &str, path: &str, _body: &[u8]) -> Option<HeaderValue> {
-        HeaderValue::from_str(&format!("Infermesh op1:{method}{path}")).ok()
+    fn sign_request(
+        &self,
+        node_id: &str,
+        method: &str,
+        path: &str,
+        _body: &[u8],
+    ) -> Option<HeaderValue> {
+        HeaderValue::from_str(&format!("Infermesh op1:{node_id}:{method}{path}")).ok()
     }
 }
 
@@ -272,7 +278,7 @@ async fn post_test_is_signed_and_reports_results_and_errors() {
     assert!(result.unwrap().ok);
     assert_eq!(
         auth.lock().unwrap().as_slice(),
-        ["POST /admin/v1/nodes/good/test HTTP/1.1 Infermesh op1:POST/admin/v1/nodes/good/test"]
+        ["POST /admin/v1/nodes/good/test HTTP/1.1 Infermesh op1:n1:POST/admin/v1/nodes/good/test"]
     );
 
     client.perform(Cmd::PostTest {

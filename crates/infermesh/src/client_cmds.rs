@@ -86,15 +86,15 @@ fn base_url(url: &str) -> Result<String, String> {
 /// goes unsigned and a node that needs a signature answers 401, shown with a hint.
 pub fn sign_admin(
     builder: RequestBuilder,
-    key: Option<&SigningKey>,
+    key: Option<(&SigningKey, &str)>,
     method: &Method,
     path: &str,
     body: &[u8],
 ) -> RequestBuilder {
     match key {
-        Some(key) => builder.header(
+        Some((key, node_id)) => builder.header(
             reqwest::header::AUTHORIZATION,
-            infermesh_api::auth::authorization_header(key, method.as_str(), path, body),
+            infermesh_api::auth::authorization_header(key, node_id, method.as_str(), path, body),
         ),
         None => builder,
     }
@@ -105,6 +105,10 @@ struct NodeClient {
     base: String,
     /// The operator key (`infermesh keygen`), when this machine has one.
     key: Option<SigningKey>,
+    /// The id of the node at `base`, learnt from its status before the first signed request:
+    /// a signature is bound to one node, so one collected by whatever answers at this address
+    /// is worth nothing anywhere else.
+    node_id: tokio::sync::OnceCell<String>,
 }
 
 /// What came back: the status and the body as JSON (`Null` when it was not JSON).
@@ -137,17 +141,48 @@ impl NodeClient {
         let base = base_url(url).map_err(|e| fail(2, format!("error: {e}")))?;
         let key =
             crate::keygen::load_operator_key(None).map_err(|e| fail(2, format!("error: {e:#}")))?;
-        Ok(Self { http, base, key })
+        Ok(Self {
+            http,
+            base,
+            key,
+            node_id: tokio::sync::OnceCell::new(),
+        })
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
+    /// The key and the node it signs for, when this machine has an operator key.
+    async fn signer(&self) -> anyhow::Result<Option<(&SigningKey, &str)>> {
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        let id = self
+            .node_id
+            .get_or_try_init(|| async {
+                let req = self.http.get(self.url("/api/status")).timeout(READ_TIMEOUT);
+                let reply = self.send(req).await?;
+                match reply.body["node_id"].as_str() {
+                    Some(id) if reply.status.is_success() => Ok(id.to_string()),
+                    _ => Err(fail(
+                        2,
+                        format!(
+                            "error: {} did not say which node it is (GET /api/status: {}); is it \
+                             an infermesh node?",
+                            self.base, reply.status
+                        ),
+                    )),
+                }
+            })
+            .await?;
+        Ok(Some((key, id.as_str())))
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Reply> {
         let mut req = self.http.get(self.url(path)).timeout(READ_TIMEOUT);
         if infermesh_api::auth::is_admin(path) {
-            req = sign_admin(req, self.key.as_ref(), &Method::GET, path, b"");
+            req = sign_admin(req, self.signer().await?, &Method::GET, path, b"");
         }
         self.send(req).await
     }
@@ -170,7 +205,7 @@ impl NodeClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes.clone());
         }
-        let req = sign_admin(req, self.key.as_ref(), &method, path, &bytes);
+        let req = sign_admin(req, self.signer().await?, &method, path, &bytes);
         self.send(req).await
     }
 

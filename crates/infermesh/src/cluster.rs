@@ -206,10 +206,16 @@ pub mod http {
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(key) = key {
-            let path = reqwest::Url::parse(url)?.path().to_string();
+            let parsed = reqwest::Url::parse(url)?;
+            let path = parsed.path().to_string();
+            // A signature names its node: ask the node which one it is.
+            let status = get(parsed.join("/api/status")?.as_str()).await?;
+            let node_id = status["node_id"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("{url}: status has no node_id"))?;
             req = req.header(
                 reqwest::header::AUTHORIZATION,
-                infermesh_api::auth::authorization_header(key, "POST", &path, &bytes),
+                infermesh_api::auth::authorization_header(key, node_id, "POST", &path, &bytes),
             );
         }
         read(req.body(bytes).send().await?).await

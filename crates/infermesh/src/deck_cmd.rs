@@ -16,9 +16,15 @@ pub struct DeckArgs {
 struct OperatorSigner(SigningKey);
 
 impl Signer for OperatorSigner {
-    fn sign_request(&self, method: &str, path: &str, body: &[u8]) -> Option<HeaderValue> {
+    fn sign_request(
+        &self,
+        node_id: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Option<HeaderValue> {
         HeaderValue::from_str(&infermesh_api::auth::authorization_header(
-            &self.0, method, path, body,
+            &self.0, node_id, method, path, body,
         ))
         .ok()
     }

@@ -35,6 +35,52 @@ fn assert_refused(resp: (u16, Value), want: &str) {
 }
 
 #[test]
+fn a_signature_is_for_one_node_and_one_run_of_it() {
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keygen(keys.path(), "alice");
+    let args = ["--client"];
+    let mut a = Node::start(Some(&alice.snippet), &args, &[]);
+    let b = Node::start(Some(&alice.snippet), &args, &[]);
+    let path = "/admin/v1/nodes";
+    let body = backend("ext", 9);
+    let h = infermesh_api::auth::sign_request(
+        &alice.key,
+        &node_id_of(&a.url),
+        "POST",
+        path,
+        body.as_bytes(),
+        now_ms(),
+    );
+    let (code, r) = send("POST", &a.url, path, &body, Some(&h));
+    assert_eq!(code, 201, "{r}");
+    // The same signed request replayed to another node of the same operator: refused.
+    assert_refused(
+        send("POST", &b.url, path, &body, Some(&h)),
+        "signature does not match",
+    );
+    assert!(backend_ids(&b).is_empty());
+    // A removes it (signed), restarts with an empty replay cache, and the first request is
+    // replayed within its 60 s window: refused, nothing re-registered.
+    let (code, r) = send_signed(
+        &alice.key,
+        "DELETE",
+        &a.url,
+        "/admin/v1/nodes/ext",
+        "",
+        now_ms(),
+    );
+    assert_eq!(code, 200, "{r}");
+    a.kill();
+    let dir = std::mem::replace(&mut a.data_dir, tempfile::tempdir().unwrap());
+    let a = Node::start_in(dir, None, &args, &[]);
+    assert_refused(
+        send("POST", &a.url, path, &body, Some(&h)),
+        "signed before the node (re)started",
+    );
+    assert!(backend_ids(&a).is_empty(), "the replay changed nothing");
+}
+
+#[test]
 fn admin_changes_need_a_fresh_valid_operator_signature() {
     let keys = tempfile::tempdir().unwrap();
     let alice = keygen(keys.path(), "alice");
@@ -63,6 +109,7 @@ fn admin_changes_need_a_fresh_valid_operator_signature() {
     let other_body = backend("other", 9);
     let h = infermesh_api::auth::sign_request(
         &alice.key,
+        &node_id_of(base),
         "POST",
         path,
         other_body.as_bytes(),
@@ -87,6 +134,7 @@ fn admin_changes_need_a_fresh_valid_operator_signature() {
     // Signed for another path (the test route) and replayed against the register route.
     let h = infermesh_api::auth::sign_request(
         &alice.key,
+        &node_id_of(base),
         "POST",
         "/admin/v1/nodes/ext/test",
         body.as_bytes(),
@@ -105,7 +153,14 @@ fn admin_changes_need_a_fresh_valid_operator_signature() {
     assert!(!on_disk.contains("[[backend]]"), "{on_disk}");
 
     // Valid: registered.
-    let h = infermesh_api::auth::sign_request(&alice.key, "POST", path, body.as_bytes(), now_ms());
+    let h = infermesh_api::auth::sign_request(
+        &alice.key,
+        &node_id_of(base),
+        "POST",
+        path,
+        body.as_bytes(),
+        now_ms(),
+    );
     let (code, r) = send("POST", base, path, &body, Some(&h));
     assert_eq!(code, 201, "{r}");
     assert_eq!(backend_ids(&node), ["ext"]);
@@ -122,7 +177,14 @@ fn admin_changes_need_a_fresh_valid_operator_signature() {
 
     // A signed removal works once; its replay after re-registering removes nothing.
     let del = "/admin/v1/nodes/ext";
-    let dh = infermesh_api::auth::sign_request(&alice.key, "DELETE", del, b"", now_ms());
+    let dh = infermesh_api::auth::sign_request(
+        &alice.key,
+        &node_id_of(base),
+        "DELETE",
+        del,
+        b"",
+        now_ms(),
+    );
     let (code, r) = send("DELETE", base, del, "", Some(&dh));
     assert_eq!(code, 200, "{r}");
     assert!(backend_ids(&node).is_empty());

@@ -4,6 +4,7 @@
 //! one machine. A benchmark, not a test: it exits 0 whatever the verdicts, and 1 only when a
 //! suite could not run at all.
 
+mod admission;
 mod engine;
 mod fixture;
 mod mesh;
@@ -27,7 +28,9 @@ pub enum Suite {
     Mesh,
     /// /api/status and /api/events with many simulated peers; node RSS.
     Scale,
-    /// router, engine, mesh and scale.
+    /// Peer-verified admission with real nodes: join-to-routed for 3 and 9 nodes, and under load.
+    Admission,
+    /// router, engine, mesh, scale and admission.
     All,
     /// Serve the deterministic OpenAI-compatible backend until killed (for tests).
     #[value(hide = true)]
@@ -277,6 +280,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         (Suite::Engine, "engine"),
         (Suite::Mesh, "mesh"),
         (Suite::Scale, "scale"),
+        (Suite::Admission, "admission"),
     ] {
         if !want(suite) {
             continue;
@@ -288,6 +292,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Suite::Engine => engine::run(&model_dir, &mut report).await,
             Suite::Mesh => mesh::run(&mut report).await,
             Suite::Scale => scale::run(&args, &model_dir, &mut report).await,
+            Suite::Admission => admission::run(&model_dir, &mut report).await,
             Suite::All | Suite::Fixture => Ok(()),
         };
         match result {

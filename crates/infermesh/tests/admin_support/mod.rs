@@ -55,8 +55,21 @@ pub fn authorization(method: &str, url: &str, body: &[u8]) -> String {
         })
         .unwrap();
     let ts = now.max(prev + 1);
-    let path = &url[url.find("/admin/").expect("an admin URL")..];
-    infermesh_api::auth::sign_request(&operator_key(), method, path, body, ts)
+    let at = url.find("/admin/").expect("an admin URL");
+    let (base, path) = url.split_at(at);
+    infermesh_api::auth::sign_request(&operator_key(), &node_id_at(base), method, path, body, ts)
+}
+
+/// The id of the node at `base` (what a signature names); a node that is gone reads as an id
+/// nothing accepts, so the request it signs fails like any other request to it.
+fn node_id_at(base: &str) -> String {
+    agent()
+        .get(format!("{base}/api/status"))
+        .send()
+        .ok()
+        .and_then(|r| r.json::<Value>().ok())
+        .and_then(|s| s["node_id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "unreachable".to_string())
 }
 
 /// Held by the tests that run a model: two llama.cpp engines decoding at once on two cores slow

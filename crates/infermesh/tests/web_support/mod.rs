@@ -50,7 +50,16 @@ impl Node {
     /// The environment's `INFERMESH_ADMIN_OPEN` is removed: signatures are required unless
     /// `args` or `env` say otherwise.
     pub fn start(config: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Node {
-        let data_dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), config, args, env)
+    }
+
+    /// [`Node::start`] in `data_dir` (an existing one: a restart keeps identity and config).
+    pub fn start_in(
+        data_dir: tempfile::TempDir,
+        config: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         if let Some(c) = config {
             std::fs::write(data_dir.path().join("config.toml"), c).unwrap();
         }
@@ -236,8 +245,24 @@ pub fn send_signed(
     body: &str,
     ts_ms: i64,
 ) -> (u16, Value) {
-    let h = infermesh_api::auth::sign_request(key, method, path, body.as_bytes(), ts_ms);
+    let h = infermesh_api::auth::sign_request(
+        key,
+        &node_id_of(base),
+        method,
+        path,
+        body.as_bytes(),
+        ts_ms,
+    );
     send(method, base, path, body, Some(&h))
+}
+
+/// The node id the node at `base` reports: what a signature for it must name.
+pub fn node_id_of(base: &str) -> String {
+    let (_, s) = get_json(&format!("{base}/api/status"));
+    s["node_id"]
+        .as_str()
+        .expect("status has node_id")
+        .to_string()
 }
 
 /// An operator key made by the real `infermesh keygen`: the key as the CLI loads it, and the
