@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod dashboard;
 pub mod drivers;
@@ -26,15 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 
 pub use app::{App, AppOptions};
+pub use body::Limits;
 pub use node::{Node, NodeInfo, Phase};
 
 #[derive(Deserialize)]
@@ -57,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// [`router`] with explicit body limits (tests use short timeouts).
 pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
+    let budget = body::Budget::new(limits.body_budget);
     Router::new()
         .route("/api/status", get(status::get_status))
         .route("/api/requests", get(get_requests))
@@ -84,7 +84,7 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
         // Outermost: every body is read whole, within its size and time limits, before any
         // handler (or the signature check) sees it; the handlers' own 2 MB default is lifted.
         .layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| limit_body(limits, req, next),
+            move |req: Request, next: Next| body::limit_body(limits, budget.clone(), req, next),
         ))
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
@@ -94,112 +94,20 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
 /// OpenAI endpoints, under the same body limits. Nothing else (no admin, no status) is served
 /// there, so holding the mesh secret grants no operator power.
 pub fn peer_router(app: Arc<App>, limits: Limits) -> Router {
+    let budget = body::Budget::new(limits.body_budget);
     Router::new()
         .route("/v1/chat/completions", post(route::chat_completions))
         .route("/v1/completions", post(route::completions))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| limit_body(limits, req, next),
+            move |req: Request, next: Next| body::limit_body(limits, budget.clone(), req, next),
         ))
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
 }
 
-/// What one client may cost the server: body sizes and how long it may take to send.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// Largest request body on `/v1/*` (chat histories can be long): 8 MiB.
-    pub v1_body: usize,
-    /// Largest request body anywhere else (admin bodies are small JSON): 1 MiB.
-    pub other_body: usize,
-    /// Time to send the whole body; a slower client gets 408. 30 s.
-    pub body_timeout: Duration,
-    /// Time to send a request's headers, idle keep-alive time included; then the connection is
-    /// closed. 30 s.
-    pub header_timeout: Duration,
-    /// After the shutdown signal, how long open connections (event streams never end) get. 5 s.
-    pub drain_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            v1_body: 8 * 1024 * 1024,
-            other_body: 1024 * 1024,
-            body_timeout: Duration::from_secs(30),
-            header_timeout: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-fn body_error(v1: bool, status: StatusCode, message: String) -> Response {
-    if v1 {
-        let mut e = error::OpenAiError::bad_request(message, None);
-        e.status = status;
-        e.into_response()
-    } else {
-        error::plain_error(status, message)
-    }
-}
-
-/// Reads the request body whole, refusing one over its route's limit (413) or one that does not
-/// arrive within [`Limits::body_timeout`] (408), so a huge or trickling body cannot hold memory
-/// or a connection, and errors are JSON like every other answer.
-async fn limit_body(limits: Limits, req: Request, next: Next) -> Response {
-    let v1 = req.uri().path().starts_with("/v1/");
-    let limit = if v1 {
-        limits.v1_body
-    } else {
-        limits.other_body
-    };
-    let too_large = || {
-        body_error(
-            v1,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return too_large();
-    }
-    let (parts, mut body) = req.into_parts();
-    let read = async {
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Some(e.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > limit {
-                    return Err(None::<String>);
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf.freeze())
-    };
-    match tokio::time::timeout(limits.body_timeout, read).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
-        }
-        Ok(Err(None)) => too_large(),
-        Ok(Err(Some(e))) => body_error(
-            v1,
-            StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {e}"),
-        ),
-        Err(_) => body_error(
-            v1,
-            StatusCode::REQUEST_TIMEOUT,
-            format!("request body not received within {:?}", limits.body_timeout),
-        ),
-    }
-}
+/// Connections the API port serves at once (event streams and dashboards included).
+pub const MAX_API_CONNECTIONS: usize = 1024;
 
 /// Serves `router` on `listener` until `shutdown` resolves: like `axum::serve`, plus what it
 /// leaves out — a header read timeout (a client that never finishes its headers, or an idle
@@ -234,7 +142,17 @@ pub async fn serve_with(
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // Past the cap, connections wait in the kernel's backlog rather than each costing a task,
+    // buffers and a file descriptor here.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -261,6 +179,7 @@ pub async fn serve_with(
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

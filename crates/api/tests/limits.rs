@@ -17,6 +17,7 @@ const LIMITS: Limits = Limits {
     body_timeout: Duration::from_millis(800),
     header_timeout: Duration::from_millis(800),
     drain_timeout: Duration::from_millis(200),
+    body_budget: 24 * 1024 * 1024,
 };
 
 /// A node's HTTP surface (no gossip, no backends, admin open) on 127.0.0.1; returns `host:port`.
@@ -132,6 +133,69 @@ async fn oversized_bodies_get_413_with_a_json_error() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+}
+
+/// Opens a request that declares an 8 MiB body and sends only its first bytes.
+async fn stalled_upload(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let len = 8 * 1024 * 1024;
+    s.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n{{\"model\""
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_memory_budget_get_503_until_memory_is_free() {
+    let addr = server().await;
+    // The 24 MiB budget holds three declared 8 MiB bodies; they stall, holding it.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(stalled_upload(&addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = http();
+    let t0 = Instant::now();
+    let r = c
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 8 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory budget"),
+        "{v}"
+    );
+    assert!(
+        t0.elapsed() < LIMITS.body_timeout,
+        "refused before the stalled ones end"
+    );
+    // Small requests still pass, and once the stalled bodies time out (408) the budget is back.
+    assert!(status_ok(&addr).await < Duration::from_millis(500));
+    for mut s in held {
+        let answer = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let r = c
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 8 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 503, "the budget was given back");
 }
 
 #[tokio::test]
