@@ -5,14 +5,13 @@
 //! no member can forge, rewrite or freshen another's. [`MeshHandle::peers`] is the live
 //! peer table every other part reads; [`MeshHandle::subscribe`] tells them when it changed.
 //!
-//! On top of membership: the epoch [`schedule`] sources, signed [`validation`] results and the
-//! epoch's active set, and the background [`participation`] tracker.
+//! On top of membership: the epoch [`schedule`] sources and signed [`validation`] results (what
+//! a node says of its own round; admission is peers' checks, `infermesh_state::admission`).
 
 pub mod credential;
 mod gossip;
 pub mod members;
 pub mod mesh;
-pub mod participation;
 pub mod record;
 pub mod schedule;
 pub mod signed;
@@ -25,13 +24,12 @@ pub use mesh::{
     DEFAULT_DEAD_AFTER, DEFAULT_GC_GRACE, DEFAULT_GOSSIP_INTERVAL, DEFAULT_MAX_MEMBERS,
     DEFAULT_MAX_PER_IP,
 };
-pub use participation::{participation_now, participation_of, ParticipationTracker};
 pub use record::{decode_record, NodeRecord, RECORD_KEY, RECORD_SCHEMA_VERSION};
 pub use schedule::{
     adopt_schedule, fast_schedule, peer_specs, unix_now_ms, EmbeddedSchedule, Schedule,
     SyntheticSchedule, MESH_SCHEDULE,
 };
 pub use validation::{
-    active_set, collect_validations, node_id_from_public_key, sign, validation_due, verify,
-    BackendValidation, Rejection, SignedValidation, ValidationResult,
+    node_id_from_public_key, sign, validation_due, verify, BackendValidation, Rejection,
+    SignedValidation, ValidationResult,
 };

@@ -1,18 +1,13 @@
-//! Signed validation results and the epoch's active set.
+//! Signed validation results: what a node's own round found of its backends.
 //!
-//! A result grants its node a place in the active set, so it travels signed with the node key and
-//! every peer checks it independently: gossip relays records from every member, and a
-//! node must not be able to admit itself, or anyone else, without a key that hashes to its id.
-
-use std::collections::BTreeSet;
+//! A result is the node's statement about itself, signed with its node key so no other member
+//! can put words in its mouth (gossip relays records from every member). It admits nothing:
+//! routing follows peers' checks (`infermesh_state::admission`).
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use infermesh_state::ScheduleSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::mesh::PeerView;
-use crate::record::NodeRecord;
 
 /// Prepended to the signed bytes so a validation signature can never be replayed as a signature
 /// over anything else the node key signs. The version changes whenever the signed encoding does
@@ -206,38 +201,6 @@ pub fn verify<'a>(
         });
     }
     Ok(result)
-}
-
-/// The nodes with an accepted, passing result for `epoch`. Each entry is `(gossip node id, the
-/// validation its record carries)`; anything that fails [`verify`] is left out (logged at debug,
-/// as a stale result from the previous epoch is normal for a while after every boundary).
-pub fn active_set(records: &[(String, Option<SignedValidation>)], epoch: u64) -> BTreeSet<String> {
-    records
-        .iter()
-        .filter_map(|(node_id, v)| {
-            let signed = v.as_ref()?;
-            match verify(signed, node_id, epoch) {
-                Ok(r) if r.is_passing() => Some(node_id.clone()),
-                Ok(_) => None,
-                Err(why) => {
-                    tracing::debug!(%node_id, %why, "validation not accepted");
-                    None
-                }
-            }
-        })
-        .collect()
-}
-
-/// `(node id, validation)` for this node and every live peer, the input of [`active_set`]. Peer
-/// ids are the gossip identities the mesh already enforces on records.
-pub fn collect_validations(
-    own: &NodeRecord,
-    peers: &[PeerView],
-) -> Vec<(String, Option<SignedValidation>)> {
-    std::iter::once(own)
-        .chain(peers.iter().map(|p| &p.record))
-        .map(|r| (r.node_id.clone(), r.validation.clone()))
-        .collect()
 }
 
 /// The epoch to validate now, if any: a round is running and this node has not yet published a

@@ -267,67 +267,6 @@ fn passing_follows_backends() {
 }
 
 #[test]
-fn active_set_keeps_only_verified_current_passing() {
-    let honest = key(1);
-    let honest2 = key(2);
-    let stale = key(3);
-    let failed = key(4);
-    let forger = key(5);
-    let victim = key(6);
-    let silent = key(7);
-
-    let mut forged = sign(result_for(&victim, EPOCH), &forger);
-    forged.public_key = hex::encode(victim.verifying_key().as_bytes());
-    let failed_result = ValidationResult::from_backends(
-        id_of(&failed),
-        EPOCH,
-        vec![backend("b1", Some("boom"))],
-        0,
-    );
-    let records = vec![
-        (
-            id_of(&honest),
-            Some(sign(result_for(&honest, EPOCH), &honest)),
-        ),
-        (
-            id_of(&honest2),
-            Some(sign(result_for(&honest2, EPOCH), &honest2)),
-        ),
-        (
-            id_of(&stale),
-            Some(sign(result_for(&stale, EPOCH - 1), &stale)),
-        ),
-        (id_of(&failed), Some(sign(failed_result, &failed))),
-        (id_of(&victim), Some(forged)),
-        (id_of(&silent), None),
-        // The forger republishing an honest node's result under its own id.
-        (
-            id_of(&forger),
-            Some(sign(result_for(&honest, EPOCH), &honest)),
-        ),
-    ];
-    let want: BTreeSet<String> = [id_of(&honest), id_of(&honest2)].into();
-    assert_eq!(active_set(&records, EPOCH), want);
-    let mut reversed = records.clone();
-    reversed.reverse();
-    assert_eq!(active_set(&reversed, EPOCH), want, "order-independent");
-    assert_eq!(active_set(&records, EPOCH - 1), [id_of(&stale)].into());
-    assert!(active_set(&records, EPOCH + 1).is_empty());
-    assert!(active_set(&[], EPOCH).is_empty());
-}
-
-#[test]
-fn collect_validations_includes_self_first() {
-    let own = NodeRecord {
-        node_id: "me".into(),
-        validation: Some(signed(1, EPOCH)),
-        ..Default::default()
-    };
-    let got = collect_validations(&own, &[]);
-    assert_eq!(got, vec![("me".to_string(), Some(signed(1, EPOCH)))]);
-}
-
-#[test]
 fn validation_due_only_in_round_once_per_epoch() {
     let spec = ScheduleSpec {
         genesis_ms: 1_000,

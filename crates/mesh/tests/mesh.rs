@@ -214,7 +214,21 @@ async fn fast_restart_replaces_the_old_incarnation() {
     // Restart before the failure detector could notice: both incarnations are briefly live.
     let port = b.gossip_addr().port();
     b.shutdown().await.unwrap();
-    let b2 = start("b", "bravo-2", port, &[&a]).await;
+    // The port is free once the old socket's last task has dropped it; wait for that briefly.
+    let mut tries = 0;
+    let b2 = loop {
+        let mut cfg = config("b", "bravo-2", port);
+        cfg.seeds = vec![a.gossip_addr().to_string()];
+        match Mesh::start(cfg).await {
+            Ok(m) => break m,
+            Err(e) if tries < 40 => {
+                tries += 1;
+                eprintln!("rebinding {port}: {e:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("port {port} still taken after 2 s: {e:#}"),
+        }
+    };
     let took = wait_for("new incarnation to win", CONVERGE_LIMIT, || {
         converged(&[&a, &b2])
     })
