@@ -159,15 +159,15 @@ async fn bodies_beyond_the_memory_budget_get_503_until_memory_is_free() {
         held.push(stalled_upload(&addr).await);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let c = http();
+    let upload = || {
+        http()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 8 * 1024 * 1024])
+            .send()
+    };
     let t0 = Instant::now();
-    let r = c
-        .post(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 8 * 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
+    let r = upload().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     let v: Value = r.json().await.unwrap();
@@ -188,13 +188,7 @@ async fn bodies_beyond_the_memory_budget_get_503_until_memory_is_free() {
         let answer = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
-    let r = c
-        .post(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 8 * 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
+    let r = upload().await.unwrap();
     assert_ne!(r.status(), 503, "the budget was given back");
 }
 

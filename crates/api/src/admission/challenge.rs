@@ -7,6 +7,8 @@ use axum::http::header;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+use crate::error::error_chain;
+
 /// Marks a peer-channel request as an admission check, so the peer runs it in the validation
 /// lane and it never waits behind user traffic. Honoured only on the authenticated peer channel.
 pub const CHECK_HEADER: &str = "x-infermesh-check";
@@ -44,7 +46,7 @@ pub async fn challenge(
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| format!("{UNREACHABLE}: {}", chain(&e)))?;
+            .map_err(|e| format!("{UNREACHABLE}: {}", error_chain(&e)))?;
         let status = resp.status();
         let bytes = read_bounded(resp).await?;
         let answer: Value = serde_json::from_slice(&bytes)
@@ -68,7 +70,7 @@ async fn read_bounded(resp: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("answer cut off: {}", chain(&e)))?;
+        let chunk = chunk.map_err(|e| format!("answer cut off: {}", error_chain(&e)))?;
         if out.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
         }
@@ -99,17 +101,6 @@ pub fn check_answer(answer: &Value, model: &str) -> Result<u32, String> {
         return Err("answer reports no generated tokens".into());
     }
     Ok(tokens.min(u32::MAX as u64) as u32)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]

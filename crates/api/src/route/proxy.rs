@@ -10,7 +10,7 @@ use futures::{stream, StreamExt};
 
 use super::Target;
 use crate::app::App;
-use crate::error::OpenAiError;
+use crate::error::{error_chain, OpenAiError};
 use crate::openai::Shape;
 
 /// Statuses that say "this replica cannot answer now" rather than "the request is wrong": the
@@ -109,16 +109,4 @@ pub async fn forward(
     Ok(builder
         .body(body)
         .expect("status and content type are valid"))
-}
-
-/// reqwest's top-level message ("error sending request") hides the cause an operator needs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }
