@@ -138,18 +138,22 @@ pub struct PeerStatus {
     pub load: u32,
     /// Whether the peer is in this epoch's active set (routed to) as this node sees it.
     pub participation: Participation,
+    /// Why, in words: what its verifiers admitted it for, or which check is pending or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<String>,
     /// Milliseconds since this node last heard from the peer.
     pub last_seen_ms: u64,
 }
 
 impl PeerStatus {
-    pub fn new(p: &PeerView, active_set: &BTreeSet<String>) -> Self {
+    pub fn new(p: &PeerView, rounds: &RoundView) -> Self {
         Self {
-            participation: if active_set.contains(&p.record.node_id) {
+            participation: if rounds.active_set.contains(&p.record.node_id) {
                 Participation::Active
             } else {
                 Participation::InactiveWaiting
             },
+            admission: rounds.standing.describe(&p.record.node_id),
             node_id: p.record.node_id.clone(),
             name: p.record.name.clone(),
             addr: p.record.api_addr.clone(),

@@ -90,6 +90,35 @@ pub struct Node {
     /// Source of config revisions, node-wide: an id that is removed and registered again must
     /// never reuse a revision a still-running test holds.
     next_rev: AtomicU64,
+    /// Signalled after every change of the backends (phase, registration): the round loop
+    /// publishes the record at once, so peers learn "serving" in a gossip round, not a tick later.
+    pub changed: tokio::sync::Notify,
+}
+
+/// The slots, written; [`Node::changed`] is signalled when the write ends.
+struct SlotsWrite<'a> {
+    guard: std::sync::RwLockWriteGuard<'a, BTreeMap<String, BackendSlot>>,
+    changed: &'a tokio::sync::Notify,
+}
+
+impl std::ops::Deref for SlotsWrite<'_> {
+    type Target = BTreeMap<String, BackendSlot>;
+    fn deref(&self) -> &Self::Target {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for SlotsWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.guard
+    }
+}
+
+impl Drop for SlotsWrite<'_> {
+    fn drop(&mut self) {
+        // A stored permit if nobody waits yet: the next wait returns at once, no change lost.
+        self.changed.notify_one();
+    }
 }
 
 /// Decrements the in-flight counter when a request ends, however it ends.
@@ -108,6 +137,7 @@ impl Node {
             slots: RwLock::new(BTreeMap::new()),
             in_flight: AtomicU32::new(0),
             next_rev: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -124,7 +154,7 @@ impl Node {
         config: Option<BackendConfig>,
     ) {
         let id = backend.describe().id;
-        let mut slots = self.slots.write().expect("slots lock");
+        let mut slots = self.slots_mut();
         let rev = self.next_rev.fetch_add(1, Ordering::Relaxed);
         let slot = BackendSlot {
             backend,
@@ -139,7 +169,7 @@ impl Node {
     }
 
     pub fn remove_backend(&self, id: &str) -> Option<Arc<dyn Backend>> {
-        let mut slots = self.slots.write().expect("slots lock");
+        let mut slots = self.slots_mut();
         slots.remove(id).map(|s| s.backend)
     }
 
@@ -165,7 +195,7 @@ impl Node {
     /// Claims the per-backend test lock: a second caller is refused, not queued, and a backend
     /// that is loading or serving is not taken out of service for a test.
     pub fn try_begin_test(&self, id: &str) -> Result<TestTicket, TestRefusal> {
-        let mut slots = self.slots.write().expect("slots lock");
+        let mut slots = self.slots_mut();
         let slot = slots.get_mut(id).ok_or(TestRefusal::Unknown)?;
         if slot.testing {
             return Err(TestRefusal::AlreadyTesting);
@@ -191,7 +221,7 @@ impl Node {
     /// Releases the test lock and records `result` if the config it tested is still current.
     /// Returns whether it was recorded.
     pub fn finish_test(&self, id: &str, rev: u64, result: TestResult) -> bool {
-        let mut slots = self.slots.write().expect("slots lock");
+        let mut slots = self.slots_mut();
         let Some(slot) = slots.get_mut(id) else {
             return false;
         };
@@ -203,8 +233,15 @@ impl Node {
         true
     }
 
+    fn slots_mut(&self) -> SlotsWrite<'_> {
+        SlotsWrite {
+            guard: self.slots.write().expect("slots lock"),
+            changed: &self.changed,
+        }
+    }
+
     fn set_phase(&self, id: &str, phase: Phase) {
-        if let Some(slot) = self.slots.write().expect("slots lock").get_mut(id) {
+        if let Some(slot) = self.slots_mut().get_mut(id) {
             slot.phase = phase;
         }
     }
@@ -227,7 +264,7 @@ impl Node {
 
     /// Moves a backend to `next` only if it is still at config `rev` in phase `expected`.
     pub fn swap_phase(&self, id: &str, rev: u64, expected: &Phase, next: Phase) -> bool {
-        let mut slots = self.slots.write().expect("slots lock");
+        let mut slots = self.slots_mut();
         match slots.get_mut(id) {
             Some(slot) if slot.config_rev == rev && slot.phase == *expected => {
                 slot.phase = next;

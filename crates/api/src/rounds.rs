@@ -33,7 +33,10 @@ pub async fn run(app: Arc<App>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = app.node.changed.notified() => {}
+        }
         if let Some(learner) = &app.learner {
             learner.learn_from_peers(&app.peers());
         }

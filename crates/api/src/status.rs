@@ -81,7 +81,7 @@ pub fn status(app: &App) -> StatusResponse {
     let peers: Vec<PeerStatus> = app
         .peers()
         .iter()
-        .map(|p| PeerStatus::new(p, &rounds.active_set))
+        .map(|p| PeerStatus::new(p, &rounds))
         .collect();
     let peer_message = peer_notice(node.info.client_mode, app.join.len(), peers.len());
     let mesh = mesh_status(app);

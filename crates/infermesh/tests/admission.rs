@@ -46,7 +46,12 @@ fn a_fresh_server_and_client_answer_within_10s_never_404() {
             break started.elapsed();
         }
         let msg = body["error"]["message"].as_str().unwrap_or("").to_string();
-        assert_eq!(code, 503, "never a 404 while admission runs: {body}");
+        assert_eq!(
+            code,
+            503,
+            "never a 404 while admission runs: {body}; the client's peers: {:?}",
+            peers(&client)
+        );
         assert!(
             msg.contains("admission check in progress") || msg.contains("no peers reachable"),
             "{msg}"
@@ -61,7 +66,12 @@ fn a_fresh_server_and_client_answer_within_10s_never_404() {
     eprintln!("client start to first answer through the mesh: {took:?}; before: {before:?}");
     // Both sides agree: the client routes to the server, and the server knows it was verified.
     let p = peers(&client);
-    assert!(p.iter().any(|p| p["participation"] == "active"), "{p:?}");
+    let admitted = format!("admitted for {MODEL}");
+    assert!(
+        p.iter()
+            .any(|p| p["participation"] == "active" && p["admission"] == admitted.as_str()),
+        "{p:?}"
+    );
     let s = server.status();
     assert_eq!(s["participation"], "active", "{s}");
     let log = client.stderr_lines();
@@ -163,6 +173,11 @@ fn insiders_that_vouch_for_themselves_and_each_other_get_no_request() {
     for p in peers(&client) {
         if ids.iter().any(|id| p["node_id"] == id.as_str()) {
             assert_eq!(p["participation"], "inactive_waiting", "{p}");
+            let why = p["admission"].as_str().unwrap_or_default();
+            assert!(
+                why.contains("failed its admission check for gpt-sybil"),
+                "{p}"
+            );
         }
     }
     // Every request for the real model goes to the real server, none to an insider.

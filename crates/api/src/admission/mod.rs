@@ -144,6 +144,25 @@ impl Standing {
             .get(node_id)
             .is_some_and(|m| m.contains(model))
     }
+
+    /// One line on where a peer stands, for `/api/status` (`None` when it serves nothing, so
+    /// there is nothing to admit): what it is admitted for, then what is still checked or failed.
+    pub fn describe(&self, node_id: &str) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(models) = self.admitted.get(node_id).filter(|m| !m.is_empty()) {
+            let list: Vec<&str> = models.iter().map(String::as_str).collect();
+            parts.push(format!("admitted for {}", list.join(", ")));
+        }
+        for (model, w) in self.waiting.get(node_id).into_iter().flatten() {
+            parts.push(match w {
+                Waiting::Checking { for_s } => {
+                    format!("admission check in progress for {model} ({for_s}s)")
+                }
+                Waiting::Failed(why) => format!("failed its admission check for {model}: {why}"),
+            });
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// Every live member's id (this node's first), the input of the rendezvous ranks.
@@ -347,4 +366,31 @@ async fn check_one(app: &Arc<App>, peer: &PeerView, model: &str) {
         }
     }
     app.publish_if_changed();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_described_by_what_it_is_admitted_for_and_what_is_pending() {
+        let mut s = Standing::default();
+        assert_eq!(s.describe("p"), None);
+        s.admitted.entry("p".into()).or_default().insert("a".into());
+        assert_eq!(s.describe("p").as_deref(), Some("admitted for a"));
+        let w = s.waiting.entry("p".into()).or_default();
+        w.insert("b".into(), Waiting::Checking { for_s: 2 });
+        w.insert(
+            "c".into(),
+            Waiting::Failed("did not answer within 20 s".into()),
+        );
+        assert_eq!(
+            s.describe("p").as_deref(),
+            Some(
+                "admitted for a; admission check in progress for b (2s); failed its admission \
+                 check for c: did not answer within 20 s"
+            )
+        );
+        assert!(s.admits("p", "a") && !s.admits("p", "b") && !s.admits("q", "a"));
+    }
 }
