@@ -95,7 +95,8 @@ pub struct App {
     /// Bumped on every change of the mesh view or of this node's own record.
     pub changes: watch::Sender<u64>,
     pub tunables: Tunables,
-    pub rounds: RwLock<RoundView>,
+    /// Shared, not copied: the router reads it on every request.
+    pub rounds: RwLock<Arc<RoundView>>,
     pub data_dir: Option<PathBuf>,
     /// The persisted config; held across a save so concurrent admin calls cannot interleave.
     pub config: Mutex<NodeConfig>,
@@ -247,7 +248,7 @@ impl App {
             admission: crate::admission::Book::default(),
             changes: watch::channel(0).0,
             tunables: opts.tunables,
-            rounds: RwLock::new(RoundView::default()),
+            rounds: RwLock::new(Arc::new(RoundView::default())),
             data_dir: opts.data_dir,
             config: Mutex::new(opts.config),
             build: opts.build,
@@ -268,7 +269,7 @@ impl App {
         app
     }
 
-    pub fn round_view(&self) -> RoundView {
+    pub fn round_view(&self) -> Arc<RoundView> {
         self.rounds
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -52,7 +52,7 @@ pub async fn run(app: Arc<App>) {
         }
         app.publish_if_changed();
         let view = round_view(&app);
-        *app.rounds.write().unwrap_or_else(|e| e.into_inner()) = view.clone();
+        *app.rounds.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view.clone());
         log.observe(&app, &view);
     }
 }

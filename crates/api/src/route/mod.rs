@@ -95,7 +95,8 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
         LocalModel::Absent => known = false,
     }
     if !local_only {
-        let standing = app.round_view().standing;
+        let rounds = app.round_view();
+        let standing = &rounds.standing;
         for p in app.peers() {
             alone = false;
             let id = &p.record.node_id;
@@ -290,7 +291,8 @@ pub async fn list_models(State(app): State<Arc<App>>) -> Json<serde_json::Value>
     for m in app.node.serving_models() {
         *replicas.entry(m).or_default() += 1;
     }
-    let standing = app.round_view().standing;
+    let rounds = app.round_view();
+    let standing = &rounds.standing;
     for p in app.peers() {
         if p.state != NodeState::Serving {
             continue;
