@@ -13,7 +13,7 @@ use infermesh_mesh::record::MAX_ATTESTATIONS;
 use infermesh_mesh::PeerView;
 use infermesh_state::admission::{
     check_due, check_epoch, clip_error, expiry, judge, verifiers, Attestation, Subject, Verdict,
-    VERIFIERS_PER_NODE, VIEW_SLACK,
+    MAX_CLOCK_SKEW_MS, VERIFIERS_PER_NODE, VIEW_SLACK,
 };
 use infermesh_state::{NodeState, ScheduleSpec};
 
@@ -73,7 +73,10 @@ impl Inner {
     fn set_members(&mut self, mut members: Vec<String>) {
         members.sort_unstable();
         members.dedup();
-        if members != self.members {
+        // New members change every rank; and old epochs' ranks are never asked for again, so
+        // a stable mesh sheds them rather than keeping one per node per epoch forever.
+        let stale = self.ranks.len() > 4 * members.len() + 64;
+        if members != self.members || stale {
             self.members = members;
             self.ranks.clear();
         }
@@ -92,6 +95,8 @@ impl Book {
         inner
             .mine
             .retain(|_, a| a.expires_ms.min(expiry(spec, a.at_ms)) > now_ms);
+        let Inner { mine, failures, .. } = &mut *inner;
+        failures.retain(|k, _| mine.contains_key(k));
         let mut out: Vec<Attestation> = inner.mine.values().cloned().collect();
         out.sort_by(|a, b| {
             b.at_ms
@@ -204,7 +209,21 @@ pub fn standing(app: &App) -> Standing {
             generation,
             model,
         };
-        let list = about.get(id).map(Vec::as_slice).unwrap_or_default();
+        // Only live statements about this incarnation and model reach the rank computation: an
+        // insider cannot make this node rank members for dozens of made-up epochs. A live one is
+        // from this epoch or the last (it lapses at the next round's end), so that is ≤ 2 ranks.
+        let list: Vec<(&str, &Attestation)> = about
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter(|(_, a)| {
+                a.generation == generation
+                    && a.model == model
+                    && a.at_ms <= now.saturating_add(MAX_CLOCK_SKEW_MS)
+                    && a.expires_ms.min(expiry(spec, a.at_ms)) > now
+            })
+            .copied()
+            .collect();
         // Ranks are filled first: `judge` only reads them.
         let epochs: BTreeSet<u64> = list
             .iter()
