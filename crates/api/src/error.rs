@@ -115,15 +115,4 @@ pub async fn not_found(method: Method, uri: Uri) -> Response {
     .into_response()
 }
 
-/// An error with its causes, `: `-joined: reqwest's top-level message ("error sending request")
-/// hides the cause an operator needs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
+pub use infermesh_backend::api::error_chain;

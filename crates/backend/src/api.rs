@@ -64,3 +64,16 @@ pub trait Backend: Send + Sync {
         Ok(false)
     }
 }
+
+/// An error with its causes, `: `-joined: a transport error's top-level message ("error sending
+/// request") hides the cause an operator needs ("Connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

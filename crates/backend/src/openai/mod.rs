@@ -8,7 +8,6 @@
 pub mod decode;
 pub mod wire;
 
-use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::api::{Backend, BackendError, BackendInfo, InferStream};
+use crate::api::{error_chain, Backend, BackendError, BackendInfo, InferStream};
 use crate::config::ModelSpec;
 use crate::types::{InferEvent, InferRequest};
 use decode::StreamDecoder;
@@ -80,18 +79,6 @@ pub fn load_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
         ));
     }
     Ok(certs)
-}
-
-/// A transport error with its causes, which is where "Connection refused" actually is.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 impl OpenAiBackend {
