@@ -156,11 +156,18 @@ pub struct Subject<'a> {
     pub model: &'a str,
 }
 
+/// Whether `a` counts at `now_ms` by its dates alone: not dated further ahead than
+/// [`MAX_CLOCK_SKEW_MS`], and not expired (the claimed expiry clamped by this node's own
+/// [`expiry`] rule).
+pub fn in_force(now_ms: i64, spec: Option<&ScheduleSpec>, a: &Attestation) -> bool {
+    a.at_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS)
+        && a.expires_ms.min(expiry(spec, a.at_ms)) > now_ms
+}
+
 /// Decides admission from `(attester, attestation)` pairs as this node holds them.
 ///
 /// Counted: attestations about exactly this subject, incarnation and model; by someone other than
-/// the subject; not dated in the future beyond [`MAX_CLOCK_SKEW_MS`]; not expired (the claimed
-/// expiry clamped by this node's own [`expiry`] rule); and from a member `may_attest(attester,
+/// the subject; [`in_force`]; and from a member `may_attest(attester,
 /// check_epoch)` accepts (the caller's rendezvous set for that epoch, with [`VIEW_SLACK`]). Only
 /// each attester's newest statement counts, so a verifier that re-checks replaces itself.
 pub fn judge<'a>(
@@ -176,8 +183,7 @@ pub fn judge<'a>(
             && a.subject == subject.node_id
             && a.generation == subject.generation
             && a.model == subject.model
-            && a.at_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS)
-            && a.expires_ms.min(expiry(spec, a.at_ms)) > now_ms
+            && in_force(now_ms, spec, a)
             && may_attest(attester, check_epoch(spec, a.at_ms));
         if !counts {
             continue;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use infermesh_mesh::record::MAX_ATTESTATIONS;
 use infermesh_mesh::PeerView;
 use infermesh_state::admission::{
-    check_due, check_epoch, clip_error, expiry, judge, verifiers, Attestation, Subject, Verdict,
-    MAX_CLOCK_SKEW_MS, VERIFIERS_PER_NODE, VIEW_SLACK,
+    check_due, check_epoch, clip_error, expiry, in_force, judge, verifiers, Attestation, Subject,
+    Verdict, VERIFIERS_PER_NODE, VIEW_SLACK,
 };
 use infermesh_state::{NodeState, ScheduleSpec};
 
@@ -92,9 +92,7 @@ impl Book {
     /// [`MAX_ATTESTATIONS`] (a record must stay small).
     pub fn published(&self, now_ms: i64, spec: Option<&ScheduleSpec>) -> Vec<Attestation> {
         let mut inner = self.lock();
-        inner
-            .mine
-            .retain(|_, a| a.expires_ms.min(expiry(spec, a.at_ms)) > now_ms);
+        inner.mine.retain(|_, a| in_force(now_ms, spec, a));
         let Inner { mine, failures, .. } = &mut *inner;
         failures.retain(|k, _| mine.contains_key(k));
         let mut out: Vec<Attestation> = inner.mine.values().cloned().collect();
@@ -217,10 +215,7 @@ pub fn standing(app: &App) -> Standing {
             .into_iter()
             .flatten()
             .filter(|(_, a)| {
-                a.generation == generation
-                    && a.model == model
-                    && a.at_ms <= now.saturating_add(MAX_CLOCK_SKEW_MS)
-                    && a.expires_ms.min(expiry(spec, a.at_ms)) > now
+                a.generation == generation && a.model == model && in_force(now, spec, a)
             })
             .copied()
             .collect();
