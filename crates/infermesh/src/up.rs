@@ -127,14 +127,13 @@ fn parse_spec(s: &str) -> Result<ScheduleSpec, String> {
 }
 
 /// Onboarding timings proportional to a short explicit schedule: alert one round ahead, no
-/// auto-test (a test would compete with rounds seconds apart), quick participation refresh.
+/// auto-test (a test would compete with rounds seconds apart).
 fn tunables_for(spec: &ScheduleSpec) -> Tunables {
     Tunables {
         alert_lead_ms: spec.round_ms,
         auto_test_min_lead_ms: spec.epoch_ms * 2,
         auto_test_retry_ms: spec.epoch_ms,
         test_timeout_ms: 60_000,
-        participation_refresh_ms: (spec.round_ms / 3).max(100),
         onboarding_heartbeat_ms: spec.epoch_ms,
         admission_check_ms: Tunables::DEFAULT.admission_check_ms,
     }
@@ -166,7 +165,6 @@ impl ScheduleChoice {
                 auto_test_min_lead_ms: 8_000,
                 auto_test_retry_ms: 20_000,
                 test_timeout_ms: 60_000,
-                participation_refresh_ms: 1_000,
                 onboarding_heartbeat_ms: 20_000,
                 admission_check_ms: Tunables::DEFAULT.admission_check_ms,
             },

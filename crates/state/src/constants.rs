@@ -18,8 +18,6 @@ pub const AUTO_TEST_MIN_LEAD_MS: i64 = HOUR_MS;
 pub const AUTO_TEST_RETRY_MS: i64 = 5 * MINUTE_MS;
 /// A test (load → health → inference → stop per model) that runs longer than this has failed.
 pub const TEST_TIMEOUT_MS: i64 = 5 * MINUTE_MS;
-/// How often the participation tracker re-reads the active set.
-pub const PARTICIPATION_REFRESH_MS: i64 = 30 * SECOND_MS;
 /// Time budget of one admission challenge (a few tokens; a 2-core CPU answers in under a second,
 /// the rest is headroom for a node busy loading or serving).
 pub const ADMISSION_CHECK_MS: i64 = 20 * SECOND_MS;
@@ -35,7 +33,6 @@ pub struct Tunables {
     pub auto_test_min_lead_ms: i64,
     pub auto_test_retry_ms: i64,
     pub test_timeout_ms: i64,
-    pub participation_refresh_ms: i64,
     pub onboarding_heartbeat_ms: i64,
     pub admission_check_ms: i64,
 }
@@ -47,7 +44,6 @@ impl Tunables {
         auto_test_min_lead_ms: AUTO_TEST_MIN_LEAD_MS,
         auto_test_retry_ms: AUTO_TEST_RETRY_MS,
         test_timeout_ms: TEST_TIMEOUT_MS,
-        participation_refresh_ms: PARTICIPATION_REFRESH_MS,
         onboarding_heartbeat_ms: ONBOARDING_HEARTBEAT_MS,
         admission_check_ms: ADMISSION_CHECK_MS,
     };
@@ -69,12 +65,11 @@ mod tests {
     #[test]
     fn defaults_match_the_design() {
         let t = Tunables::default();
-        let table: [(i64, i64); 7] = [
+        let table: [(i64, i64); 6] = [
             (t.alert_lead_ms, 600_000),
             (t.auto_test_min_lead_ms, 3_600_000),
             (t.auto_test_retry_ms, 300_000),
             (t.test_timeout_ms, 300_000),
-            (t.participation_refresh_ms, 30_000),
             (t.onboarding_heartbeat_ms, 300_000),
             (t.admission_check_ms, 20_000),
         ];
