@@ -60,9 +60,6 @@ fn body_error(v1: bool, status: StatusCode, message: String) -> Response {
     }
 }
 
-/// Reads the request body whole, refusing one over its route's limit (413) or one that does not
-/// arrive within [`Limits::body_timeout`] (408), so a huge or trickling body cannot hold memory
-/// or a connection, and errors are JSON like every other answer.
 /// The shared budget of one router's bodies ([`Limits::body_budget`]).
 #[derive(Clone)]
 pub struct Budget {
@@ -127,6 +124,9 @@ impl Drop for TrimWhenIdle {
 /// Bodies of at least this size ask for a heap trim when they are gone.
 const TRIM_AFTER: usize = 1024 * 1024;
 
+/// Reads the request body whole, refusing one over its route's limit (413) or one that does not
+/// arrive within [`Limits::body_timeout`] (408), so a huge or trickling body cannot hold memory
+/// or a connection, and errors are JSON like every other answer. Past the [`Budget`]: 503.
 pub async fn limit_body(limits: Limits, budget: Budget, req: Request, next: Next) -> Response {
     let v1 = req.uri().path().starts_with("/v1/");
     let limit = if v1 {
