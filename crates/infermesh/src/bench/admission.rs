@@ -29,6 +29,10 @@ fn server_args(join: Option<&str>) -> Vec<String> {
     a
 }
 
+fn client_args(invite: &str) -> Vec<String> {
+    ["--client", "--join", invite].map(str::to_string).to_vec()
+}
+
 fn lists_active(status: &Value, node_id: &str) -> bool {
     status["peers"].as_array().is_some_and(|ps| {
         ps.iter()
@@ -84,11 +88,7 @@ async fn mesh_of(
     .await?;
     let mut clients = Vec::new();
     for i in 0..n.saturating_sub(2) {
-        let args = vec![
-            "--client".to_string(),
-            "--join".to_string(),
-            seed.invite.clone(),
-        ];
+        let args = client_args(&seed.invite);
         clients.push(BenchNode::start(&format!("adm-client-{i}"), &args, model_dir).await?);
     }
     for c in &clients {
@@ -139,13 +139,8 @@ async fn fresh_pair_and_rounds(
         .as_str()
         .context("no node_id")?
         .to_string();
-    let client_args = vec![
-        "--client".to_string(),
-        "--join".to_string(),
-        seed.invite.clone(),
-    ];
     let t0 = Instant::now();
-    let client = BenchNode::start("adm-client", &client_args, model_dir).await?;
+    let client = BenchNode::start("adm-client", &client_args(&seed.invite), model_dir).await?;
     client
         .wait_status(http, "client routes to the server", ROUTED_LIMIT, |s| {
             lists_active(s, &seed_id)
