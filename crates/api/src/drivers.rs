@@ -1,10 +1,12 @@
 //! Turns a registered [`BackendConfig`] into a running driver.
 
+#[cfg(feature = "llama")]
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "llama")]
 use infermesh_backend::embedded::{EmbeddedBackend, ModelSource};
 use infermesh_backend::engine::EngineConfig;
 use infermesh_backend::llama_server::{LlamaServerBackend, LlamaServerConfig};
@@ -34,6 +36,15 @@ pub fn build_backend(
 ) -> Result<Arc<dyn Backend>, String> {
     let models: Vec<_> = cfg.models.iter().map(|m| node_cfg.merged(m)).collect();
     Ok(match &cfg.driver {
+        #[cfg(not(feature = "llama"))]
+        DriverConfig::Embedded => {
+            return Err(
+                "this build of infermesh has no embedded engine (built without the `llama` \
+                 feature); use the `llama_server` or `openai` driver"
+                    .to_string(),
+            )
+        }
+        #[cfg(feature = "llama")]
         DriverConfig::Embedded => {
             let mut sources = BTreeMap::new();
             for m in &models {

@@ -7,8 +7,10 @@
 pub mod api;
 pub mod child;
 pub mod config;
+#[cfg(feature = "llama")]
 pub mod embedded;
 pub mod engine;
+#[cfg(feature = "llama")]
 pub mod grammar;
 pub mod llama_server;
 pub mod model_fetch;

@@ -14,6 +14,7 @@ use async_openai::types::chat::{
     Prompt as OaPrompt, ResponseFormat, StopConfiguration,
 };
 use async_openai::types::completions::CreateCompletionRequest;
+#[cfg(feature = "llama")]
 use infermesh_backend::grammar::json_grammar;
 use infermesh_backend::{ChatMessage, GenParams, InferRequest, Priority, Prompt};
 use serde::de::DeserializeOwned;
@@ -204,9 +205,19 @@ fn response_grammar(f: Option<&ResponseFormat>) -> Result<Option<String>, OpenAi
         Some(ResponseFormat::JsonObject) => None,
         Some(ResponseFormat::JsonSchema { json_schema }) => Some(&json_schema.schema),
     };
-    json_grammar(schema)
+    #[cfg(feature = "llama")]
+    return json_grammar(schema)
         .map(Some)
-        .map_err(crate::openai::backend_error)
+        .map_err(crate::openai::backend_error);
+    #[cfg(not(feature = "llama"))]
+    {
+        let _ = schema;
+        Err(OpenAiError::bad_request(
+            "`response_format` needs llama.cpp's grammars, which this build of infermesh does \
+             not include (built without the `llama` feature)",
+            Some("response_format"),
+        ))
+    }
 }
 
 /// OpenAI's chat `logprobs` (bool) and `top_logprobs` (0..=20, needs `logprobs`).
