@@ -1,14 +1,13 @@
-//! Everything a request handler may need: the local node, the mesh membership, the request ring
-//! and the HTTP client used to reach peers.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+//! The node's parts in one place — the local node, the mesh membership and admission, the
+//! router's bookkeeping, the admin gate, the request ring — and [`AppState`], through which
+//! each handler takes only the parts it uses. Nothing this file holds imports it back.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+use axum::extract::FromRef;
 use ed25519_dalek::SigningKey;
 use infermesh_mesh::schedule::{EmbeddedSchedule, Schedule};
 use infermesh_mesh::{MeshHandle, NodeRecord, PeerView, SignedValidation};
@@ -16,14 +15,13 @@ use infermesh_state::{NodeState, Participation, Tunables};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::auth::AdminAuth;
 use crate::config::NodeConfig;
 use crate::drivers::BuildContext;
+use crate::members::Members;
 use crate::node::Node;
 use crate::requests::RequestLog;
-
-/// After a peer fails a request it is tried last for this long: gossip takes up to a few seconds
-/// to declare it dead, and every request meanwhile should not pay a failed attempt first.
-pub const FAILED_PEER_COOLDOWN: Duration = Duration::from_secs(5);
+use crate::wakeable::Inventory;
 
 /// This node's standing in the current epoch, as the round runner last established it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,7 +34,7 @@ pub struct RoundView {
     /// and this node itself when its verifiers admit it: the ones routed to.
     pub active_set: BTreeSet<String>,
     /// The per-model detail behind `active_set`, and why a serving peer is not (yet) in it.
-    pub standing: crate::admission::Standing,
+    pub standing: crate::attestations::Standing,
     pub epoch: Option<u64>,
 }
 
@@ -91,7 +89,7 @@ pub struct App {
     /// backends (shown to operators; admits nothing, see [`crate::admission`]).
     pub own_validation: RwLock<Option<SignedValidation>>,
     /// This node's checks of its peers, published as attestations in its record.
-    pub admission: crate::admission::Book,
+    pub admission: crate::attestations::Book,
     /// Bumped on every change of the mesh view or of this node's own record.
     pub changes: watch::Sender<u64>,
     pub tunables: Tunables,
@@ -105,22 +103,50 @@ pub struct App {
     pub mesh: Option<MeshHandle>,
     /// `host:port` peers use to reach this node's API.
     pub api_addr: String,
-    pub requests: RequestLog,
+    pub requests: Arc<RequestLog>,
     /// The peer channel's client (mutual TLS to members); `None` without a mesh or node key.
     pub peer_http: Option<reqwest::Client>,
     pub ram_gb: f32,
     /// Operator registry, replay cache and `--admin-open`: the admin signature gate.
-    pub admin: crate::auth::AdminAuth,
+    pub admin: Arc<AdminAuth>,
     /// Wakeable machines declared in config: listed in status, never peers.
-    pub wakeable: Arc<crate::wakeable::Inventory>,
+    pub wakeable: Arc<Inventory>,
     /// Counters behind `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The `--join` addresses it was started with.
     pub join: Vec<String>,
-    /// Requests this node has outstanding on each peer, by node id.
-    outstanding: Mutex<HashMap<String, u32>>,
-    failed_at: Mutex<HashMap<String, Instant>>,
-    spread: std::sync::atomic::AtomicU64,
+    /// The router's per-peer bookkeeping: outstanding requests, recent failures, tie spread.
+    pub balance: Arc<crate::balance::Balance>,
+}
+
+/// The routers' state. Handlers take the part they use through axum's `FromRef` (the admin
+/// gate its [`AdminAuth`], the wake handler the inventory and the members), or the whole
+/// [`App`] where they work across it (routing, status).
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl FromRef<AppState> for Arc<App> {
+    fn from_ref(s: &AppState) -> Self {
+        s.0.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<AdminAuth> {
+    fn from_ref(s: &AppState) -> Self {
+        s.0.admin.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Inventory> {
+    fn from_ref(s: &AppState) -> Self {
+        s.0.wakeable.clone()
+    }
+}
+
+impl FromRef<AppState> for Members {
+    fn from_ref(s: &AppState) -> Self {
+        s.0.members()
+    }
 }
 
 /// A peer as `/api/status` shows it.
@@ -183,25 +209,6 @@ pub fn machine_ram_gb() -> f32 {
         .map_or(0.0, |kb| (kb / 1024.0 / 1024.0) as f32)
 }
 
-/// Decrements the per-peer outstanding count when a proxied request ends.
-pub struct Outstanding {
-    app: Arc<App>,
-    node_id: String,
-}
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        let mut m = self
-            .app
-            .outstanding
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.node_id) {
-            *n = n.saturating_sub(1);
-        }
-    }
-}
-
 impl App {
     pub fn new(node: Arc<Node>, mesh: Option<MeshHandle>, api_addr: String) -> Arc<Self> {
         Self::with_options(node, mesh, api_addr, AppOptions::default())
@@ -229,11 +236,11 @@ impl App {
                 tracing::error!(error = %e, "operator registry invalid; admin changes are refused");
                 crate::auth::OperatorRegistry::default()
             });
-        let admin = crate::auth::AdminAuth::new(
+        let admin = Arc::new(crate::auth::AdminAuth::new(
             registry,
             opts.admin_open,
             crate::auth::Binding::now(node.info.node_id.clone()),
-        );
+        ));
         let wakeable = Arc::new(crate::wakeable::Inventory::new(
             &opts.config.wakeable,
             opts.invite.clone(),
@@ -245,7 +252,7 @@ impl App {
             learner: opts.learner,
             signing_key: opts.signing_key,
             own_validation: RwLock::new(None),
-            admission: crate::admission::Book::default(),
+            admission: crate::attestations::Book::default(),
             changes: watch::channel(0).0,
             tunables: opts.tunables,
             rounds: RwLock::new(Arc::new(RoundView::default())),
@@ -254,18 +261,16 @@ impl App {
             build: opts.build,
             mesh,
             api_addr,
-            requests: RequestLog::default(),
+            requests: Arc::new(RequestLog::default()),
             peer_http,
             ram_gb: machine_ram_gb(),
-            outstanding: Mutex::new(HashMap::new()),
-            failed_at: Mutex::new(HashMap::new()),
-            spread: std::sync::atomic::AtomicU64::new(0),
+            balance: Arc::default(),
             admin,
             wakeable,
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::default(),
             join: opts.join,
         });
-        crate::metrics::spawn_feed(&app);
+        app.metrics.spawn_feed(&app.requests);
         app
     }
 
@@ -282,6 +287,11 @@ impl App {
 
     pub fn peers(&self) -> Vec<PeerView> {
         self.mesh.as_ref().map_or_else(Vec::new, |m| m.peers())
+    }
+
+    /// The members, for code that reads them without holding the app.
+    pub fn members(&self) -> Members {
+        Members::new(self.mesh.as_ref().map(MeshHandle::directory))
     }
 
     /// What this node tells the mesh about itself right now.
@@ -339,37 +349,5 @@ impl App {
     /// peers reachable" is the truth about it (a lone server without `--join` is simply alone).
     pub fn expects_peers(&self) -> bool {
         self.node.info.client_mode || !self.join.is_empty()
-    }
-
-    pub fn outstanding_on(&self, node_id: &str) -> u32 {
-        let m = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(node_id).copied().unwrap_or(0)
-    }
-
-    pub fn begin_outstanding(self: &Arc<Self>, node_id: &str) -> Outstanding {
-        let mut m = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(node_id.to_string()).or_default() += 1;
-        Outstanding {
-            app: self.clone(),
-            node_id: node_id.to_string(),
-        }
-    }
-
-    /// A fresh value per routed request, spreading ties between equally loaded replicas.
-    pub fn next_spread(&self) -> u64 {
-        self.spread
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn mark_failed(&self, node_id: &str) {
-        let mut m = self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert(node_id.to_string(), Instant::now());
-    }
-
-    /// The peer failed a request within [`FAILED_PEER_COOLDOWN`].
-    pub fn recently_failed(&self, node_id: &str) -> bool {
-        let mut m = self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, at| at.elapsed() < FAILED_PEER_COOLDOWN);
-        m.contains_key(node_id)
     }
 }

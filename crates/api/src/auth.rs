@@ -33,10 +33,10 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use infermesh_state::FirstSeen;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::app::App;
 use crate::error::plain_error;
 
 /// The `Authorization` scheme word.
@@ -393,6 +393,8 @@ pub struct AdminAuth {
     pub replay: ReplayCache,
     /// `--admin-open`: mutations are accepted unsigned (local experiments only).
     pub open: bool,
+    /// Client addresses whose refused change was logged at `warn`: one line per offender.
+    refused: Mutex<FirstSeen<Option<IpAddr>>>,
 }
 
 impl AdminAuth {
@@ -402,6 +404,7 @@ impl AdminAuth {
             binding,
             replay: ReplayCache::default(),
             open,
+            refused: Mutex::default(),
         }
     }
 
@@ -467,16 +470,31 @@ pub fn gate(method: &Method, path: &str, client: Option<IpAddr>, open: bool) -> 
     }
 }
 
-fn refuse(err: &AuthError, method: &Method, path: &str) -> Response {
+fn refuse(
+    auth: &AdminAuth,
+    client: Option<IpAddr>,
+    err: &AuthError,
+    method: &Method,
+    path: &str,
+) -> Response {
     let status = match err {
         AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNAUTHORIZED,
     };
-    if is_read(method) {
-        // A dashboard opened from another machine asks for this on every poll; nothing changed.
-        tracing::debug!(%method, path, reason = %err, "remote admin read refused");
+    let first = !is_read(method)
+        && auth
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first(client);
+    if first {
+        let from = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        tracing::warn!(%method, path, client = %from, reason = %err,
+            "admin request refused (logged once per client address; later ones at debug)");
     } else {
-        tracing::warn!(%method, path, reason = %err, "admin request refused");
+        // A dashboard opened from another machine asks for reads on every poll, and one
+        // offender's further attempts add nothing the operator has not been told.
+        tracing::debug!(%method, path, reason = %err, "admin request refused");
     }
     let mut resp = plain_error(status, err);
     resp.headers_mut()
@@ -487,8 +505,12 @@ fn refuse(err: &AuthError, method: &Method, path: &str) -> Response {
 /// Axum middleware (`from_fn_with_state`): applies [`gate`] (the client address comes from the
 /// `ConnectInfo` that [`crate::serve`] attaches), checks signatures where it says so, and hands
 /// the handler the exact body that was verified.
-pub async fn require_operator(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    check(&app.admin, req, next).await
+pub async fn require_operator(
+    State(admin): State<Arc<AdminAuth>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    check(&admin, req, next).await
 }
 
 /// The middleware body, usable with any state that owns an [`AdminAuth`].
@@ -542,7 +564,7 @@ pub async fn check(auth: &AdminAuth, req: Request, next: Next) -> Response {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(e) => refuse(&e, &method, &target),
+        Err(e) => refuse(auth, client, &e, &method, &target),
     }
 }
 

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod attestations;
 pub mod auth;
+pub mod balance;
 pub mod body;
 pub mod config;
 pub mod dashboard;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod logs;
+pub mod members;
 pub mod metrics;
 pub mod node;
 pub mod openai;
@@ -32,7 +35,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-pub use app::{App, AppOptions};
+pub use app::{App, AppOptions, AppState};
 pub use body::Limits;
 pub use node::{Node, NodeInfo, Phase};
 
@@ -69,7 +72,7 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
         )
         .route("/admin/v1/nodes/{id}/test", post(admin::test))
         .route("/admin/v1/wakeable/{id}/wake", post(wakeable::wake))
-        .route("/metrics", get(metrics::get_metrics))
+        .route("/metrics", get(status::prometheus::get_metrics))
         .route("/", get(dashboard::index))
         .route("/assets/{name}", get(dashboard::asset))
         .route("/v1/models", get(route::list_models))
@@ -78,7 +81,7 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
         .fallback(error::not_found)
         // Every admin mutation (any admin route, present or future) needs an operator signature.
         .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
+            AppState(app.clone()),
             auth::require_operator,
         ))
         // Outermost: every body is read whole, within its size and time limits, before any
@@ -87,7 +90,7 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
             move |req: Request, next: Next| body::limit_body(limits, budget.clone(), req, next),
         ))
         .layer(DefaultBodyLimit::disable())
-        .with_state(app)
+        .with_state(AppState(app))
 }
 
 /// What members may ask of each other over the peer channel ([`peer::serve`]): the routed
@@ -103,7 +106,7 @@ pub fn peer_router(app: Arc<App>, limits: Limits) -> Router {
             move |req: Request, next: Next| body::limit_body(limits, budget.clone(), req, next),
         ))
         .layer(DefaultBodyLimit::disable())
-        .with_state(app)
+        .with_state(AppState(app))
 }
 
 /// Connections the API port serves at once (event streams and dashboards included).

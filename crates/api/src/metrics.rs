@@ -7,15 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use infermesh_state::{NodeState, Participation};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::App;
 use crate::requests::{RequestLog, RequestRecord, RING_CAPACITY};
 use crate::wakeable::WakeState;
 
@@ -374,48 +370,27 @@ pub struct Snapshot {
     pub in_flight: u32,
 }
 
-pub fn snapshot(app: &App) -> Snapshot {
-    let peers = app.peers();
-    app.wakeable
-        .observe(&peers, infermesh_mesh::schedule::unix_now_ms());
-    Snapshot {
-        node_id: app.node.info.node_id.clone(),
-        name: app.node.info.name.clone(),
-        version: app.node.info.version.clone(),
-        state: app.node.state(),
-        participation: app.round_view().participation,
-        peers: peers.iter().map(|p| p.state).collect(),
-        wakeable: app.wakeable.all().iter().map(|w| w.state).collect(),
-        in_flight: app.node.in_flight(),
-    }
-}
-
-/// `GET /metrics`.
-pub async fn get_metrics(State(app): State<Arc<App>>) -> Response {
-    app.metrics.catch_up(&app.requests);
-    let body = app.metrics.render(&snapshot(&app));
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
-}
-
-/// Counts request records as they are pushed (outside a runtime, scrapes catch up instead).
-/// The task holds the app weakly and ends with it.
-pub fn spawn_feed(app: &Arc<App>) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let mut rx = app.requests.subscribe();
-    let weak: Weak<App> = Arc::downgrade(app);
-    rt.spawn(async move {
-        loop {
-            match rx.recv().await {
-                Ok(_) | Err(RecvError::Lagged(_)) => match weak.upgrade() {
-                    Some(app) => app.metrics.catch_up(&app.requests),
-                    None => return,
-                },
-                Err(RecvError::Closed) => return,
+impl Metrics {
+    /// Counts request records as they are pushed (outside a runtime, scrapes catch up instead).
+    /// The task holds the counters weakly and ends with them.
+    pub fn spawn_feed(self: &Arc<Self>, requests: &Arc<RequestLog>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rx = requests.subscribe();
+        let (weak, requests) = (Arc::downgrade(self), requests.clone());
+        rt.spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => match weak.upgrade() {
+                        Some(m) => m.catch_up(&requests),
+                        None => return,
+                    },
+                    Err(RecvError::Closed) => return,
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 #[cfg(test)]

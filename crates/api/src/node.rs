@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use infermesh_backend::tester::TestResult;
 use infermesh_backend::Backend;
-use infermesh_state::{derive_node_state, failed_message, NodeFacts, NodeState};
+use infermesh_state::{derive_node_state, failed_message, Duty, NodeFacts, NodeState, Source};
 use serde::Serialize;
 
 use crate::config::BackendConfig;
@@ -58,6 +58,30 @@ pub struct BackendSlot {
     /// Bumped on every config change, so a test that started before it cannot record a result
     /// about a configuration that no longer exists.
     pub config_rev: u64,
+}
+
+impl BackendSlot {
+    /// What it is doing with its model, as the sentences see it. `Idle` with a model assigned
+    /// is the instant before its load starts, so it reads as loading, not as idle capacity.
+    pub fn duty(&self) -> Duty<'_> {
+        match &self.phase {
+            Phase::Failed(cause) => Duty::Failed(cause),
+            Phase::Unhealthy(cause) => Duty::Unhealthy(cause),
+            Phase::Ready => Duty::Serving,
+            Phase::Loading => Duty::Loading,
+            Phase::Idle if self.assigned.is_some() => Duty::Loading,
+            Phase::Idle => Duty::Standby,
+        }
+    }
+
+    /// Where its configuration lives, which decides how an operator changes it.
+    pub fn source(&self) -> Source {
+        if self.config.is_some() {
+            Source::Config
+        } else {
+            Source::CommandLine
+        }
+    }
 }
 
 /// Why a test cannot start now.
@@ -276,14 +300,12 @@ impl Node {
 
     /// Loads the backend's assigned model, moving it Loading → Ready (or Failed).
     pub async fn activate(&self, id: &str) {
-        let Some((backend, Some(model), source)) =
-            self.slots.read().expect("slots lock").get(id).map(|s| {
-                (
-                    s.backend.clone(),
-                    s.assigned.clone(),
-                    crate::status::sentence::source_of(s),
-                )
-            })
+        let Some((backend, Some(model), source)) = self
+            .slots
+            .read()
+            .expect("slots lock")
+            .get(id)
+            .map(|s| (s.backend.clone(), s.assigned.clone(), s.source()))
         else {
             return;
         };
@@ -331,6 +353,14 @@ impl Node {
 
     pub fn state(&self) -> NodeState {
         derive_node_state(self.facts())
+    }
+
+    /// A model is on its way in: loading, or assigned and about to start.
+    pub fn loading(&self) -> bool {
+        let slots = self.slots.read().expect("slots lock");
+        slots
+            .values()
+            .any(|s| s.phase == Phase::Loading || (s.phase == Phase::Idle && s.assigned.is_some()))
     }
 
     /// Models this node can answer right now.

@@ -3,14 +3,14 @@
 //! nothing), keeps [`RoundView`] (participation and the routed set, both from peers' checks, see
 //! [`crate::admission`]) current, and tells the operator in `info` lines where the node stands.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infermesh_backend::tester::checked_answer;
 use infermesh_mesh::validation::{VALIDATION_MAX_TOKENS, VALIDATION_PROMPT};
 use infermesh_mesh::{sign, validation_due, BackendValidation, ValidationResult};
-use infermesh_state::{format_duration, NodeState, Participation};
+use infermesh_state::{format_duration, gist, NodeState, Participation};
 
 use crate::app::{App, RoundView};
 
@@ -47,8 +47,12 @@ pub async fn run(app: Arc<App>) {
             .as_ref()
             .map(|v| v.result.epoch);
         let spec = app.schedule.spec();
+        // A node still loading when the round opens is checked once it serves, while the round
+        // lasts: checking it at once would record "nothing to validate" for the whole epoch.
         if let Some(epoch) = validation_due(spec.as_ref(), app.schedule.now_ms(), published) {
-            validate(&app, epoch).await;
+            if !app.node.loading() {
+                validate(&app, epoch).await;
+            }
         }
         app.publish_if_changed();
         let view = round_view(&app);
@@ -176,24 +180,36 @@ async fn validate(app: &Arc<App>, epoch: u64) {
     app.publish_if_changed();
 }
 
-/// The operator's onboarding narrative at `info`: a line at start and every heartbeat while
-/// inactive, one line when the alert window opens, one on becoming active, then quiet.
+/// The operator's onboarding narrative at `info`, in the words `/api/status` and
+/// `GET /admin/v1/nodes` use: a line whenever the node's sentence (or a backend's own, where it
+/// differs) changes beyond its countdown, a heartbeat while inactive, one line when the alert
+/// window opens, one on becoming active.
 #[derive(Default)]
 struct OnboardingLog {
     last_heartbeat: Option<Instant>,
     alerted_for: Option<Option<u64>>,
     was_active: bool,
+    said: Option<String>,
+    said_by_backend: HashMap<String, String>,
 }
 
 impl OnboardingLog {
     fn observe(&mut self, app: &App, view: &RoundView) {
         let state = app.node.state();
+        let message = crate::status::message_now(app, view);
+        let mut changed = self.said.as_deref() != Some(gist(&message).as_str());
+        if changed {
+            self.said = Some(gist(&message));
+        }
+        self.observe_backends(app, &message);
         if state == NodeState::Client {
+            if changed {
+                tracing::info!(state = state.as_str(), "onboarding: {message}");
+            }
             return;
         }
         let timing = app.timing();
         let active = view.participation.is_active();
-        let message = crate::status::sentence::node_now(app, view);
         if active != self.was_active {
             self.was_active = active;
             if active {
@@ -206,31 +222,56 @@ impl OnboardingLog {
                     epoch = view.epoch.unwrap_or_default(),
                     "not active this epoch: {message}"
                 );
+                changed = false;
             }
             self.last_heartbeat = Some(Instant::now());
-            return;
-        }
-        if active {
-            return;
         }
         if timing.should_be_online
             && !timing.in_round
             && self.alerted_for != Some(timing.target_round_epoch)
         {
             self.alerted_for = Some(timing.target_round_epoch);
-            tracing::info!(
-                "round starts in {} — must be online now",
-                format_duration(timing.seconds_until_next_round.max(1))
-            );
+            // A node whose sentence already says so has just logged it.
+            if !(changed && message.ends_with("must be online now")) {
+                tracing::info!(
+                    "round starts in {} — must be online now",
+                    format_duration(timing.seconds_until_next_round.max(1))
+                );
+            }
         }
         let every = Duration::from_millis(app.tunables.onboarding_heartbeat_ms.max(1000) as u64);
-        if self.last_heartbeat.is_none_or(|t| t.elapsed() >= every) {
+        let heartbeat = !active && self.last_heartbeat.is_none_or(|t| t.elapsed() >= every);
+        if changed || heartbeat {
             self.last_heartbeat = Some(Instant::now());
             tracing::info!(
                 state = state.as_str(),
                 participation = view.participation.as_str(),
                 "onboarding: {message}"
             );
+        }
+    }
+
+    /// A backend's sentence is logged when it changes and says something the node's does not
+    /// (on a one-backend node they are mostly the same words).
+    fn observe_backends(&mut self, app: &App, node_message: &str) {
+        let envelopes = crate::admin::view::envelopes(app);
+        self.said_by_backend
+            .retain(|id, _| envelopes.iter().any(|e| &e.node.id == id));
+        for e in envelopes {
+            let message = &e.onboarding.message;
+            let g = gist(message);
+            if self.said_by_backend.get(&e.node.id) == Some(&g) {
+                continue;
+            }
+            if message != node_message {
+                tracing::info!(
+                    backend = %e.node.id,
+                    backend_state = e.onboarding.backend_state.as_str(),
+                    "onboarding: backend {}: {message}",
+                    e.node.id
+                );
+            }
+            self.said_by_backend.insert(e.node.id, g);
         }
     }
 }

@@ -8,9 +8,10 @@ use infermesh_mesh::ValidationResult;
 use infermesh_state::{peer_notice, NodeState, Participation, Timing};
 use serde::Serialize;
 
-use crate::app::{App, PeerStatus};
+use crate::app::{App, PeerStatus, RoundView};
 use crate::node::BackendView;
 
+pub mod prometheus;
 pub mod reach;
 pub mod sentence;
 
@@ -72,6 +73,37 @@ fn mesh_status(app: &App) -> Option<MeshStatus> {
     })
 }
 
+/// The node's one sentence: a stopped membership task first, then (for a client) whether it
+/// reaches anyone, then what its backends and the clock say.
+fn message_of(
+    app: &App,
+    rounds: &RoundView,
+    peer_message: Option<&String>,
+    mesh: Option<&MeshStatus>,
+) -> String {
+    match (peer_message, mesh) {
+        (_, Some(m)) if !m.running => format!(
+            "Mesh membership stopped ({}); restarting it — peers are stale until it runs",
+            m.last_failure.as_deref().unwrap_or("unknown cause")
+        ),
+        // A client alone can answer nothing: its reachability is the whole story.
+        (Some(m), _) if app.node.state() == NodeState::Client => m.clone(),
+        _ => sentence::node_now(app, rounds),
+    }
+}
+
+/// `/api/status`'s `message` now, for the onboarding log to say the same words.
+pub fn message_now(app: &App, rounds: &RoundView) -> String {
+    let peers = app.peers().len();
+    let peer_message = peer_notice(app.node.info.client_mode, app.join.len(), peers);
+    message_of(
+        app,
+        rounds,
+        peer_message.as_ref(),
+        mesh_status(app).as_ref(),
+    )
+}
+
 pub fn status(app: &App) -> StatusResponse {
     let node = &app.node;
     let state = node.state();
@@ -85,15 +117,7 @@ pub fn status(app: &App) -> StatusResponse {
         .collect();
     let peer_message = peer_notice(node.info.client_mode, app.join.len(), peers.len());
     let mesh = mesh_status(app);
-    let message = match (&peer_message, &mesh) {
-        (_, Some(m)) if !m.running => format!(
-            "Mesh membership stopped ({}); restarting it — peers are stale until it runs",
-            m.last_failure.as_deref().unwrap_or("unknown cause")
-        ),
-        // A client alone can answer nothing: its reachability is the whole story.
-        (Some(m), _) if state == NodeState::Client => m.clone(),
-        _ => sentence::node_now(app, &rounds),
-    };
+    let message = message_of(app, &rounds, peer_message.as_ref(), mesh.as_ref());
     StatusResponse {
         node_id: node.info.node_id.clone(),
         public_key: node.info.public_key.clone(),
@@ -119,7 +143,11 @@ pub fn status(app: &App) -> StatusResponse {
         in_flight: node.in_flight(),
         backends,
         peers,
-        wakeable: crate::wakeable::status_list(app),
+        wakeable: {
+            app.wakeable
+                .observe(&app.peers(), infermesh_mesh::schedule::unix_now_ms());
+            app.wakeable.list()
+        },
         mesh,
     }
 }

@@ -20,8 +20,8 @@ use infermesh_mesh::PeerView;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::app::App;
 use crate::error::plain_error;
+use crate::members::Members;
 
 pub const DEFAULT_GRACE_S: u64 = 300;
 pub const DEFAULT_TIMEOUT_S: u64 = 60;
@@ -614,24 +614,20 @@ pub async fn run_wake(
 
 /// `POST /admin/v1/wakeable/:id/wake` → 202 with the entry (now `waking`); 404 unknown id;
 /// 409 already waking or joined. The command runs in the background.
-pub async fn wake(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let inv = app.wakeable.clone();
-    inv.observe(&app.peers(), now_ms());
+pub async fn wake(
+    State(inv): State<Arc<Inventory>>,
+    State(members): State<Members>,
+    Path(id): Path<String>,
+) -> Response {
+    inv.observe(&members.peers(), now_ms());
     match inv.begin_wake(&id, now_ms()) {
         Ok((view, job)) => {
             tracing::info!(wakeable = %id, provider = %view.provider, node = %view.node_name, "waking machine");
-            let peers_of = app.clone();
-            tokio::spawn(run_wake(inv, job, move || peers_of.peers()));
+            tokio::spawn(run_wake(inv, job, move || members.peers()));
             (StatusCode::ACCEPTED, Json(view)).into_response()
         }
         Err(e) => plain_error(e.status(), e),
     }
-}
-
-/// `/api/status` `wakeable[]`: the inventory, brought up to date with the live peers.
-pub fn status_list(app: &App) -> Vec<WakeableStatus> {
-    app.wakeable.observe(&app.peers(), now_ms());
-    app.wakeable.list()
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use infermesh_backend::model_fetch::SMOLLM2_135M;
-use infermesh_state::{onboarding_message_for, BackendState, Participation, ScheduleSpec, Timing};
+use infermesh_state::{
+    backend_message, BackendBrief, BackendState, Duty, Participation, ScheduleSpec, Source, Timing,
+};
 use serde_json::json;
 
 use crate::cluster::{http, Child};
@@ -266,7 +268,14 @@ async fn stages(
             let state: BackendState = serde_json::from_value(ob["backend_state"].clone())?;
             let part: Participation = serde_json::from_value(ob["participation"].clone())?;
             let validated = ob["validated"] == true;
-            let want = onboarding_message_for("check", state, part, &timing, validated);
+            // Ready, registered through the admin API: the brief the node composes it from.
+            let brief = BackendBrief {
+                id: "check",
+                duty: Duty::Serving,
+                source: Source::Config,
+                validated,
+            };
+            let want = backend_message(&brief, state, part, &timing);
             // Waiting until the round, or serving once its peers admitted it; never failed.
             if !matches!(state, BackendState::Waiting | BackendState::Serving) {
                 bail!("expected `waiting` or `serving`, got `{state}`");

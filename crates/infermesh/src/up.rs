@@ -126,16 +126,18 @@ fn parse_spec(s: &str) -> Result<ScheduleSpec, String> {
     Ok(spec)
 }
 
-/// Onboarding timings proportional to a short explicit schedule: alert one round ahead, no
-/// auto-test (a test would compete with rounds seconds apart).
+/// Onboarding timings proportional to an explicit schedule, never longer than the mesh's own:
+/// a short one alerts one round ahead and never auto-tests (a test would compete with rounds
+/// seconds apart); one shaped like the mesh's gets the mesh's timings.
 fn tunables_for(spec: &ScheduleSpec) -> Tunables {
+    let d = Tunables::DEFAULT;
     Tunables {
-        alert_lead_ms: spec.round_ms,
-        auto_test_min_lead_ms: spec.epoch_ms * 2,
-        auto_test_retry_ms: spec.epoch_ms,
+        alert_lead_ms: spec.round_ms.min(d.alert_lead_ms),
+        auto_test_min_lead_ms: (spec.epoch_ms * 2).min(d.auto_test_min_lead_ms),
+        auto_test_retry_ms: spec.epoch_ms.min(d.auto_test_retry_ms),
         test_timeout_ms: 60_000,
-        onboarding_heartbeat_ms: spec.epoch_ms,
-        admission_check_ms: Tunables::DEFAULT.admission_check_ms,
+        onboarding_heartbeat_ms: spec.epoch_ms.min(d.onboarding_heartbeat_ms),
+        admission_check_ms: d.admission_check_ms,
     }
 }
 

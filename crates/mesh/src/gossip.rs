@@ -2,16 +2,18 @@
 //! supervisor that restarts it if it ever ends, and a guard that rate-limits senders and logs
 //! each offender once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use infermesh_state::FirstSeen;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::members::{Applied, Table};
-use crate::mesh::{unix_ms, MeshHealth, Own, PeerView};
+use crate::own::{unix_ms, Own};
+use crate::peer::{MeshHealth, PeerView};
 use crate::wire::{DigestEntry, Message, Packet, Sealer, WireError, MAX_DATAGRAM};
 
 /// Peers each round gossips to.
@@ -101,10 +103,18 @@ impl Shared {
 }
 
 /// Per-sender rate limits and the once-per-offender log.
-#[derive(Default)]
 pub(crate) struct Guard {
     buckets: HashMap<SocketAddr, (f64, Instant)>,
-    logged: HashSet<String>,
+    logged: FirstSeen<String>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            buckets: HashMap::new(),
+            logged: FirstSeen::new(MAX_TRACKED),
+        }
+    }
 }
 
 impl Guard {
@@ -127,10 +137,7 @@ impl Guard {
 
     /// `true` the first time `key` is seen: the caller logs then, and stays quiet after.
     fn first(&mut self, key: String) -> bool {
-        if self.logged.len() > MAX_TRACKED {
-            self.logged.clear();
-        }
-        self.logged.insert(key)
+        self.logged.first(key)
     }
 }
 

@@ -12,6 +12,8 @@ pub mod credential;
 mod gossip;
 pub mod members;
 pub mod mesh;
+mod own;
+pub mod peer;
 pub mod record;
 pub mod schedule;
 pub mod signed;

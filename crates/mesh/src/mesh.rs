@@ -2,14 +2,11 @@
 //! own signed record and heartbeat, and the live peer table everything else reads.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ed25519_dalek::SigningKey;
-use infermesh_state::membership::Counters;
-use infermesh_state::NodeState;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,8 +14,9 @@ use tokio::task::JoinHandle;
 use crate::credential::MeshSecret;
 use crate::gossip::{self, Shared};
 use crate::members::Table;
+use crate::own::{next_generation, Own};
+pub use crate::peer::{MeshHealth, PeerView};
 use crate::record::{NodeRecord, RECORD_SCHEMA_VERSION};
-use crate::signed::{sign_beat, sign_record, Envelope, SignedBeat, SignedRecord};
 use crate::validation::node_id_from_public_key;
 
 /// 200 ms rounds converge 9 nodes in well under 2 s (fan-out 3, push-pull).
@@ -76,32 +74,6 @@ impl MeshConfig {
     }
 }
 
-/// One live peer as this node sees it: every field comes from the peer's own signed record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerView {
-    /// The peer's record; `node_id` is the signer's id, whatever the record claimed.
-    pub record: NodeRecord,
-    pub gossip_addr: SocketAddr,
-    /// The peer's ed25519 public key: what its peer-API TLS certificate must carry.
-    pub public_key: [u8; 32],
-    /// Start time (ms since the Unix epoch) of the peer's current incarnation.
-    pub generation: u64,
-    /// Milliseconds since its heartbeat or record last advanced.
-    pub last_seen_ms: u64,
-    pub state: NodeState,
-}
-
-/// Whether the membership task runs, and what stopped it if it ever did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MeshHealth {
-    /// Times the gossip task ended unexpectedly and was restarted.
-    pub restarts: u32,
-    /// Why it last ended; `None` when it never failed.
-    pub last_failure: Option<String>,
-    /// `true` while it is running (false between a failure and its restart).
-    pub running: bool,
-}
-
 /// Picks a currently free UDP port on 127.0.0.1. Racy by nature; prefer port 0.
 ///
 /// # Panics
@@ -111,139 +83,6 @@ pub fn free_udp_port() -> u16 {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("binding 127.0.0.1:0 must succeed")
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Generation = start time in ms, strictly increasing within the process so two incarnations
-/// started in the same millisecond (tests) still order.
-fn next_generation() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = unix_ms();
-    let mut prev = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(prev + 1);
-        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(actual) => prev = actual,
-        }
-    }
-}
-
-fn envelope(
-    key: &SigningKey,
-    mesh: &str,
-    node_id: &str,
-    generation: u64,
-    version: u64,
-    gossip_addr: SocketAddr,
-    record: &NodeRecord,
-) -> Envelope {
-    Envelope {
-        mesh: mesh.to_string(),
-        node_id: node_id.to_string(),
-        public_key: hex::encode(key.verifying_key().as_bytes()),
-        generation,
-        version,
-        gossip_addr: gossip_addr.to_string(),
-        issued_ms: unix_ms(),
-        record: record.encode(),
-    }
-}
-
-/// This node's own statements, re-signed on every publish and heartbeat.
-pub(crate) struct Own {
-    pub key: SigningKey,
-    pub mesh: String,
-    pub node_id: String,
-    pub generation: u64,
-    pub gossip_addr: SocketAddr,
-    pub version: u64,
-    pub beat: u64,
-    pub record: NodeRecord,
-    pub signed: SignedRecord,
-    pub beat_sig: SignedBeat,
-}
-
-impl Own {
-    /// The owner's record, signed: version 1 and beat 1 of a new incarnation.
-    fn new(
-        key: SigningKey,
-        mesh: String,
-        generation: u64,
-        gossip_addr: SocketAddr,
-        record: NodeRecord,
-    ) -> Self {
-        let node_id = node_id_from_public_key(key.verifying_key().as_bytes());
-        let (version, beat) = (1, 1);
-        let signed = sign_record(
-            &key,
-            &envelope(
-                &key,
-                &mesh,
-                &node_id,
-                generation,
-                version,
-                gossip_addr,
-                &record,
-            ),
-        );
-        let beat_sig = sign_beat(&key, &mesh, &node_id, generation, beat);
-        Self {
-            key,
-            mesh,
-            node_id,
-            generation,
-            gossip_addr,
-            version,
-            beat,
-            record,
-            signed,
-            beat_sig,
-        }
-    }
-
-    fn resign(&mut self) {
-        let env = envelope(
-            &self.key,
-            &self.mesh,
-            &self.node_id,
-            self.generation,
-            self.version,
-            self.gossip_addr,
-            &self.record,
-        );
-        self.signed = sign_record(&self.key, &env);
-    }
-
-    pub fn set_record(&mut self, record: NodeRecord) {
-        self.record = record;
-        self.version += 1;
-        self.resign();
-    }
-
-    pub fn next_beat(&mut self) {
-        self.beat += 1;
-        self.beat_sig = sign_beat(
-            &self.key,
-            &self.mesh,
-            &self.node_id,
-            self.generation,
-            self.beat,
-        );
-    }
-
-    pub fn counters(&self) -> Counters {
-        Counters {
-            generation: self.generation,
-            version: self.version,
-            beat: self.beat,
-        }
-    }
 }
 
 pub struct Mesh;
@@ -341,6 +180,13 @@ fn own_fields(node_id: &str, record: &mut NodeRecord) {
 pub struct Directory(std::sync::Weak<Shared>);
 
 impl Directory {
+    /// Live peers, excluding this node, sorted by node id; none once the membership is gone.
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.0
+            .upgrade()
+            .map_or_else(Vec::new, |s| s.peers(Instant::now()))
+    }
+
     /// `None` also once the membership is gone: nobody is a member of a stopped mesh.
     pub fn peer(&self, node_id: &str) -> Option<PeerView> {
         self.0.upgrade()?.peer(node_id, Instant::now())

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod assign;
 pub mod backend_state;
 pub mod constants;
+pub mod first_seen;
 pub mod labels;
 pub mod membership;
 pub mod message;
@@ -26,7 +27,10 @@ pub use addr::{parse_host_port, HostPort};
 pub use assign::{choose_model, Assignment};
 pub use backend_state::{derive_backend_state, is_validated, BackendFacts, BackendState};
 pub use constants::Tunables;
-pub use message::{node_message, onboarding_message, onboarding_message_for, unhealthy_message};
+pub use first_seen::FirstSeen;
+pub use message::{
+    gist, node_message, onboarding_message, onboarding_message_for, unhealthy_message,
+};
 pub use node::{classify_legacy, derive_node_state, NodeFacts, NodeState};
 pub use participation::Participation;
 pub use queue::Priority;

@@ -180,9 +180,66 @@ pub fn node_message(
     }
 }
 
+/// A sentence with its numbers taken out (countdowns like `2h 15m` with their units, clock
+/// times, counts): what it says, not when. The onboarding log writes a sentence again only when
+/// its gist changes, so a countdown ticking down is not a new line every second.
+pub fn gist(sentence: &str) -> String {
+    let mut out = String::with_capacity(sentence.len());
+    let mut chars = sentence.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+            continue;
+        }
+        while chars.peek().is_some_and(char::is_ascii_digit) {
+            chars.next();
+        }
+        // A duration's unit belongs to its number: `15m`, not the `m` of a word.
+        if chars
+            .peek()
+            .is_some_and(|u| matches!(u, 'd' | 'h' | 'm' | 's'))
+        {
+            let mut ahead = chars.clone();
+            ahead.next();
+            if !ahead.peek().is_some_and(|n| n.is_alphanumeric()) {
+                chars.next();
+            }
+        }
+    }
+    let mut squeezed = String::with_capacity(out.len());
+    for w in out.split(' ').filter(|w| !w.is_empty()) {
+        if !squeezed.is_empty() {
+            squeezed.push(' ');
+        }
+        squeezed.push_str(w);
+    }
+    squeezed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gist_drops_countdowns_clock_times_and_counts_only() {
+        assert_eq!(
+            gist("Round starts in 4m 59s — must be online now"),
+            gist("Round starts in 5m — must be online now")
+        );
+        assert_eq!(
+            gist("Validated — safe to be offline until the next round at 14:05 UTC (starts in 2h 15m)"),
+            "Validated — safe to be offline until the next round at : UTC (starts in )"
+        );
+        assert_eq!(
+            gist("1 node serves `x`; admission check in progress (≈12s)"),
+            "node serves `x`; admission check in progress (≈)"
+        );
+        // Words that merely follow a number keep their letters; other sentences stay apart.
+        assert_eq!(gist("Backend gpu0 stopped"), "Backend gpu stopped");
+        assert_eq!(gist("2 models"), "models");
+        assert_ne!(gist(TESTING), gist(LOADING));
+        assert_eq!(gist(CLIENT), CLIENT);
+    }
 
     #[test]
     fn unhealthy_message_names_backend_cause_and_action() {

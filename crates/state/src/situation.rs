@@ -93,6 +93,19 @@ pub fn backend_message(
         (_, Duty::Failed(cause)) => return failed_message(b.id, cause, b.source),
         (_, Duty::Unhealthy(cause)) => return unhealthy_message(b.id, cause),
         (_, Duty::Standby) => return standby_message(b.id, b.source, b.validated),
+        // It answers its own clients and no peer has admitted it yet: the node's sentence
+        // (peers check it within seconds), not a promise of the round.
+        (BackendState::Waiting, Duty::Serving)
+            if participation == Participation::InactiveWaiting =>
+        {
+            return onboarding_message_for(
+                b.id,
+                BackendState::Serving,
+                participation,
+                timing,
+                b.validated,
+            );
+        }
         (_, Duty::Loading | Duty::Serving) => {}
     }
     onboarding_message_for(b.id, state, participation, timing, b.validated)

@@ -77,6 +77,23 @@ fn every_backend_situation_has_its_own_sentence() {
                                     assert!(msg.starts_with(&want), "{ctx}: {msg}");
                                     assert!(!msg.contains("round"), "{ctx}: {msg}");
                                 }
+                                (BackendState::Waiting, Duty::Serving)
+                                    if p == Participation::InactiveWaiting =>
+                                {
+                                    // What the node says of itself while it awaits a peer.
+                                    assert_eq!(
+                                        msg,
+                                        onboarding_message_for(
+                                            "gpu0",
+                                            BackendState::Serving,
+                                            p,
+                                            &t,
+                                            validated
+                                        ),
+                                        "{ctx}"
+                                    );
+                                    assert!(!msg.contains("Not yet validated"), "{ctx}: {msg}");
+                                }
                                 (_, Duty::Loading | Duty::Serving) => assert_eq!(
                                     msg,
                                     onboarding_message_for("gpu0", state, p, &t, validated),

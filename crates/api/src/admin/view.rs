@@ -3,9 +3,7 @@
 
 use infermesh_backend::config::ModelSpec;
 use infermesh_backend::tester::TestResult;
-use infermesh_state::{
-    backend_message, derive_backend_state, BackendFacts, BackendState, Participation, Timing,
-};
+use infermesh_state::{backend_message, derive_backend_state, BackendState, Participation, Timing};
 use serde::Serialize;
 
 use crate::app::{App, RoundView};
@@ -49,16 +47,6 @@ pub struct Envelope {
     pub onboarding: Onboarding,
 }
 
-pub fn facts(slot: &BackendSlot, id: &str, rounds: &RoundView) -> BackendFacts {
-    BackendFacts {
-        test_in_flight: slot.testing,
-        last_test_passed: slot.last_test.as_ref().map(|t| t.ok),
-        admitted_this_epoch: rounds.admitted.contains(id),
-        healthy: slot.phase == Phase::Ready,
-        node_active: rounds.participation.is_active(),
-    }
-}
-
 fn envelope_of(id: &str, slot: &BackendSlot, rounds: &RoundView, timing: &Timing) -> Envelope {
     let d = slot.backend.describe();
     let (url, binary) = match slot.config.as_ref().map(|c| &c.driver) {
@@ -87,7 +75,7 @@ fn envelope_of(id: &str, slot: &BackendSlot, rounds: &RoundView, timing: &Timing
         loaded: d.loaded,
         mem_gb: d.mem_gb,
     };
-    let state = derive_backend_state(&facts(slot, id, rounds));
+    let state = derive_backend_state(&crate::status::sentence::facts(slot, id, rounds));
     let brief = crate::status::sentence::brief(id, slot, rounds);
     Envelope {
         node,

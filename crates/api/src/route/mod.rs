@@ -114,7 +114,7 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
                 state: p.state,
                 has_model: p.record.models.iter().any(|m| m == model),
                 // The peer's published load lags; our own outstanding count does not.
-                in_flight: p.record.load.max(app.outstanding_on(id)),
+                in_flight: p.record.load.max(app.balance.outstanding_on(id)),
                 // Only peers their verifiers admitted for this model receive mesh traffic; what
                 // a peer says of itself counts for nothing.
                 active: admitted,
@@ -130,8 +130,8 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
     }
     known |= cands.iter().any(|c| c.has_model);
     Plan {
-        targets: order_targets(&cands, &targets, app.next_spread(), |id| {
-            app.recently_failed(id)
+        targets: order_targets(&cands, &targets, app.balance.next_spread(), |id| {
+            app.balance.recently_failed(id)
         }),
         local_not_ready,
         known,
@@ -195,7 +195,7 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
             Ok(resp) => return pending.answered(app, target, resp),
             Err((err, retry)) => {
                 if target.addr.is_some() {
-                    app.mark_failed(&target.node_id);
+                    app.balance.mark_failed(&target.node_id);
                 }
                 tracing::info!(model, to = %target.name, error = %err.message, retry, "routed attempt failed");
                 if !retry {

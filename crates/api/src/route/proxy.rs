@@ -47,7 +47,7 @@ pub async fn forward(
             "cannot be reached: this node has no peer channel".into(),
         ));
     };
-    let outstanding = app.begin_outstanding(&target.node_id);
+    let outstanding = app.balance.begin_outstanding(&target.node_id);
     let resp = http
         .post(format!("{base}{path}"))
         .header(header::CONTENT_TYPE, "application/json")

@@ -2,38 +2,28 @@
 //! `/api/status`, `/admin/v1/nodes` and the onboarding log compose the node's sentence from
 //! the same inputs.
 
-use infermesh_state::{is_validated, node_sentence, BackendBrief, Duty, Source};
+use infermesh_state::{is_validated, node_sentence, BackendBrief, BackendFacts};
 
 use crate::app::{App, RoundView};
 use crate::node::{BackendSlot, Phase};
 
-/// What the backend in `slot` is doing with its model. `Idle` with a model assigned is the
-/// instant before its load starts, so it reads as loading, not as idle capacity.
-pub fn duty_of(slot: &BackendSlot) -> Duty<'_> {
-    match &slot.phase {
-        Phase::Failed(cause) => Duty::Failed(cause),
-        Phase::Unhealthy(cause) => Duty::Unhealthy(cause),
-        Phase::Ready => Duty::Serving,
-        Phase::Loading => Duty::Loading,
-        Phase::Idle if slot.assigned.is_some() => Duty::Loading,
-        Phase::Idle => Duty::Standby,
-    }
-}
-
-pub fn source_of(slot: &BackendSlot) -> Source {
-    if slot.config.is_some() {
-        Source::Config
-    } else {
-        Source::CommandLine
+/// The facts `infermesh_state` derives the backend's state word and validation from.
+pub fn facts(slot: &BackendSlot, id: &str, rounds: &RoundView) -> BackendFacts {
+    BackendFacts {
+        test_in_flight: slot.testing,
+        last_test_passed: slot.last_test.as_ref().map(|t| t.ok),
+        admitted_this_epoch: rounds.admitted.contains(id),
+        healthy: slot.phase == Phase::Ready,
+        node_active: rounds.participation.is_active(),
     }
 }
 
 pub fn brief<'a>(id: &'a str, slot: &'a BackendSlot, rounds: &RoundView) -> BackendBrief<'a> {
     BackendBrief {
         id,
-        duty: duty_of(slot),
-        source: source_of(slot),
-        validated: is_validated(&crate::admin::view::facts(slot, id, rounds)),
+        duty: slot.duty(),
+        source: slot.source(),
+        validated: is_validated(&facts(slot, id, rounds)),
     }
 }
 
