@@ -29,6 +29,38 @@ const MODELS_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// No byte for this long means the remote hung; a slow but live stream sends a token well within.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Idle pooled connections are dropped after this: below the keep-alive timeout servers close
+/// them at (llama-server and many others send `Keep-Alive: timeout=5`), so a request seldom
+/// picks a connection the server is closing at that moment.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+/// More tries of one request whose pooled connection the server closed before answering.
+const STALE_RETRIES: usize = 2;
+
+/// Whether a send failed on a connection the server closed (or reset) before answering: the
+/// server saw at most an unanswered request, nothing reached our client, and a fresh connection
+/// gets the answer. Inference has no side effects, so a resend is safe.
+fn closed_before_answer(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenAiConfig {
@@ -86,7 +118,8 @@ impl OpenAiBackend {
         let base = normalize_base_url(&cfg.base_url)?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(IDLE_TIMEOUT);
+            .read_timeout(IDLE_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE);
         if let Some(path) = &cfg.ca_cert {
             builder =
                 builder.tls_certs_merge(load_ca_certs(path).map_err(BackendError::BadRequest)?);
@@ -244,12 +277,22 @@ impl Backend for OpenAiBackend {
         let (endpoint, body) = request_body(&req, &spec.args);
         let url = self.url(endpoint);
         let started = Instant::now();
-        let resp = self
-            .with_auth(self.client.post(&url))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&url, &e))?;
+        let mut retries = 0;
+        let resp = loop {
+            match self
+                .with_auth(self.client.post(&url))
+                .json(&body)
+                .send()
+                .await
+            {
+                Err(e) if retries < STALE_RETRIES && closed_before_answer(&e) => {
+                    retries += 1;
+                    tracing::debug!(backend = %self.id, %url, error = %error_chain(&e),
+                        "connection closed before the answer; sending again on a fresh one");
+                }
+                sent => break sent.map_err(|e| self.transport_error(&url, &e))?,
+            }
+        };
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
             let text = resp.text().await.unwrap_or_default();
@@ -358,6 +401,102 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// Reads one HTTP/1.1 request (headers, then a `Content-Length` body) from `sock`.
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return Some(text);
+                }
+            }
+            let n = sock.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn respond(sock: &mut tokio::net::TcpStream, body: &str) {
+        use tokio::io::AsyncWriteExt;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: keep-alive\r\n\r\n",
+            body.len()
+        );
+        sock.write_all(format!("{head}{body}").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// The race a keep-alive server loses now and then: it closes an idle connection just as
+    /// the next request goes out on it. The request is sent again on a fresh connection; the
+    /// caller sees an answer, not "connection closed before message completed".
+    #[tokio::test]
+    async fn a_request_on_a_connection_the_server_closed_is_sent_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            let models = r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#;
+            let answer = r#"{"id":"c","object":"chat.completion","created":0,"model":"m",
+                "choices":[{"index":0,"message":{"role":"assistant","content":"hi"},
+                "finish_reason":"stop"}],
+                "usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+            // First connection: the model list, then the next request read and dropped unanswered.
+            let (mut first, _) = listener.accept().await.unwrap();
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            read_request(&mut first).await.unwrap();
+            respond(&mut first, models).await;
+            read_request(&mut first).await.unwrap();
+            drop(first);
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    while let Some(req) = read_request(&mut sock).await {
+                        respond(
+                            &mut sock,
+                            if req.starts_with("GET") {
+                                models
+                            } else {
+                                answer
+                            },
+                        )
+                        .await;
+                    }
+                });
+            }
+        });
+        let b = OpenAiBackend::new(OpenAiConfig {
+            id: "x".into(),
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            api_key: None,
+            ca_cert: None,
+            models: vec![ModelSpec::named("m")],
+        })
+        .unwrap();
+        b.load("m").await.unwrap();
+        let tokens = crate::tester::checked_answer(&b, "m", "hello", 4)
+            .await
+            .unwrap_or_else(|e| panic!("the stale connection reached the caller: {e}"));
+        assert_eq!(tokens, 1);
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
