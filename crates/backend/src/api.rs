@@ -54,6 +54,15 @@ pub trait Backend: Send + Sync {
     async fn health(&self) -> Result<(), BackendError>;
     /// Starts an inference; events arrive on the returned stream.
     async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError>;
+    /// The whole answer to a non-streamed request, as the remote's own OpenAI JSON, for drivers
+    /// whose remote speaks OpenAI: one upstream call relayed, instead of a stream decoded into
+    /// events and re-encoded. `None` when this driver has no such path (then [`Backend::infer`]).
+    async fn complete(
+        &self,
+        _req: &InferRequest,
+    ) -> Option<Result<serde_json::Value, BackendError>> {
+        None
+    }
     /// Unloads and releases resources. Idempotent.
     async fn stop(&self) -> Result<(), BackendError>;
     /// Called by the node's health watch while the loaded model fails its health checks:

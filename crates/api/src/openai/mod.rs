@@ -95,6 +95,12 @@ pub async fn serve_local(
         }
     };
     let guard = node.begin_request();
+    // A whole answer the remote already shaped as OpenAI JSON goes out as it came.
+    if !p.stream {
+        if let Some(answer) = backend.complete(&p.req).await {
+            return Ok(Json(answer?).into_response());
+        }
+    }
     let mut events = backend.infer(p.req.clone()).await?;
     // Wait for the first event before committing to a status: an early failure (prompt too long)
     // is then a proper HTTP error, and nothing has reached the client yet.

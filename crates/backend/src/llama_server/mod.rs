@@ -212,6 +212,17 @@ impl Backend for LlamaServerBackend {
         serving.api.health().await
     }
 
+    async fn complete(
+        &self,
+        req: &InferRequest,
+    ) -> Option<Result<serde_json::Value, BackendError>> {
+        match self.serving() {
+            Some(s) if s.model == req.model => s.api.complete(req).await,
+            // Not serving it: `infer` says why.
+            _ => None,
+        }
+    }
+
     async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError> {
         self.spec(&req.model)?;
         match self.serving() {

@@ -180,6 +180,72 @@ impl OpenAiBackend {
         }
     }
 
+    /// POSTs `body` and returns the remote's 2xx answer (its body unread), the remote's error
+    /// mapped by [`status_error`], or the transport failure. A request on a pooled connection the
+    /// server closed before answering is sent again on a fresh one (see [`STALE_RETRIES`]).
+    async fn post(
+        &self,
+        url: &str,
+        body: &Value,
+        model: &str,
+    ) -> Result<reqwest::Response, BackendError> {
+        let mut retries = 0;
+        let resp = loop {
+            match self
+                .with_auth(self.client.post(url))
+                .json(body)
+                .send()
+                .await
+            {
+                Err(e) if retries < STALE_RETRIES && closed_before_answer(&e) => {
+                    retries += 1;
+                    tracing::debug!(backend = %self.id, %url, error = %error_chain(&e),
+                        "connection closed before the answer; sending again on a fresh one");
+                }
+                sent => break sent.map_err(|e| self.transport_error(url, &e))?,
+            }
+        };
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(status_error(status, &text, model, url));
+        }
+        Ok(resp)
+    }
+
+    /// One non-streamed call; the remote's answer with `model` set to the name this mesh serves
+    /// it under (a remote may report its own alias or file path there).
+    async fn complete_once(&self, req: &InferRequest) -> Result<Value, BackendError> {
+        let spec = self.spec(&req.model)?;
+        if self.loaded().as_deref() != Some(req.model.as_str()) {
+            return Err(BackendError::Unavailable(format!(
+                "model `{}` is not loaded",
+                req.model
+            )));
+        }
+        let (endpoint, mut body) = request_body(req, &spec.args);
+        if let Some(b) = body.as_object_mut() {
+            b.insert("stream".into(), Value::Bool(false));
+            b.remove("stream_options");
+        }
+        let url = self.url(endpoint);
+        let resp = self.post(&url, &body, &req.model).await?;
+        let mut answer: Value = resp.json().await.map_err(|e| {
+            BackendError::Unavailable(format!(
+                "{url} sent an answer that is not JSON: {}",
+                error_chain(&e)
+            ))
+        })?;
+        if answer["choices"].as_array().is_none_or(|c| c.is_empty()) {
+            return Err(BackendError::Failed(format!(
+                "{url} answered without `choices`: {}",
+                wire::error_message(&answer.to_string())
+            )));
+        }
+        answer["model"] = Value::String(req.model.clone());
+        Ok(answer)
+    }
+
     /// `GET {base}/models` → `(status, body)`, or the transport failure.
     async fn get_models(&self, timeout: Duration) -> Result<(u16, String), BackendError> {
         let url = self.url("models");
@@ -277,31 +343,15 @@ impl Backend for OpenAiBackend {
         let (endpoint, body) = request_body(&req, &spec.args);
         let url = self.url(endpoint);
         let started = Instant::now();
-        let mut retries = 0;
-        let resp = loop {
-            match self
-                .with_auth(self.client.post(&url))
-                .json(&body)
-                .send()
-                .await
-            {
-                Err(e) if retries < STALE_RETRIES && closed_before_answer(&e) => {
-                    retries += 1;
-                    tracing::debug!(backend = %self.id, %url, error = %error_chain(&e),
-                        "connection closed before the answer; sending again on a fresh one");
-                }
-                sent => break sent.map_err(|e| self.transport_error(&url, &e))?,
-            }
-        };
-        let status = resp.status().as_u16();
-        if !resp.status().is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            return Err(status_error(status, &text, &req.model, &url));
-        }
+        let resp = self.post(&url, &body, &req.model).await?;
         let (tx, rx) = mpsc::channel(64);
         let decoder = StreamDecoder::new(&req.model, &url);
         tokio::spawn(pump(resp, decoder, started, tx));
         Ok(rx)
+    }
+
+    async fn complete(&self, req: &InferRequest) -> Option<Result<Value, BackendError>> {
+        Some(self.complete_once(req).await)
     }
 
     async fn stop(&self) -> Result<(), BackendError> {
@@ -497,6 +547,69 @@ mod tests {
             .unwrap_or_else(|e| panic!("the stale connection reached the caller: {e}"));
         assert_eq!(tokens, 1);
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A non-streamed request is one non-streamed upstream call whose answer comes back whole,
+    /// under the name the mesh serves the model by.
+    #[tokio::test]
+    async fn a_whole_answer_is_relayed_under_the_mesh_name() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, mut bodies) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while let Some(req) = read_request(&mut sock).await {
+                        let answer = if req.starts_with("GET") {
+                            r#"{"data":[{"id":"m"}]}"#
+                        } else {
+                            r#"{"id":"up-1","object":"chat.completion","created":7,
+                                "model":"/models/alias.gguf","choices":[{"index":0,
+                                "message":{"role":"assistant","content":"hi"},
+                                "finish_reason":"stop","logprobs":null}],
+                                "usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#
+                        };
+                        let _ = tx.send(req);
+                        respond(&mut sock, answer).await;
+                    }
+                });
+            }
+        });
+        let b = OpenAiBackend::new(OpenAiConfig {
+            id: "x".into(),
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            api_key: None,
+            ca_cert: None,
+            models: vec![ModelSpec::named("m")],
+        })
+        .unwrap();
+        b.load("m").await.unwrap();
+        let req = InferRequest {
+            model: "m".into(),
+            prompt: crate::types::Prompt::Chat(vec![crate::types::ChatMessage {
+                role: "user".into(),
+                content: "hello".into(),
+            }]),
+            params: crate::types::GenParams {
+                max_tokens: 4,
+                ..Default::default()
+            },
+            priority: Default::default(),
+        };
+        let answer = b.complete(&req).await.expect("a relay path").unwrap();
+        assert_eq!(answer["model"], "m");
+        assert_eq!(
+            answer["id"], "up-1",
+            "the remote's answer, not a re-encoding"
+        );
+        assert_eq!(answer["usage"]["completion_tokens"], 1);
+        let _models = bodies.recv().await.unwrap();
+        let sent = bodies.recv().await.unwrap();
+        let body: Value = serde_json::from_str(sent.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["stream"], false, "{body}");
+        assert!(body.get("stream_options").is_none(), "{body}");
     }
 
     #[tokio::test]

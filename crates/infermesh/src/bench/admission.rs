@@ -128,7 +128,13 @@ async fn fresh_pair_and_rounds(
     let genesis = infermesh_mesh::unix_now_ms() + 12_000;
     let spec = format!("{genesis}:{EPOCH_MS}:5000");
     let mut args = server_args(None);
-    args.extend(["--schedule-spec".to_string(), spec]);
+    // One user slot, the worst case: the long request holds all user capacity.
+    args.extend([
+        "--schedule-spec".to_string(),
+        spec,
+        "--slots".into(),
+        "1".into(),
+    ]);
     let seed = BenchNode::start("adm-pair", &args, model_dir).await?;
     let status = seed
         .wait_status(http, "server serving", READY_LIMIT, |s| {

@@ -230,5 +230,5 @@ pub async fn run(model_dir: &Path, report: &mut Report) -> Result<()> {
         "engine node RSS idle (model loaded) → peak",
         format!("{idle:.1} → {peak:.1} MiB"),
     );
-    Ok(())
+    super::concurrency::run(&path, model_dir, report).await
 }

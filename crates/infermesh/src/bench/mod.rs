@@ -5,6 +5,7 @@
 //! suite could not run at all.
 
 mod admission;
+mod concurrency;
 mod engine;
 mod fixture;
 mod mesh;
@@ -22,7 +23,8 @@ use anyhow::Result;
 pub enum Suite {
     /// Added latency and throughput of routing (local and through a peer) vs a direct backend.
     Router,
-    /// Embedded llama.cpp tokens/s (prompt and generation), directly and through the HTTP API.
+    /// Embedded llama.cpp tokens/s (prompt and generation), directly and through the HTTP API,
+    /// and under 1, 4 and 8 concurrent clients at --slots 1, 2, 4 and against llama-server.
     Engine,
     /// Gossip convergence, state propagation and dead-peer removal for 9 and 30 nodes.
     Mesh,

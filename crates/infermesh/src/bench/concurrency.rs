@@ -1,0 +1,287 @@
+//! Throughput under concurrent clients: a node's embedded engine at `--slots` 1, 2 and 4, and
+//! llama-server (`-np 4`, continuous batching) on the same GGUF when it is installed, each at
+//! 1, 4 and 8 clients sending streamed chat requests back to back. Aggregate completion tokens/s
+//! and time to first token, measured in the same run on the same machine, one server at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::nodes::BenchNode;
+use super::Report;
+
+const SUITE: &str = "engine";
+const CLIENTS: [usize; 3] = [1, 4, 8];
+const SLOTS: [usize; 3] = [1, 2, 4];
+const ANSWER_TOKENS: u32 = 64;
+/// Requests each client sends per measurement.
+const PER_CLIENT: usize = 2;
+
+/// One server under test: where its `/v1` is, and what to call it in the table.
+struct Target {
+    label: String,
+    base: String,
+    model: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub tok_s: f64,
+    pub ttft_p50_s: f64,
+}
+
+/// One streamed request: (completion tokens, time to the first content token).
+async fn one(http: &reqwest::Client, t: &Target, n: usize) -> Result<(u64, Duration)> {
+    let body = json!({
+        "model": t.model,
+        // A different question per request: no server may answer from a prompt cache.
+        "messages": [{"role": "user", "content": format!("Question {n}: in two sentences, why do meshes of machines fail over?")}],
+        "max_tokens": ANSWER_TOKENS,
+        "temperature": 0.0,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let t0 = Instant::now();
+    let mut resp = http
+        .post(format!("{}/chat/completions", t.base))
+        .json(&body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("{} answered {}", t.label, resp.status());
+    }
+    let (mut first, mut tokens, mut chunks, mut buf) = (None, None, 0u64, String::new());
+    while let Some(bytes) = resp.chunk().await? {
+        buf.push_str(&String::from_utf8_lossy(&bytes));
+        while let Some(end) = buf.find('\n') {
+            let line: String = buf.drain(..=end).collect();
+            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            let content = v["choices"][0]["delta"]["content"].as_str();
+            if content.is_some_and(|c| !c.is_empty()) {
+                chunks += 1;
+                first.get_or_insert_with(|| t0.elapsed());
+            }
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                tokens = Some(n);
+            }
+        }
+    }
+    let first = first.ok_or_else(|| anyhow!("{}: a stream without content", t.label))?;
+    Ok((tokens.unwrap_or(chunks), first))
+}
+
+async fn measure(http: &reqwest::Client, t: &Target, clients: usize) -> Result<Load> {
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, t) = (
+            http.clone(),
+            Target {
+                label: t.label.clone(),
+                base: t.base.clone(),
+                model: t.model.clone(),
+            },
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..PER_CLIENT {
+                out.push(one(&http, &t, c * PER_CLIENT + i).await?);
+            }
+            Ok::<_, anyhow::Error>(out)
+        }));
+    }
+    let (mut tokens, mut ttft) = (0u64, Vec::new());
+    for task in tasks {
+        for (n, first) in task.await?? {
+            tokens += n;
+            ttft.push(first.as_secs_f64());
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    ttft.sort_by(f64::total_cmp);
+    Ok(Load {
+        tok_s: tokens as f64 / wall,
+        ttft_p50_s: ttft[ttft.len() / 2],
+    })
+}
+
+/// Warm-up, then each client count; one table row per count.
+async fn sweep(
+    http: &reqwest::Client,
+    t: &Target,
+    report: &mut Report,
+) -> Result<Vec<(usize, Load)>> {
+    one(http, t, 999).await.context("warm-up")?;
+    let mut out = Vec::new();
+    for clients in CLIENTS {
+        let load = measure(http, t, clients).await?;
+        report.row(
+            SUITE,
+            format!(
+                "{} · {clients} client(s), {ANSWER_TOKENS}-token answers",
+                t.label
+            ),
+            format!("{:.0} tok/s, TTFT p50 {:.2} s", load.tok_s, load.ttft_p50_s),
+        );
+        out.push((clients, load));
+    }
+    Ok(out)
+}
+
+/// `llama-server` on PATH, or where `scripts/build-llama-server` puts it.
+fn llama_server() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("llama-server"))
+            .find(|f| f.is_file())
+    });
+    on_path.or_else(|| {
+        let built = PathBuf::from("target/llama-server/llama-server");
+        built.is_file().then_some(built)
+    })
+}
+
+async fn with_llama_server(
+    http: &reqwest::Client,
+    binary: &Path,
+    model: &Path,
+    report: &mut Report,
+) -> Result<Vec<(usize, Load)>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("-m")
+        .arg(model)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        // Four sequences of 2,048 tokens each, batched together: llama-server's own way.
+        .args(["-np", "4", "-c", "8192"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    infermesh_backend::child::die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().context("cannot start llama-server")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    loop {
+        let ok = http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("llama-server did not become healthy within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = Target {
+        label: "llama-server -np 4".into(),
+        base: format!("{base}/v1"),
+        model: "smollm2".into(),
+    };
+    let out = sweep(http, &t, report).await;
+    let _ = child.kill().await;
+    out
+}
+
+/// The sweep for every slot count, then llama-server; returns the aggregate tokens/s at
+/// 8 clients per slot count, for the default's verdict.
+pub async fn run(model_path: &Path, model_dir: &Path, report: &mut Report) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(300))
+        .build()?;
+    let name = infermesh_backend::model_fetch::SMOLLM2_135M.name;
+    let mut at_most: Vec<(usize, f64)> = Vec::new();
+    for slots in SLOTS {
+        let node = BenchNode::start(
+            &format!("bench-slots-{slots}"),
+            &[
+                "--model".into(),
+                model_path.display().to_string(),
+                "--model-name".into(),
+                name.into(),
+                "--slots".into(),
+                slots.to_string(),
+            ],
+            model_dir,
+        )
+        .await?;
+        node.wait_status(
+            &http,
+            "the engine node serving",
+            Duration::from_secs(60),
+            |s| s["node_state"] == "serving",
+        )
+        .await?;
+        let t = Target {
+            label: format!("infermesh --slots {slots}"),
+            base: format!("{}/v1", node.url),
+            model: name.into(),
+        };
+        let loads = sweep(&http, &t, report).await;
+        node.stop().await;
+        let loads = loads?;
+        at_most.push((slots, loads.last().map_or(0.0, |(_, l)| l.tok_s)));
+    }
+    let one = at_most
+        .first()
+        .map_or(0.0, |(_, t)| *t)
+        .max(f64::MIN_POSITIVE);
+    let (best, best_tps) = at_most
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((1, 0.0));
+    let default = crate::up::default_slots();
+    let default_tps = at_most
+        .iter()
+        .find(|(s, _)| *s == default)
+        .map_or(0.0, |(_, t)| *t);
+    report.row(
+        SUITE,
+        format!(
+            "8 clients: tok/s against --slots 1 ({})",
+            at_most
+                .iter()
+                .map(|(s, t)| format!("{s}: {:.2}×", t / one))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!("best --slots {best} ({best_tps:.0} tok/s)"),
+    );
+    report.goal(
+        SUITE,
+        format!("default --slots ({default} on this machine) within 10% of the best"),
+        format!(
+            "{:.2}× of --slots {best}",
+            default_tps / best_tps.max(f64::MIN_POSITIVE)
+        ),
+        "≥ 0.90×",
+        default_tps >= 0.9 * best_tps,
+    );
+    match llama_server() {
+        Some(bin) => {
+            if let Err(e) = with_llama_server(&http, &bin, model_path, report).await {
+                report.note(format!("llama-server comparison skipped: {e:#}"));
+            }
+        }
+        None => report.note(
+            "llama-server comparison skipped: no llama-server on PATH or in target/llama-server \
+             (scripts/build-llama-server builds one)",
+        ),
+    }
+    Ok(())
+}
