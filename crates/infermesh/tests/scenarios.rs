@@ -201,6 +201,26 @@ fn logged(node: &NodeProc, what: &str, needle: &str) {
     );
 }
 
+/// A standby node (its command-line backend idle) with an idle embedded backend `gpu`
+/// registered, which the node auto-tests when the round is far enough.
+fn standby_with_gpu(schedule: &[String; 2]) -> NodeProc {
+    let node = start(&["--standby"], schedule);
+    register(
+        &node,
+        json!({"id": "gpu", "driver": "embedded", "models": [{"name": MODEL}]}),
+    );
+    node
+}
+
+/// `gpu` idle, `validated` by a passing test or not.
+fn gpu_idle(validated: bool) -> BackendSays {
+    backend(
+        "gpu",
+        "waiting",
+        standby_message("gpu", Source::Config, validated),
+    )
+}
+
 fn cmd_standby() -> String {
     standby_message("embedded", Source::CommandLine, false)
 }
@@ -218,11 +238,7 @@ fn fresh_node_schedule_unknown() -> (Vec<NodeProc>, Says) {
 }
 
 fn auto_test_fires() -> (Vec<NodeProc>, Says) {
-    let node = start(&["--standby"], &round_in(3 * 3_600_000));
-    register(
-        &node,
-        json!({"id": "gpu", "driver": "embedded", "models": [{"name": MODEL}]}),
-    );
+    let node = standby_with_gpu(&round_in(3 * 3_600_000));
     common::wait_backend(&node, "gpu", "testing", Duration::from_secs(10), |e| {
         e["onboarding"]["backend_state"] == "testing"
     });
@@ -243,11 +259,7 @@ fn auto_test_fires() -> (Vec<NodeProc>, Says) {
 }
 
 fn after_a_pass() -> (Vec<NodeProc>, Says) {
-    let node = start(&["--standby"], &far());
-    register(
-        &node,
-        json!({"id": "gpu", "driver": "embedded", "models": [{"name": MODEL}]}),
-    );
+    let node = standby_with_gpu(&far());
     let e = wait_for_auto_test(&node, "gpu", Duration::from_secs(60));
     assert_eq!(e["onboarding"]["last_test"]["ok"], true, "{e}");
     logged(&node, "the pass", "test passed");
@@ -325,11 +337,7 @@ fn backend_crashed() -> (Vec<NodeProc>, Says) {
 }
 
 fn config_changed_after_pass() -> (Vec<NodeProc>, Says) {
-    let node = start(&["--standby"], &round_in(30 * 60_000));
-    register(
-        &node,
-        json!({"id": "gpu", "driver": "embedded", "models": [{"name": MODEL}]}),
-    );
+    let node = standby_with_gpu(&round_in(30 * 60_000));
     // 30 min is too close to the round for a test of its own; the operator runs one.
     logged(
         &node,
@@ -359,11 +367,7 @@ fn config_changed_after_pass() -> (Vec<NodeProc>, Says) {
         // The change voided the pass at once; nothing retests it this close to the round.
         backends: vec![
             backend("embedded", "waiting", cmd_standby()),
-            backend(
-                "gpu",
-                "waiting",
-                standby_message("gpu", Source::Config, false),
-            ),
+            gpu_idle(false),
         ],
     };
     (vec![node], says)

@@ -453,6 +453,18 @@ mod tests {
         }
     }
 
+    /// The driver for model `m` at `http://127.0.0.1:{port}/v1`.
+    fn backend_at(port: u16) -> OpenAiBackend {
+        OpenAiBackend::new(OpenAiConfig {
+            id: "x".into(),
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            api_key: None,
+            ca_cert: None,
+            models: vec![ModelSpec::named("m")],
+        })
+        .unwrap()
+    }
+
     /// Reads one HTTP/1.1 request (headers, then a `Content-Length` body) from `sock`.
     async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
         use tokio::io::AsyncReadExt;
@@ -533,14 +545,7 @@ mod tests {
                 });
             }
         });
-        let b = OpenAiBackend::new(OpenAiConfig {
-            id: "x".into(),
-            base_url: format!("http://127.0.0.1:{port}/v1"),
-            api_key: None,
-            ca_cert: None,
-            models: vec![ModelSpec::named("m")],
-        })
-        .unwrap();
+        let b = backend_at(port);
         b.load("m").await.unwrap();
         let tokens = crate::tester::checked_answer(&b, "m", "hello", 4)
             .await
@@ -577,14 +582,7 @@ mod tests {
                 });
             }
         });
-        let b = OpenAiBackend::new(OpenAiConfig {
-            id: "x".into(),
-            base_url: format!("http://127.0.0.1:{port}/v1"),
-            api_key: None,
-            ca_cert: None,
-            models: vec![ModelSpec::named("m")],
-        })
-        .unwrap();
+        let b = backend_at(port);
         b.load("m").await.unwrap();
         let req = InferRequest {
             model: "m".into(),
@@ -618,14 +616,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let b = OpenAiBackend::new(OpenAiConfig {
-            id: "x".into(),
-            base_url: format!("http://127.0.0.1:{port}/v1"),
-            api_key: None,
-            ca_cert: None,
-            models: vec![ModelSpec::named("m")],
-        })
-        .unwrap();
+        let b = backend_at(port);
         match b.load("m").await {
             Err(BackendError::Unavailable(m)) => assert!(m.contains("Connection refused"), "{m}"),
             other => panic!("{other:?}"),

@@ -206,24 +206,13 @@ pub async fn run(model_path: &Path, model_dir: &Path, report: &mut Report) -> Re
     let name = infermesh_backend::model_fetch::SMOLLM2_135M.name;
     let mut at_most: Vec<(usize, f64)> = Vec::new();
     for slots in SLOTS {
-        let node = BenchNode::start(
+        let node = BenchNode::serving_file(
             &format!("bench-slots-{slots}"),
-            &[
-                "--model".into(),
-                model_path.display().to_string(),
-                "--model-name".into(),
-                name.into(),
-                "--slots".into(),
-                slots.to_string(),
-            ],
+            model_path,
+            name,
+            &["--slots".into(), slots.to_string()],
             model_dir,
-        )
-        .await?;
-        node.wait_status(
             &http,
-            "the engine node serving",
-            Duration::from_secs(60),
-            |s| s["node_state"] == "serving",
         )
         .await?;
         let t = Target {

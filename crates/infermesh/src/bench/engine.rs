@@ -169,26 +169,17 @@ pub async fn run(model_dir: &Path, report: &mut Report) -> Result<()> {
 
     // The same request through a node's HTTP API (non-streamed, so the wall time is the whole
     // answer), the node loading the same file.
-    let node = BenchNode::start(
-        "bench-engine",
-        &[
-            "--model".into(),
-            path.display().to_string(),
-            "--model-name".into(),
-            SMOLLM2_135M.name.into(),
-        ],
-        model_dir,
-    )
-    .await?;
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(120))
         .build()?;
-    node.wait_status(
+    let node = BenchNode::serving_file(
+        "bench-engine",
+        &path,
+        SMOLLM2_135M.name,
+        &[],
+        model_dir,
         &http,
-        "the engine node serving",
-        Duration::from_secs(60),
-        |s| s["node_state"] == "serving",
     )
     .await?;
     let (idle, _) = node.rss_mib();

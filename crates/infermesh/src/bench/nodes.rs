@@ -71,6 +71,34 @@ impl BenchNode {
         })
     }
 
+    /// A node serving the GGUF at `path` under `model` with its embedded engine (`extra` flags
+    /// added), once it is `serving`.
+    pub async fn serving_file(
+        name: &str,
+        path: &Path,
+        model: &str,
+        extra: &[String],
+        model_dir: &Path,
+        http: &reqwest::Client,
+    ) -> Result<BenchNode> {
+        let mut args = vec![
+            "--model".to_string(),
+            path.display().to_string(),
+            "--model-name".into(),
+            model.into(),
+        ];
+        args.extend_from_slice(extra);
+        let node = BenchNode::start(name, &args, model_dir).await?;
+        node.wait_status(
+            http,
+            "the engine node serving",
+            Duration::from_secs(60),
+            |s| s["node_state"] == "serving",
+        )
+        .await?;
+        Ok(node)
+    }
+
     pub async fn status(&self, http: &reqwest::Client) -> Result<Value> {
         Ok(http
             .get(format!("{}/api/status", self.url))
