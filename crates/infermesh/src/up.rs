@@ -67,10 +67,10 @@ pub struct UpArgs {
     /// Context length per request slot, in tokens.
     #[arg(long, default_value_t = 2048)]
     pub ctx: u32,
-    /// Requests generated in parallel by the embedded engine (more wait in a queue) [default:
-    /// one per core, at most 4: what `infermesh bench engine` measured best, see
-    /// docs/benchmarks.md].
-    #[arg(long, default_value_t = default_slots(), hide_default_value = true)]
+    /// Requests generated in parallel by the embedded engine (more wait in a queue). More slots
+    /// share the cores: on 2 cores one request then generates at half speed, and 8 clients got
+    /// 0.96× (2 slots) and 1.11× (4) of one slot's tokens/s (`infermesh bench engine`).
+    #[arg(long, default_value_t = 1)]
     pub slots: usize,
     /// CPU threads per slot [default: this machine's cores divided by --slots]. llama.cpp's
     /// threads spin while they wait for each other: more threads than cores in all (several
@@ -175,15 +175,6 @@ impl ScheduleChoice {
             Self::Mesh | Self::Learn => Tunables::default(),
         }
     }
-}
-
-/// One slot per core, at most four: on 2 cores two slots of one thread each generated 1.4× the
-/// tokens/s of one slot of two threads under load (docs/benchmarks.md); beyond four, slots of a
-/// few threads each stop paying for their contexts' memory.
-pub fn default_slots() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4)
 }
 
 fn engine_config(args: &UpArgs) -> EngineConfig {
