@@ -298,6 +298,13 @@ fn steady_load_survives_backend_and_node_crashes() {
     });
     more(20, "requests with A's backend back");
 
+    // A replica must exist in C's view when B dies: A's "serving again" takes a gossip round
+    // to reach C, and killing B inside that window leaves C, for a moment, with no live replica
+    // it knows of (the faster relayed answers made `more(20)` finish inside it).
+    wait_for("C routes to A again", Duration::from_secs(10), || {
+        routable(&c, "A")
+    });
+
     // 2. Node B crashes (SIGKILL): its peers drop it within 5 s; requests go to A meanwhile.
     b.kill();
     let crashed = Instant::now();
