@@ -358,9 +358,7 @@ impl Node {
     /// A model is on its way in: loading, or assigned and about to start.
     pub fn loading(&self) -> bool {
         let slots = self.slots.read().expect("slots lock");
-        slots
-            .values()
-            .any(|s| s.phase == Phase::Loading || (s.phase == Phase::Idle && s.assigned.is_some()))
+        slots.values().any(|s| s.duty() == Duty::Loading)
     }
 
     /// Models this node can answer right now.

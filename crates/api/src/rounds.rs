@@ -197,9 +197,10 @@ impl OnboardingLog {
     fn observe(&mut self, app: &App, view: &RoundView) {
         let state = app.node.state();
         let message = crate::status::message_now(app, view);
-        let mut changed = self.said.as_deref() != Some(gist(&message).as_str());
+        let said = gist(&message);
+        let mut changed = self.said.as_ref() != Some(&said);
         if changed {
-            self.said = Some(gist(&message));
+            self.said = Some(said);
         }
         self.observe_backends(app, &message);
         if state == NodeState::Client {

@@ -419,19 +419,7 @@ fn test_of_a_serving_backend() -> (Vec<NodeProc>, Says) {
 }
 
 fn failed_load() -> (Vec<NodeProc>, Says) {
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("broken.gguf");
-    std::fs::write(&bad, b"this is not a gguf file").unwrap();
-    let schedule = far();
-    let bad = bad.to_str().unwrap().to_string();
-    let node = NodeProc::start_in(dir, &["--model", &bad, &schedule[0], &schedule[1]]);
-    let s = poll(
-        "a failed load",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || node.status(),
-        |s| s["backends"][0]["phase"] == "failed",
-    );
+    let (node, s) = common::node_with_a_broken_model();
     let cause = text(&s["backends"][0]["detail"]).to_string();
     let sentence = failed_message("embedded", &cause, Source::CommandLine);
     let says = Says {

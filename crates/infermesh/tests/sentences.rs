@@ -27,18 +27,7 @@ fn admin_message(node: &NodeProc) -> String {
 
 #[test]
 fn a_failed_load_says_failed_with_its_cause_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("broken.gguf");
-    std::fs::write(&bad, b"this is not a gguf file").unwrap();
-    let schedule = far_round_schedule();
-    let node = NodeProc::start(&["--model", bad.to_str().unwrap(), &schedule[0], &schedule[1]]);
-    let s = poll(
-        "a failed load",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || node.status(),
-        |s| s["backends"][0]["phase"] == "failed",
-    );
+    let (node, s) = common::node_with_a_broken_model();
     // Documented in docs/api.md: a model is assigned and nothing serves.
     assert_eq!(s["node_state"], "loading", "{s}");
     let cause = s["backends"][0]["detail"].as_str().unwrap().to_string();

@@ -21,6 +21,7 @@ const ANSWER_TOKENS: u32 = 64;
 const PER_CLIENT: usize = 2;
 
 /// One server under test: where its `/v1` is, and what to call it in the table.
+#[derive(Clone)]
 struct Target {
     label: String,
     base: String,
@@ -82,14 +83,7 @@ async fn measure(http: &reqwest::Client, t: &Target, clients: usize) -> Result<L
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (http, t) = (
-            http.clone(),
-            Target {
-                label: t.label.clone(),
-                base: t.base.clone(),
-                model: t.model.clone(),
-            },
-        );
+        let (http, t) = (http.clone(), t.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for i in 0..PER_CLIENT {

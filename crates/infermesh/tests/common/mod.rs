@@ -34,6 +34,25 @@ pub fn far_round_schedule() -> [String; 2] {
     ]
 }
 
+/// A node told to serve a file that is not a GGUF (kept in its data dir), and its status once
+/// the load has failed.
+pub fn node_with_a_broken_model() -> (NodeProc, Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("broken.gguf");
+    std::fs::write(&bad, b"this is not a gguf file").unwrap();
+    let bad = bad.to_str().unwrap().to_string();
+    let schedule = far_round_schedule();
+    let node = NodeProc::start_in(dir, &["--model", &bad, &schedule[0], &schedule[1]]);
+    let s = poll(
+        "a failed load",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || node.status(),
+        |s| s["backends"][0]["phase"] == "failed",
+    );
+    (node, s)
+}
+
 /// A running node. Killed (SIGKILL, a crash) when dropped.
 pub struct NodeProc {
     pub child: Child,
