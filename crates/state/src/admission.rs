@@ -29,6 +29,11 @@ pub const UNSCHEDULED_TTL_MS: i64 = 60 * 60_000;
 /// First retry after a failed check; doubles per consecutive failure up to [`MAX_RETRY_MS`].
 pub const FIRST_RETRY_MS: i64 = 5_000;
 pub const MAX_RETRY_MS: i64 = 5 * 60_000;
+/// Pauses before the same check tries again to connect, inside one check's budget. A verifier
+/// often learns of a peer from gossip a moment before that peer learns of the verifier, and the
+/// peer refuses the handshake of a node it does not know yet: that is news still travelling,
+/// not a failed check. About 1.5 s in all, several gossip intervals.
+pub const CONNECT_RETRY_MS: [u64; 4] = [100, 200, 400, 800];
 /// Longest failure reason carried in gossip.
 pub const MAX_ERROR_CHARS: usize = 160;
 
@@ -239,6 +244,14 @@ pub fn check_due(
     failures: u32,
 ) -> bool {
     latest.is_none_or(|a| now_ms >= recheck_at(spec, a, failures.max(1)))
+}
+
+/// How long to wait before connect attempt `attempt + 1` (0-based: after the first failed
+/// attempt, `attempt` is 0) when `spent_ms` of a `budget_ms` check have gone; `None` when the
+/// check should record its failure now (retries used up, or no time left to try again).
+pub fn connect_retry_after(attempt: usize, spent_ms: u64, budget_ms: u64) -> Option<u64> {
+    let wait = *CONNECT_RETRY_MS.get(attempt)?;
+    (spent_ms.saturating_add(wait) < budget_ms).then_some(wait)
 }
 
 /// Shortens a failure reason for gossip (whole characters, an ellipsis when cut).

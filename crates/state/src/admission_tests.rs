@@ -325,3 +325,30 @@ fn a_pass_is_always_rechecked_before_it_lapses() {
         at += step;
     }
 }
+
+#[test]
+fn connect_retries_wait_longer_each_time_and_stay_inside_the_budget() {
+    let mut spent = 0;
+    let mut waits = Vec::new();
+    while let Some(w) = connect_retry_after(waits.len(), spent, 20_000) {
+        waits.push(w);
+        spent += w + 50;
+    }
+    assert_eq!(waits, CONNECT_RETRY_MS.to_vec());
+    assert!(waits.windows(2).all(|w| w[0] < w[1]));
+    // No retry that would end past the budget, at any point of it.
+    for budget in [0u64, 99, 100, 101, 1_000, 20_000] {
+        for spent in (0..=budget).step_by(7) {
+            for (attempt, want) in CONNECT_RETRY_MS.iter().enumerate() {
+                if let Some(w) = connect_retry_after(attempt, spent, budget) {
+                    assert!(spent + w < budget, "{attempt} {spent} {budget}");
+                    assert_eq!(w, *want);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        connect_retry_after(CONNECT_RETRY_MS.len(), 0, u64::MAX),
+        None
+    );
+}

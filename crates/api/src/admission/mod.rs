@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use infermesh_mesh::PeerView;
 use infermesh_state::admission::{
-    check_due, check_epoch, clip_error, expiry, in_force, judge, Attestation, Subject, Verdict,
-    VERIFIERS_PER_NODE,
+    check_due, check_epoch, clip_error, connect_retry_after, expiry, in_force, judge, Attestation,
+    Subject, Verdict, VERIFIERS_PER_NODE,
 };
 use infermesh_state::NodeState;
 
@@ -203,7 +203,21 @@ async fn check_one(app: &Arc<App>, peer: &PeerView, model: &str) {
     let budget = Duration::from_millis(app.tunables.admission_check_ms.max(1000) as u64);
     let base = peer_base(&peer.record.node_id, peer.gossip_addr.port());
     let started = Instant::now();
-    let outcome = challenge::challenge(http, &base, model, budget).await;
+    let mut attempt = 0;
+    let outcome = loop {
+        let left = budget.saturating_sub(started.elapsed());
+        let outcome = challenge::challenge(http, &base, model, left).await;
+        let spent = started.elapsed().as_millis() as u64;
+        let wait = match &outcome {
+            Err(why) if why.starts_with(challenge::UNREACHABLE) => {
+                connect_retry_after(attempt, spent, budget.as_millis() as u64)
+            }
+            _ => None,
+        };
+        let Some(wait) = wait else { break outcome };
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    };
     let took_ms = started.elapsed().as_millis() as u64;
     let at_ms = app.schedule.now_ms();
     let spec = app.schedule.spec();
