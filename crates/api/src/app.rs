@@ -175,11 +175,10 @@ pub struct PeerStatus {
 impl PeerStatus {
     pub fn new(p: &PeerView, rounds: &RoundView) -> Self {
         Self {
-            participation: if rounds.active_set.contains(&p.record.node_id) {
-                Participation::Active
-            } else {
-                Participation::InactiveWaiting
-            },
+            participation: Participation::of(
+                p.state,
+                rounds.active_set.contains(&p.record.node_id),
+            ),
             admission: rounds.standing.describe(&p.record.node_id),
             node_id: p.record.node_id.clone(),
             name: p.record.name.clone(),

@@ -176,14 +176,11 @@ impl Metrics {
             "gauge",
             "Whether this node is in the current epoch's active set: 1 for the current value.",
         );
-        for (p, word) in [
-            (Participation::Active, "active"),
-            (Participation::InactiveWaiting, "inactive_waiting"),
-        ] {
+        for p in Participation::ALL {
             sample(
                 w,
                 "infermesh_participation",
-                &[("participation", word)],
+                &[("participation", p.as_str())],
                 u64::from(p == snap.participation),
             );
         }
@@ -445,6 +442,7 @@ mod tests {
             "infermesh_node_state{state=\"serving\"} 1",
             "infermesh_participation{participation=\"inactive_waiting\"} 1",
             "infermesh_participation{participation=\"active\"} 0",
+            "infermesh_participation{participation=\"not_serving\"} 0",
             "infermesh_peers{state=\"client\"} 0",
             "infermesh_peers{state=\"standby\"} 1",
             "infermesh_peers{state=\"loading\"} 0",

@@ -65,11 +65,7 @@ pub async fn run(app: Arc<App>) {
 /// admitted backends from this node's own round.
 fn round_view(app: &App) -> RoundView {
     let standing = crate::admission::standing(app);
-    let participation = if standing.me.is_empty() {
-        Participation::InactiveWaiting
-    } else {
-        Participation::Active
-    };
+    let participation = Participation::of(app.node.state(), !standing.me.is_empty());
     let mut active_set: BTreeSet<String> = standing.admitted.keys().cloned().collect();
     if participation.is_active() {
         active_set.insert(app.node.info.node_id.clone());

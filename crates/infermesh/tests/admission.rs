@@ -74,6 +74,14 @@ fn a_fresh_server_and_client_answer_within_10s_never_404() {
     );
     let s = server.status();
     assert_eq!(s["participation"], "active", "{s}");
+    // A client takes no part in rounds, and neither side says it waits for one.
+    assert_eq!(client.status()["participation"], "not_serving");
+    let seen = peers(&server);
+    assert!(
+        seen.iter()
+            .any(|p| p["state"] == "client" && p["participation"] == "not_serving"),
+        "{seen:?}"
+    );
     let log = client.stderr_lines();
     assert!(
         log.iter()

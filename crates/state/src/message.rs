@@ -147,6 +147,7 @@ pub fn node_message(
     }
     let d = starts_in(t);
     match (participation, node_state) {
+        (Participation::NotServing, _) => CLIENT.to_string(),
         (Participation::Active, NodeState::Serving) => {
             format!("Serving — active for this epoch; next round in {d}")
         }

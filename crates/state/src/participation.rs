@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::node::NodeState;
+
 /// Serialized `inactive_waiting` / `active`.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -14,16 +16,20 @@ pub enum Participation {
     InactiveWaiting,
     /// In this epoch's active set: an accepted passing validation result for the epoch.
     Active,
+    /// A client: it serves nothing, so rounds and admission do not apply to it. Saying it waits
+    /// for a round would promise something that never comes.
+    NotServing,
 }
 
 impl Participation {
-    pub const ALL: [Participation; 2] = [Self::InactiveWaiting, Self::Active];
+    pub const ALL: [Participation; 3] = [Self::InactiveWaiting, Self::Active, Self::NotServing];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InactiveWaiting => "inactive_waiting",
             Self::Active => "active",
+            Self::NotServing => "not_serving",
         }
     }
 
@@ -32,6 +38,7 @@ impl Participation {
         match self {
             Self::InactiveWaiting => "Inactive — waiting for round",
             Self::Active => "Active for this epoch",
+            Self::NotServing => "Not serving — a client, outside rounds",
         }
     }
 
@@ -46,6 +53,16 @@ impl Participation {
 
     pub fn is_active(self) -> bool {
         self == Self::Active
+    }
+
+    /// A node's participation from its state and whether its verifiers admitted it: a client
+    /// takes no part in rounds; every other node waits until it is admitted.
+    pub fn of(state: NodeState, admitted: bool) -> Self {
+        match (state, admitted) {
+            (NodeState::Client, _) => Self::NotServing,
+            (_, true) => Self::Active,
+            (_, false) => Self::InactiveWaiting,
+        }
     }
 }
 
@@ -64,6 +81,7 @@ mod tests {
         let cases = [
             (Participation::InactiveWaiting, "inactive_waiting", false),
             (Participation::Active, "active", true),
+            (Participation::NotServing, "not_serving", false),
         ];
         for (p, name, active) in cases {
             assert_eq!(p.as_str(), name);
@@ -74,6 +92,24 @@ mod tests {
             assert_eq!(serde_json::from_str::<Participation>(&json).unwrap(), p);
         }
         assert_eq!(Participation::ALL.len(), cases.len());
+    }
+
+    #[test]
+    fn only_an_admitted_node_that_is_not_a_client_is_active() {
+        for state in NodeState::ALL {
+            for admitted in [false, true] {
+                let want = match state {
+                    NodeState::Client => Participation::NotServing,
+                    _ if admitted => Participation::Active,
+                    _ => Participation::InactiveWaiting,
+                };
+                assert_eq!(
+                    Participation::of(state, admitted),
+                    want,
+                    "{state:?} {admitted}"
+                );
+            }
+        }
     }
 
     #[test]
