@@ -18,6 +18,7 @@ pub mod queue;
 pub mod routing;
 pub mod schedule;
 pub mod situation;
+pub mod split;
 pub mod sse;
 #[cfg(test)]
 mod test_schedule;
