@@ -25,6 +25,10 @@ pub struct GenParams {
     /// (0..=20) at each position.
     #[serde(default)]
     pub logprobs: Option<u8>,
+    /// The client's `response_format` as it sent it (already checked, and compiled into
+    /// `grammar`): a backend that speaks OpenAI enforces this itself, as it takes no GBNF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
 }
 
 impl Default for GenParams {
@@ -37,6 +41,7 @@ impl Default for GenParams {
             seed: None,
             grammar: None,
             logprobs: None,
+            response_format: None,
         }
     }
 }

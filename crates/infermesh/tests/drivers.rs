@@ -95,6 +95,34 @@ async fn answer(b: &dyn Backend, req: InferRequest) -> Result<Answer, BackendErr
     })
 }
 
+/// Asks `b` for a JSON answer with 2 alternatives per token, streamed. What the embedded
+/// engine does with llama.cpp's grammar and its own logprobs, an OpenAI-speaking driver must ask
+/// of its remote in OpenAI's words: both come back, neither silently dropped.
+async fn formatted_with_logprobs(b: &dyn Backend, model: &str) {
+    let mut req = chat(model, "Name a color.", 12);
+    req.params.logprobs = Some(2);
+    req.params.response_format = Some(json!({"type": "json_object"}));
+    let mut rx = b.infer(req).await.expect("infer");
+    let (mut text, mut lps) = (String::new(), Vec::new());
+    while let Some(ev) = rx.recv().await {
+        match ev.expect("event") {
+            InferEvent::Text(t) => text.push_str(&t),
+            InferEvent::Logprobs(l) => lps.extend(l),
+            InferEvent::Done { .. } => {}
+        }
+    }
+    assert!(
+        text.trim_start().starts_with('{'),
+        "not JSON-shaped: {text:?}"
+    );
+    assert!(!lps.is_empty(), "no logprobs for {text:?}");
+    assert!(
+        lps.iter()
+            .all(|l| l.logprob <= 0.0 && !l.top.is_empty() && l.top.len() <= 2),
+        "{lps:?}"
+    );
+}
+
 fn args(v: Value) -> BTreeMap<String, Value> {
     serde_json::from_value(v).unwrap()
 }
@@ -155,6 +183,7 @@ fn openai_driver_and_tester_against_a_real_node() {
         assert!(!a.text.trim().is_empty());
         assert_eq!(a.finish, FinishReason::Length);
         assert_eq!(a.usage.completion_tokens, 4);
+        formatted_with_logprobs(&b, MODEL).await;
 
         // The remote's validation message reaches the caller as a client error.
         let mut bad = chat(MODEL, "hi", 4);
@@ -362,6 +391,8 @@ fn llama_server_driver_serves_and_passes_the_tester() {
             .await
             .expect("chat");
         assert!(!a.text.trim().is_empty());
+
+        formatted_with_logprobs(&b, "smol").await;
 
         let base = b.base_url().unwrap();
         b.stop().await.unwrap();

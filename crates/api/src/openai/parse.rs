@@ -62,6 +62,7 @@ struct Common {
     seed: Option<i64>,
     grammar: Option<String>,
     logprobs: Option<u8>,
+    response_format: Option<serde_json::Value>,
 }
 
 fn params(c: Common) -> Result<GenParams, OpenAiError> {
@@ -112,6 +113,7 @@ fn params(c: Common) -> Result<GenParams, OpenAiError> {
         seed: c.seed.map(|s| (s as u64 ^ ((s as u64) >> 32)) as u32),
         grammar: c.grammar,
         logprobs: c.logprobs,
+        response_format: c.response_format,
     })
 }
 
@@ -273,6 +275,11 @@ pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
         seed: r.seed,
         grammar: response_grammar(r.response_format.as_ref())?,
         logprobs: chat_logprobs(r.logprobs, r.top_logprobs)?,
+        response_format: r
+            .response_format
+            .as_ref()
+            .filter(|f| !matches!(f, ResponseFormat::Text))
+            .and_then(|f| serde_json::to_value(f).ok()),
     })?;
     Ok(Parsed {
         req: InferRequest {
@@ -319,6 +326,7 @@ pub fn completion(body: &[u8]) -> Result<Parsed, OpenAiError> {
             }
             n => n,
         },
+        response_format: None,
     })?;
     if r.echo == Some(true) {
         return Err(OpenAiError::bad_request(

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::api::BackendError;
 use crate::openai::wire::stream_error;
-use crate::types::{FinishReason, InferEvent, Usage};
+use crate::types::{FinishReason, InferEvent, TokenLogprob, Usage};
 
 /// Decoding state of one response. Time is passed in (milliseconds since the request was sent)
 /// so the decoder stays a pure function of its input.
@@ -73,6 +73,10 @@ impl StreamDecoder {
             .into_iter()
             .find_map(Value::as_str)
             .unwrap_or("");
+            let lps = logprobs(&choice["logprobs"]);
+            if !lps.is_empty() {
+                events.push(InferEvent::Logprobs(lps));
+            }
             if !text.is_empty() {
                 self.first_text_ms.get_or_insert(at_ms);
                 self.text_chunks += 1;
@@ -129,6 +133,79 @@ impl StreamDecoder {
             gen_ms,
         }
     }
+}
+
+/// A chunk's token log-probabilities, in either shape servers send: chat's
+/// `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`, or the
+/// legacy completions' parallel lists `{tokens, token_logprobs, top_logprobs: [{token: lp}]}`.
+/// Entries without a token or a number are skipped, not invented.
+fn logprobs(v: &Value) -> Vec<TokenLogprob> {
+    fn bytes_of(e: &Value, token: &str) -> Vec<u8> {
+        e["bytes"]
+            .as_array()
+            .map(|b| {
+                b.iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as u8))
+                    .collect()
+            })
+            .unwrap_or_else(|| token.as_bytes().to_vec())
+    }
+    if let Some(content) = v["content"].as_array() {
+        return content
+            .iter()
+            .filter_map(|e| {
+                let token = e["token"].as_str()?;
+                let top = e["top_logprobs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| {
+                        let tok = t["token"].as_str()?;
+                        Some((
+                            tok.to_string(),
+                            bytes_of(t, tok),
+                            t["logprob"].as_f64()? as f32,
+                        ))
+                    })
+                    .collect();
+                Some(TokenLogprob {
+                    token: token.to_string(),
+                    bytes: bytes_of(e, token),
+                    logprob: e["logprob"].as_f64()? as f32,
+                    top,
+                })
+            })
+            .collect();
+    }
+    let (Some(tokens), Some(lps)) = (v["tokens"].as_array(), v["token_logprobs"].as_array()) else {
+        return Vec::new();
+    };
+    let tops = v["top_logprobs"].as_array();
+    tokens
+        .iter()
+        .zip(lps)
+        .enumerate()
+        .filter_map(|(i, (t, lp))| {
+            let token = t.as_str()?;
+            let mut top: Vec<_> = tops
+                .and_then(|a| a.get(i))
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(tok, lp)| {
+                    Some((tok.clone(), tok.as_bytes().to_vec(), lp.as_f64()? as f32))
+                })
+                .collect();
+            // A JSON object has no order: most likely first, as the chat shape lists them.
+            top.sort_by(|a, b| b.2.total_cmp(&a.2));
+            Some(TokenLogprob {
+                token: token.to_string(),
+                bytes: token.as_bytes().to_vec(),
+                logprob: lp.as_f64()? as f32,
+                top,
+            })
+        })
+        .collect()
 }
 
 /// `length` is the only reason a client must treat differently (the answer was cut short);
@@ -291,6 +368,48 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn logprobs_of_both_shapes_come_before_their_text() {
+        let mut d = dec();
+        let chat = r#"{"choices":[{"delta":{"content":"Hi"},"logprobs":{"content":[
+            {"token":"Hi","logprob":-0.25,"bytes":[72,105],
+             "top_logprobs":[{"token":"Hi","logprob":-0.25},{"token":"Hello","logprob":-1.5}]}]}}]}"#;
+        let ev = d.feed(chat, 1.0).unwrap();
+        let InferEvent::Logprobs(l) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(ev[1], InferEvent::Text("Hi".into()));
+        assert_eq!(l.len(), 1);
+        assert_eq!((l[0].token.as_str(), l[0].logprob), ("Hi", -0.25));
+        assert_eq!(l[0].bytes, b"Hi".to_vec());
+        assert_eq!(l[0].top[1], ("Hello".to_string(), b"Hello".to_vec(), -1.5));
+
+        let legacy = r#"{"choices":[{"text":" a b","logprobs":{"tokens":[" a"," b"],
+            "token_logprobs":[-0.5,-2.0],"top_logprobs":[{" x":-3.0," a":-0.5},{" b":-2.0}]}}]}"#;
+        let ev = d.feed(legacy, 2.0).unwrap();
+        let InferEvent::Logprobs(l) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            l.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+            [-0.5, -2.0]
+        );
+        assert_eq!(l[0].top[0].0, " a", "most likely first");
+        assert_eq!(ev[1], InferEvent::Text(" a b".into()));
+
+        // No logprobs, or a malformed entry: no event, and nothing made up.
+        let plain = d
+            .feed(r#"{"choices":[{"delta":{"content":"x"}}]}"#, 3.0)
+            .unwrap();
+        assert_eq!(plain, vec![InferEvent::Text("x".into())]);
+        let bad =
+            r#"{"choices":[{"delta":{"content":"y"},"logprobs":{"content":[{"logprob":-1}]}}]}"#;
+        assert_eq!(
+            d.feed(bad, 4.0).unwrap(),
+            vec![InferEvent::Text("y".into())]
+        );
     }
 
     #[test]

@@ -38,6 +38,21 @@ pub fn request_body(req: &InferRequest, extra: &BTreeMap<String, Value>) -> (&'s
     if let Some(seed) = p.seed {
         body.insert("seed".into(), json!(seed));
     }
+    // The remote enforces the format itself: it takes OpenAI's field, not llama.cpp's GBNF.
+    if let Some(format) = &p.response_format {
+        body.insert("response_format".into(), format.clone());
+    }
+    // Chat asks with a flag and a count; the legacy endpoint with the count alone.
+    match (p.logprobs, &req.prompt) {
+        (Some(n), Prompt::Chat(_)) => {
+            body.insert("logprobs".into(), json!(true));
+            body.insert("top_logprobs".into(), json!(n));
+        }
+        (Some(n), Prompt::Raw(_)) => {
+            body.insert("logprobs".into(), json!(n));
+        }
+        (None, _) => {}
+    }
     for (k, v) in extra {
         body.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -146,6 +161,33 @@ mod tests {
         assert_eq!(body["prompt"], "Once");
         assert!(body.get("messages").is_none());
         assert!(body.get("stop").is_none() && body.get("seed").is_none());
+    }
+
+    #[test]
+    fn response_format_and_logprobs_are_asked_of_the_remote_in_each_endpoints_words() {
+        let format = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}});
+        let mut chat = req(Prompt::Chat(Vec::new()));
+        chat.params.response_format = Some(format.clone());
+        chat.params.grammar = Some("root ::= \"{}\"".into());
+        chat.params.logprobs = Some(3);
+        let (_, body) = request_body(&chat, &BTreeMap::new());
+        assert_eq!(body["response_format"], format);
+        assert_eq!(
+            (&body["logprobs"], &body["top_logprobs"]),
+            (&json!(true), &json!(3))
+        );
+        assert!(
+            body.get("grammar").is_none(),
+            "GBNF is llama.cpp's, not OpenAI's"
+        );
+
+        let mut raw = req(Prompt::Raw("x".into()));
+        raw.params.logprobs = Some(2);
+        let (_, body) = request_body(&raw, &BTreeMap::new());
+        assert_eq!(body["logprobs"], 2);
+        assert!(body.get("top_logprobs").is_none() && body.get("response_format").is_none());
+        let (_, body) = request_body(&req(Prompt::Raw("x".into())), &BTreeMap::new());
+        assert!(body.get("logprobs").is_none());
     }
 
     #[test]
