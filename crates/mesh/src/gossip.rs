@@ -18,7 +18,7 @@ use crate::wire::{DigestEntry, Message, Packet, Sealer, WireError, MAX_DATAGRAM}
 
 /// Peers each round gossips to.
 const FANOUT: usize = 3;
-/// Heartbeats every this many rounds (1 s at the default 200 ms): several per `dead_after`.
+/// Heartbeats every this many rounds (0.4 s at the default 200 ms): ten per `dead_after`.
 const BEAT_EVERY_ROUNDS: u64 = 2;
 /// Seeds are contacted every this many rounds even when peers are known, so a partition heals.
 const SEED_EVERY_ROUNDS: u64 = 25;

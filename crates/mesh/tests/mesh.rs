@@ -313,7 +313,15 @@ async fn steady_mesh_does_not_flap() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (n, s) in [&a, &b, &c].iter().zip(&subs) {
         assert!(!s.has_changed().unwrap(), "{} saw a change", n.node_id());
-        assert!(n.peers().iter().all(|p| p.last_seen_ms < 1_000));
+        // Beats come every 0.4 s; a busy CI machine (llama.cpp tests alongside) delays some
+        // past 1 s, which is no flap. Half of `dead_after` is still far from suspected.
+        let limit = infermesh_mesh::DEFAULT_DEAD_AFTER.as_millis() as u64 / 2;
+        let seen: Vec<u64> = n.peers().iter().map(|p| p.last_seen_ms).collect();
+        assert!(
+            seen.iter().all(|ms| *ms < limit),
+            "{} last heard {seen:?} ms ago",
+            n.node_id()
+        );
     }
     for n in [a, b, c] {
         n.shutdown().await.unwrap();
