@@ -41,6 +41,22 @@ for chunk in stream:
 assert "".join(parts) == text, ("".join(parts), text)
 assert usage is not None and usage.completion_tokens == r.usage.completion_tokens, usage
 
+j = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "Name a color."}],
+    max_tokens=24,
+    temperature=0,
+    response_format={"type": "json_object"},
+)
+assert j.choices[0].message.content.strip().startswith("{"), j
+
+lp = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0,
+    logprobs=True, top_logprobs=2,
+)
+content = lp.choices[0].logprobs.content
+assert content and all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in content), lp
+
 try:
     client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     raise SystemExit("unknown model must fail")
