@@ -1,4 +1,5 @@
-//! The official OpenAI Python client must work against a node unchanged.
+//! The official OpenAI Python client, and langchain-openai on top of it, must work against a
+//! node unchanged.
 
 mod common;
 
@@ -7,32 +8,52 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn official_python_client_works_unchanged() {
+/// Runs `tests/<script> URL MODEL` against a fresh node when Python can import `module`; CI
+/// installs the packages and sets `require`, so there the test can never silently pass.
+fn client_against_a_node(module: &str, package: &str, require: &str, script: &str) {
     let has_client = Command::new("python3")
-        .args(["-c", "import openai"])
+        .args(["-c", &format!("import {module}")])
         .status()
         .is_ok_and(|s| s.success());
     if !has_client {
-        // CI installs the client and sets this, so there the test can never silently pass.
         assert!(
-            std::env::var_os("INFERMESH_REQUIRE_PYTHON_OPENAI").is_none(),
-            "the `openai` Python package is required but not installed"
+            std::env::var_os(require).is_none(),
+            "the `{package}` Python package is required but not installed"
         );
-        eprintln!("SKIPPED: `pip install openai` to run the OpenAI Python client test");
+        eprintln!("SKIPPED: `pip install {package}` to run the {package} client test");
         return;
     }
     let node = NodeProc::start(&[]);
     node.wait_state("serving", Duration::from_secs(180));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")
-        .args([script, &node.url, MODEL])
+        .args([&script, &node.url, MODEL])
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "python client failed:\n{}\n{}",
+        "{package} client failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn official_python_client_works_unchanged() {
+    client_against_a_node(
+        "openai",
+        "openai",
+        "INFERMESH_REQUIRE_PYTHON_OPENAI",
+        "openai_client.py",
+    );
+}
+
+#[test]
+fn langchain_openai_works_unchanged() {
+    client_against_a_node(
+        "langchain_openai",
+        "langchain-openai",
+        "INFERMESH_REQUIRE_LANGCHAIN",
+        "langchain_client.py",
     );
 }
