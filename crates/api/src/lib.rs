@@ -78,6 +78,7 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
         .route("/v1/models", get(route::list_models))
         .route("/v1/chat/completions", post(route::chat_completions))
         .route("/v1/completions", post(route::completions))
+        .route("/v1/embeddings", post(route::embeddings))
         .fallback(error::not_found)
         // Every admin mutation (any admin route, present or future) needs an operator signature.
         .layer(axum::middleware::from_fn_with_state(
@@ -101,6 +102,7 @@ pub fn peer_router(app: Arc<App>, limits: Limits) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(route::chat_completions))
         .route("/v1/completions", post(route::completions))
+        .route("/v1/embeddings", post(route::embeddings))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| body::limit_body(limits, budget.clone(), req, next),

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::types::{InferEvent, InferRequest};
+use crate::types::{Embeddings, InferEvent, InferRequest};
 
 /// A running inference. Dropping the receiver cancels generation.
 pub type InferStream = mpsc::Receiver<Result<InferEvent, BackendError>>;
@@ -62,6 +62,18 @@ pub trait Backend: Send + Sync {
         _req: &InferRequest,
     ) -> Option<Result<serde_json::Value, BackendError>> {
         None
+    }
+    /// Embeddings of `inputs` with `model`. A driver that cannot embed says so as the client's
+    /// error (400 naming `model`), never an empty answer.
+    async fn embed(&self, model: &str, _inputs: &[String]) -> Result<Embeddings, BackendError> {
+        Err(BackendError::BadParam {
+            message: format!(
+                "model `{model}` cannot make embeddings here: its backend ({} driver) has no \
+                 embeddings endpoint",
+                self.describe().driver
+            ),
+            param: "model".into(),
+        })
     }
     /// Unloads and releases resources. Idempotent.
     async fn stop(&self) -> Result<(), BackendError>;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::api::{Backend, BackendError, BackendInfo, InferStream};
 use crate::engine::{Engine, EngineConfig};
 use crate::model_fetch::{ensure_model, KnownModel};
-use crate::types::InferRequest;
+use crate::types::{Embeddings, InferRequest};
 
 /// Where a served model's weights come from.
 #[derive(Debug, Clone)]
@@ -42,6 +42,7 @@ pub struct EmbeddedBackend {
     models: BTreeMap<String, ModelSource>,
     cfg: EngineConfig,
     loaded: Mutex<Option<(String, Arc<Engine>)>>,
+    embedding: tokio::sync::Mutex<()>,
 }
 
 impl EmbeddedBackend {
@@ -55,11 +56,28 @@ impl EmbeddedBackend {
             models,
             cfg,
             loaded: Mutex::new(None),
+            embedding: tokio::sync::Mutex::new(()),
         }
     }
 
     fn current(&self) -> Option<(String, Arc<Engine>)> {
         self.loaded.lock().expect("engine lock").clone()
+    }
+
+    /// The engine when it has `model` loaded, or why not.
+    fn engine_for(&self, model: &str) -> Result<Arc<Engine>, BackendError> {
+        let (loaded, engine) = self
+            .current()
+            .ok_or_else(|| BackendError::Unavailable("no model loaded".into()))?;
+        if loaded == model {
+            Ok(engine)
+        } else if self.models.contains_key(model) {
+            Err(BackendError::Unavailable(format!(
+                "model `{model}` is not loaded"
+            )))
+        } else {
+            Err(BackendError::UnknownModel(model.to_string()))
+        }
     }
 }
 
@@ -107,17 +125,19 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError> {
-        let (model, engine) = self
-            .current()
-            .ok_or_else(|| BackendError::Unavailable("no model loaded".into()))?;
-        if model != req.model {
-            return Err(if self.models.contains_key(&req.model) {
-                BackendError::Unavailable(format!("model `{}` is not loaded", req.model))
-            } else {
-                BackendError::UnknownModel(req.model)
-            });
-        }
+        let engine = self.engine_for(&req.model)?;
         engine.submit(req.prompt, req.params, req.priority)
+    }
+
+    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
+        let engine = self.engine_for(model)?;
+        // One embedding at a time per backend: each builds a context of its own, and a flood of
+        // them must queue rather than allocate side by side.
+        let _turn = self.embedding.lock().await;
+        let inputs = inputs.to_vec();
+        tokio::task::spawn_blocking(move || engine.embed(&inputs))
+            .await
+            .map_err(|e| BackendError::Failed(format!("embedding task panicked: {e}")))?
     }
 
     async fn stop(&self) -> Result<(), BackendError> {

@@ -22,6 +22,6 @@ pub mod types;
 pub use api::{Backend, BackendError, BackendInfo, InferStream};
 pub use config::{merge_args, ModelSpec};
 pub use types::{
-    ChatMessage, FinishReason, GenParams, InferEvent, InferRequest, Priority, Prompt, TokenLogprob,
-    Usage,
+    ChatMessage, Embeddings, FinishReason, GenParams, InferEvent, InferRequest, Priority, Prompt,
+    TokenLogprob, Usage,
 };

@@ -74,6 +74,13 @@ fn a_fresh_server_and_client_answer_within_10s_never_404() {
     );
     let s = server.status();
     assert_eq!(s["participation"], "active", "{s}");
+    // Embeddings are routed like chat: the client serves none, the server answers.
+    let (code, e) = post_json(
+        &format!("{}/v1/embeddings", client.url),
+        &json!({"model": MODEL, "input": ["Say hi.", "Say bye."]}),
+    );
+    assert_eq!(code, 200, "{e}");
+    assert_eq!(e["data"].as_array().map(Vec::len), Some(2), "{e}");
     // A client takes no part in rounds, and neither side says it waits for one.
     assert_eq!(client.status()["participation"], "not_serving");
     let seen = peers(&server);

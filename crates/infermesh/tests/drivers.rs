@@ -184,6 +184,16 @@ fn openai_driver_and_tester_against_a_real_node() {
         assert_eq!(a.finish, FinishReason::Length);
         assert_eq!(a.usage.completion_tokens, 4);
         formatted_with_logprobs(&b, MODEL).await;
+        let e = b
+            .embed(MODEL, &["a".to_string(), "b c".to_string()])
+            .await
+            .expect("embeddings through the remote");
+        assert_eq!(e.vectors.len(), 2);
+        assert!(
+            e.vectors.iter().all(|v| v.len() == 576) && e.prompt_tokens >= 3,
+            "{:?}",
+            e.prompt_tokens
+        );
 
         // The remote's validation message reaches the caller as a client error.
         let mut bad = chat(MODEL, "hi", 4);

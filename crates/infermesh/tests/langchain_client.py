@@ -5,7 +5,7 @@ Usage: python3 langchain_client.py BASE_URL MODEL   (exits non-zero on any misma
 import sys
 
 import openai
-from langchain_openai import ChatOpenAI, OpenAI
+from langchain_openai import ChatOpenAI, OpenAI, OpenAIEmbeddings
 
 base, model = sys.argv[1], sys.argv[2]
 chat = ChatOpenAI(base_url=base + "/v1", api_key="unused", model=model, temperature=0,
@@ -25,6 +25,12 @@ assert j.content.strip().startswith("{"), j
 lp = chat.bind(logprobs=True, top_logprobs=2).invoke("Hi")
 content = lp.response_metadata["logprobs"]["content"]
 assert content and all(t["logprob"] <= 0 and len(t["top_logprobs"]) == 2 for t in content), lp
+
+# check_embedding_ctx_length=False: send the text, not tiktoken ids (which need a download).
+emb = OpenAIEmbeddings(base_url=base + "/v1", api_key="unused", model=model, max_retries=0,
+                       check_embedding_ctx_length=False)
+vectors = emb.embed_documents(["hello", "world"])
+assert len(vectors) == 2 and len(vectors[0]) > 0 and len(emb.embed_query("hi")) == len(vectors[0])
 
 try:
     ChatOpenAI(base_url=base + "/v1", api_key="unused", model="no-such-model",

@@ -52,6 +52,10 @@ async function main() {
     assert.ok(t.logprob <= 0 && t.top_logprobs.length === 2, JSON.stringify(t));
   }
 
+  const emb = await client.embeddings.create({ model, input: ["hello", "world"] });
+  assert.deepEqual(emb.data.map((d) => d.index), [0, 1]);
+  assert.ok(emb.data[0].embedding.length > 0 && emb.usage.prompt_tokens >= 2, JSON.stringify(emb.usage));
+
   await assert.rejects(
     client.chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "x" }] }),
     (e) => e instanceof OpenAI.NotFoundError && String(e.message).includes("no-such-model"),

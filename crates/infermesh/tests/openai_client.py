@@ -57,6 +57,10 @@ lp = client.chat.completions.create(
 content = lp.choices[0].logprobs.content
 assert content and all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in content), lp
 
+emb = client.embeddings.create(model=model, input=["hello", "world"])
+assert [d.index for d in emb.data] == [0, 1] and len(emb.data[0].embedding) > 0, emb
+assert emb.usage.prompt_tokens >= 2, emb.usage
+
 try:
     client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     raise SystemExit("unknown model must fail")

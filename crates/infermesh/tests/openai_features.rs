@@ -1,10 +1,11 @@
 //! OpenAI features of the embedded engine on a real node: structured output (grammar sampling),
-//! logprobs streamed and not, and cheap rejection of prompts that cannot fit.
+//! logprobs streamed and not, cheap rejection of prompts that cannot fit, and embeddings.
 
 mod common;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
 
@@ -121,4 +122,99 @@ fn structured_output_logprobs_and_cheap_rejection() {
         v["error"]["message"].as_str().unwrap().contains("bytes"),
         "{v}"
     );
+}
+
+fn embed(node: &NodeProc, body: Value) -> (u16, Value) {
+    post_json(&format!("{}/v1/embeddings", node.url), &body)
+}
+
+fn dot(a: &Value, b: &Value) -> f64 {
+    let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.as_f64().unwrap() * y.as_f64().unwrap())
+        .sum()
+}
+
+#[test]
+fn embeddings_are_unit_vectors_in_input_order_and_bad_input_is_400() {
+    let node = NodeProc::start(&[]);
+    node.wait_state("serving", Duration::from_secs(180));
+    let inputs = [
+        "The cat sat on the mat.",
+        "Quarterly revenue grew 4%.",
+        "The cat sat on the mat.",
+    ];
+    let (code, v) = embed(&node, json!({"model": MODEL, "input": inputs}));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["object"].as_str(), v["model"].as_str()),
+        (Some("list"), Some(MODEL))
+    );
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    let vecs: Vec<&Value> = data.iter().map(|d| &d["embedding"]).collect();
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(
+            (d["object"].as_str(), d["index"].as_u64()),
+            (Some("embedding"), Some(i as u64))
+        );
+        // SmolLM2-135M's hidden width; unit length, so a dot product is the cosine.
+        assert_eq!(d["embedding"].as_array().unwrap().len(), 576);
+        assert!((dot(vecs[i], vecs[i]) - 1.0).abs() < 1e-3);
+    }
+    assert!(
+        (dot(vecs[0], vecs[2]) - 1.0).abs() < 1e-4,
+        "same text, same vector"
+    );
+    assert!(dot(vecs[0], vecs[1]) < 0.999, "different texts differ");
+    let tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        tokens >= 12 && v["usage"]["total_tokens"].as_u64() == Some(tokens),
+        "{v}"
+    );
+
+    // base64 (what the official clients ask for): the same floats, little-endian.
+    let (code, b) = embed(
+        &node,
+        json!({"model": MODEL, "input": inputs[0], "encoding_format": "base64"}),
+    );
+    assert_eq!(code, 200, "{b}");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let floats: Vec<f64> = raw
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+        .collect();
+    assert!((dot(&json!(floats), vecs[0]) - 1.0).abs() < 1e-4);
+
+    // One string is one input; generation still works beside it.
+    let (code, one) = embed(&node, json!({"model": MODEL, "input": inputs[0]}));
+    assert_eq!(code, 200, "{one}");
+    assert!((dot(&one["data"][0]["embedding"], vecs[0]) - 1.0).abs() < 1e-4);
+    let (code, c) = chat(&node, json!({"max_tokens": 4}));
+    assert_eq!(code, 200, "{c}");
+
+    for (body, param) in [
+        (json!({"model": MODEL, "input": [1, 2, 3]}), "input"),
+        (json!({"model": MODEL, "input": []}), "input"),
+        (json!({"model": MODEL, "input": [""]}), "input"),
+        (json!({"model": MODEL}), "input"),
+        (json!({"input": "x"}), "model"),
+        (
+            json!({"model": MODEL, "input": "x", "encoding_format": "int8"}),
+            "encoding_format",
+        ),
+        (
+            json!({"model": MODEL, "input": "x", "dimensions": 8}),
+            "dimensions",
+        ),
+    ] {
+        let (code, e) = embed(&node, body.clone());
+        assert_eq!(code, 400, "{body} → {e}");
+        assert_eq!(e["error"]["param"], param, "{body} → {e}");
+    }
+    let (code, e) = embed(&node, json!({"model": "no-such-model", "input": "x"}));
+    assert_eq!(code, 404, "{e}");
 }

@@ -18,6 +18,16 @@ pub enum Shape {
     Text,
 }
 
+impl Shape {
+    /// The endpoint that answers in this shape.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "/v1/chat/completions",
+            Self::Text => "/v1/completions",
+        }
+    }
+}
+
 pub struct Meta {
     shape: Shape,
     id: String,

@@ -1,8 +1,11 @@
 //! The mesh router behind `/v1/*`: which node answers an OpenAI request, and failover to another
 //! replica while nothing has reached the client yet.
 
+mod embed;
 mod proxy;
 mod record;
+
+pub use embed::embeddings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -189,7 +192,7 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
             None => serve_local(app.node.clone(), &p, shape)
                 .await
                 .map_err(|f| (f.error, f.retry)),
-            Some(addr) => proxy::forward(&app, target, addr, shape, body.clone()).await,
+            Some(addr) => proxy::forward(&app, target, addr, shape.path(), body.clone()).await,
         };
         match attempt {
             Ok(resp) => return pending.answered(app, target, resp),
@@ -208,18 +211,23 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
             }
         }
     }
-    let mut err = if plan.targets.is_empty() && !plan.unadmitted.is_empty() {
-        not_admitted(&model, &plan.unadmitted)
+    let mut err = unanswered(&app, &model, plan, last_error);
+    err.retry_after_s = retry_after.or(err.retry_after_s);
+    pending.failed(&app, None, err)
+}
+
+/// Why no target answered: nobody admitted yet, no peer at all, or no replica (404 or 503).
+fn unanswered(app: &App, model: &str, plan: Plan, last_error: Option<String>) -> OpenAiError {
+    if plan.targets.is_empty() && !plan.unadmitted.is_empty() {
+        not_admitted(model, &plan.unadmitted)
     } else if plan.targets.is_empty() && plan.alone && !plan.known && app.expects_peers() {
         OpenAiError::unavailable(format!(
             "no peers reachable: this node does not serve `{model}` and is not connected to any \
              peer; check that the --join address is reachable"
         ))
     } else {
-        no_replica(&model, plan.targets.len(), plan.local_not_ready, last_error)
-    };
-    err.retry_after_s = retry_after.or(err.retry_after_s);
-    pending.failed(&app, None, err)
+        no_replica(model, plan.targets.len(), plan.local_not_ready, last_error)
+    }
 }
 
 /// 503 for a model that serving peers claim but none is admitted for yet: the client learns the

@@ -11,7 +11,6 @@ use futures::{stream, StreamExt};
 use super::Target;
 use crate::app::App;
 use crate::error::{error_chain, OpenAiError};
-use crate::openai::Shape;
 
 /// Statuses that say "this replica cannot answer now" rather than "the request is wrong": the
 /// next replica may succeed. 404 is here because the peer may have dropped the model after our
@@ -23,19 +22,15 @@ fn retryable(status: StatusCode) -> bool {
         || status == StatusCode::REQUEST_TIMEOUT
 }
 
-/// Sends the original body to the peer at `base` over the peer channel. `Err((error, retry))`
+/// Sends the original body to `path` of the peer at `base` over the peer channel. `Err((error, retry))`
 /// means nothing reached the client.
 pub async fn forward(
     app: &Arc<App>,
     target: &Target,
     base: &str,
-    shape: Shape,
+    path: &str,
     body: Bytes,
 ) -> Result<Response, (OpenAiError, bool)> {
-    let path = match shape {
-        Shape::Chat => "/v1/chat/completions",
-        Shape::Text => "/v1/completions",
-    };
     let unreachable = |what: String| {
         (
             OpenAiError::unavailable(format!("{} {what}", target.name)),

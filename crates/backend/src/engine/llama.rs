@@ -1,7 +1,11 @@
 //! The engine itself, over `llama-cpp-2`.
 
+#[path = "embed.rs"]
+mod embed;
 #[path = "run.rs"]
 mod run;
+
+pub use embed::MAX_EMBED_INPUTS;
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -110,6 +114,7 @@ pub struct Engine {
     patience: Duration,
     /// The longest byte length of any token's text: bounds a prompt's token count from below.
     longest_token_bytes: usize,
+    n_threads: i32,
     pub n_ctx: u32,
     pub size_bytes: u64,
 }
@@ -155,6 +160,7 @@ impl Engine {
             workers: Vec::new(),
             patience: cfg.queue_patience,
             longest_token_bytes,
+            n_threads: cfg.n_threads.max(1),
             n_ctx,
             size_bytes: model.size(),
         };

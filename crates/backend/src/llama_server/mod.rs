@@ -212,6 +212,19 @@ impl Backend for LlamaServerBackend {
         serving.api.health().await
     }
 
+    async fn embed(
+        &self,
+        model: &str,
+        inputs: &[String],
+    ) -> Result<crate::types::Embeddings, BackendError> {
+        match self.serving() {
+            Some(s) if s.model == model => s.api.embed(model, inputs).await,
+            _ => Err(BackendError::Unavailable(format!(
+                "model `{model}` is not loaded"
+            ))),
+        }
+    }
+
     async fn complete(
         &self,
         req: &InferRequest,

@@ -6,6 +6,7 @@
 //! tokens as they come whether or not its own client asked for a stream.
 
 pub mod decode;
+mod embed;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{error_chain, Backend, BackendError, BackendInfo, InferStream};
 use crate::config::ModelSpec;
-use crate::types::{InferEvent, InferRequest};
+use crate::types::{Embeddings, InferEvent, InferRequest};
 use decode::StreamDecoder;
 use infermesh_state::sse::SseParser;
 use wire::{request_body, status_error};
@@ -352,6 +353,10 @@ impl Backend for OpenAiBackend {
 
     async fn complete(&self, req: &InferRequest) -> Option<Result<Value, BackendError>> {
         Some(self.complete_once(req).await)
+    }
+
+    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
+        self.embed_once(model, inputs).await
     }
 
     async fn stop(&self) -> Result<(), BackendError> {
