@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use infermesh_backend::{BackendError, InferEvent, InferStream};
+use infermesh_backend::{Backend, BackendError, InferEvent, InferStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -72,6 +72,16 @@ fn ended_early(what: &str) -> LocalFailure {
     }
 }
 
+/// This node's own backend for `model`, or why it cannot answer (another replica may).
+pub fn local_backend(node: &Node, model: &str) -> Result<Arc<dyn Backend>, LocalFailure> {
+    let error = match node.find_local(model) {
+        LocalModel::Ready(b) => return Ok(b),
+        LocalModel::NotReady(why) => OpenAiError::unavailable(why),
+        LocalModel::Absent => OpenAiError::model_not_found(model),
+    };
+    Err(LocalFailure { error, retry: true })
+}
+
 /// Runs `p` on this node's own backend. Nothing reaches the client before this returns `Ok`, so
 /// an `Err` with `retry` can still be sent to another replica.
 pub async fn serve_local(
@@ -79,21 +89,7 @@ pub async fn serve_local(
     p: &Parsed,
     shape: Shape,
 ) -> Result<Response, LocalFailure> {
-    let backend = match node.find_local(&p.req.model) {
-        LocalModel::Ready(b) => b,
-        LocalModel::NotReady(why) => {
-            return Err(LocalFailure {
-                error: OpenAiError::unavailable(why),
-                retry: true,
-            })
-        }
-        LocalModel::Absent => {
-            return Err(LocalFailure {
-                error: OpenAiError::model_not_found(&p.req.model),
-                retry: true,
-            })
-        }
-    };
+    let backend = local_backend(&node, &p.req.model)?;
     let guard = node.begin_request();
     // A whole answer the remote already shaped as OpenAI JSON goes out as it came.
     if !p.stream {

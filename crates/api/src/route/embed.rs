@@ -13,8 +13,7 @@ use serde_json::{json, Value};
 use super::{plan, proxy, unanswered, FromPeer};
 use crate::app::App;
 use crate::error::OpenAiError;
-use crate::node::LocalModel;
-use crate::openai::LocalFailure;
+use crate::openai::{local_backend, LocalFailure};
 
 /// Most inputs one request may carry.
 const MAX_INPUTS: usize = 64;
@@ -119,21 +118,7 @@ pub async fn embeddings(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes
 }
 
 async fn local(app: &Arc<App>, req: &EmbedRequest) -> Result<Response, LocalFailure> {
-    let backend = match app.node.find_local(&req.model) {
-        LocalModel::Ready(b) => b,
-        LocalModel::NotReady(why) => {
-            return Err(LocalFailure {
-                error: OpenAiError::unavailable(why),
-                retry: true,
-            })
-        }
-        LocalModel::Absent => {
-            return Err(LocalFailure {
-                error: OpenAiError::model_not_found(&req.model),
-                retry: true,
-            })
-        }
-    };
+    let backend = local_backend(&app.node, &req.model)?;
     let _guard = app.node.begin_request();
     let e = backend.embed(&req.model, &req.inputs).await?;
     let data: Vec<Value> = e
