@@ -352,6 +352,12 @@ fn llama_server_driver_serves_and_passes_the_tester() {
                 name: "smol-bad-flag".into(),
                 args: args(json!({"path": path, "no-such-flag": true})),
             },
+            ModelSpec {
+                name: "smol-embed".into(),
+                args: args(
+                    json!({"path": path, "threads": 2, "embeddings": true, "pooling": "mean"}),
+                ),
+            },
         ],
     );
     block_on(async {
@@ -430,6 +436,23 @@ fn llama_server_driver_serves_and_passes_the_tester() {
             }
             other => panic!("{other:?}"),
         }
+
+        // Embeddings are relayed to a llama-server started with `--embeddings`; one without it
+        // says so in its own words rather than answering empty.
+        b.load("smol").await.expect("load");
+        assert!(b.embed("smol", &["a".to_string()]).await.is_err());
+        b.load("smol-embed").await.expect("load with --embeddings");
+        let e = b
+            .embed("smol-embed", &["a".to_string(), "b c".to_string()])
+            .await
+            .expect("embeddings from llama-server");
+        assert_eq!(e.vectors.len(), 2);
+        assert!(
+            e.vectors.iter().all(|v| v.len() == 576),
+            "{:?}",
+            e.vectors.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        b.stop().await.unwrap();
     });
 }
 
