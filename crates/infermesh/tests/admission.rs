@@ -81,6 +81,17 @@ fn a_fresh_server_and_client_answer_within_10s_never_404() {
     );
     assert_eq!(code, 200, "{e}");
     assert_eq!(e["data"].as_array().map(Vec::len), Some(2), "{e}");
+    // …and the client's request log names them, and who answered.
+    let (_, reqs) = common::get_json(&format!("{}/api/requests?limit=50", client.url));
+    let server_id = server.status()["node_id"].clone();
+    assert!(
+        reqs["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["endpoint"] == "embeddings" && r["status"] == 200 && r["to"] == server_id),
+        "{reqs}"
+    );
     // A client takes no part in rounds, and neither side says it waits for one.
     assert_eq!(client.status()["participation"], "not_serving");
     let seen = peers(&server);

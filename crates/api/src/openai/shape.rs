@@ -26,6 +26,14 @@ impl Shape {
             Self::Text => "/v1/completions",
         }
     }
+
+    /// The word `/api/requests` records for it.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Text => "completion",
+        }
+    }
 }
 
 pub struct Meta {

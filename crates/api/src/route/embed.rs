@@ -2,14 +2,17 @@
 //! else one hop to an admitted peer that does, the next replica when one cannot answer.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::record::Pending;
 use super::{plan, proxy, unanswered, FromPeer};
 use crate::app::App;
 use crate::error::OpenAiError;
@@ -93,28 +96,34 @@ pub async fn embeddings(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    let started = Instant::now();
     // A forwarded request is answered here and never forwarded again: at most one hop.
-    let plan = plan(&app, &req.model, peer.is_some());
+    let hop = peer.is_some();
+    let from = peer.map_or_else(|| app.node.info.node_id.clone(), |Extension(p)| p.0);
+    let plan = plan(&app, &req.model, hop);
+    let mut pending = Pending::new(from, &req.model, plan.known, "embeddings", false, started);
     let mut last_error = None;
     for target in &plan.targets {
+        pending.attempts += 1;
         let attempt = match &target.addr {
             None => local(&app, &req).await.map_err(|f| (f.error, f.retry)),
             Some(addr) => proxy::forward(&app, target, addr, "/v1/embeddings", body.clone()).await,
         };
         match attempt {
-            Ok(resp) => return resp,
+            Ok(resp) => return pending.answered(app, target, resp),
             Err((err, retry)) => {
                 if target.addr.is_some() {
                     app.balance.mark_failed(&target.node_id);
                 }
                 if !retry {
-                    return err.into_response();
+                    return pending.failed(&app, Some(target), err);
                 }
                 last_error = Some(format!("{}: {}", target.name, err.message));
             }
         }
     }
-    unanswered(&app, &req.model, plan, last_error).into_response()
+    let err = unanswered(&app, &req.model, plan, last_error);
+    pending.failed(&app, None, err)
 }
 
 async fn local(app: &Arc<App>, req: &EmbedRequest) -> Result<Response, LocalFailure> {

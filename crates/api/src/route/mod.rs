@@ -179,7 +179,14 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
     let from = peer.map_or_else(|| app.node.info.node_id.clone(), |Extension(p)| p.0);
     let model = p.req.model.clone();
     let plan = plan(&app, &model, hop);
-    let mut pending = Pending::new(from, &model, plan.known, shape, p.stream, started);
+    let mut pending = Pending::new(
+        from,
+        &model,
+        plan.known,
+        shape.endpoint(),
+        p.stream,
+        started,
+    );
     if hop && p.req.priority == Priority::Validation {
         pending.admission_check();
     }

@@ -15,7 +15,6 @@ use futures::{Stream, StreamExt};
 use super::Target;
 use crate::app::App;
 use crate::error::OpenAiError;
-use crate::openai::Shape;
 use crate::requests::{RequestRecord, TokenScan};
 
 fn now_ms() -> i64 {
@@ -36,7 +35,7 @@ impl Pending {
         from: String,
         model: &str,
         model_known: bool,
-        shape: Shape,
+        endpoint: &'static str,
         stream: bool,
         started: Instant,
     ) -> Self {
@@ -48,10 +47,7 @@ impl Pending {
                 to: None,
                 to_name: None,
                 model: model.to_string(),
-                endpoint: match shape {
-                    Shape::Chat => "chat",
-                    Shape::Text => "completion",
-                },
+                endpoint,
                 status: 0,
                 latency_ms: 0,
                 ttft_ms: None,
