@@ -2,23 +2,20 @@
 //! else one hop to an admitted peer that does, the next replica when one cannot answer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::record::Pending;
-use super::{plan, proxy, unanswered, FromPeer};
+use super::{proxy, start, Failures, FromPeer};
 use crate::app::App;
 use crate::error::OpenAiError;
 use crate::openai::{local_backend, LocalFailure};
 
-/// Most inputs one request may carry.
+/// Most inputs one request may carry (OpenAI allows 2048; a CPU node embeds them in turn).
 const MAX_INPUTS: usize = 64;
 
 struct EmbedRequest {
@@ -96,13 +93,8 @@ pub async fn embeddings(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let started = Instant::now();
-    // A forwarded request is answered here and never forwarded again: at most one hop.
-    let hop = peer.is_some();
-    let from = peer.map_or_else(|| app.node.info.node_id.clone(), |Extension(p)| p.0);
-    let plan = plan(&app, &req.model, hop);
-    let mut pending = Pending::new(from, &req.model, plan.known, "embeddings", false, started);
-    let mut last_error = None;
+    let (plan, mut pending, _) = start(&app, peer, &req.model, "embeddings", false);
+    let mut failures = Failures::default();
     for target in &plan.targets {
         pending.attempts += 1;
         let attempt = match &target.addr {
@@ -112,17 +104,13 @@ pub async fn embeddings(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes
         match attempt {
             Ok(resp) => return pending.answered(app, target, resp),
             Err((err, retry)) => {
-                if target.addr.is_some() {
-                    app.balance.mark_failed(&target.node_id);
-                }
-                if !retry {
+                if let Some(err) = failures.book(&app, &req.model, target, err, retry) {
                     return pending.failed(&app, Some(target), err);
                 }
-                last_error = Some(format!("{}: {}", target.name, err.message));
             }
         }
     }
-    let err = unanswered(&app, &req.model, plan, last_error);
+    let err = failures.unanswered(&app, &req.model, plan);
     pending.failed(&app, None, err)
 }
 

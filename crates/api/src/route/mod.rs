@@ -173,26 +173,12 @@ pub async fn completions(State(app): State<Arc<App>>, peer: FromPeer, body: Byte
 }
 
 async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: FromPeer) -> Response {
-    let started = Instant::now();
-    // A forwarded request is answered here and never forwarded again: at most one hop.
-    let hop = peer.is_some();
-    let from = peer.map_or_else(|| app.node.info.node_id.clone(), |Extension(p)| p.0);
     let model = p.req.model.clone();
-    let plan = plan(&app, &model, hop);
-    let mut pending = Pending::new(
-        from,
-        &model,
-        plan.known,
-        shape.endpoint(),
-        p.stream,
-        started,
-    );
+    let (plan, mut pending, hop) = start(&app, peer, &model, shape.endpoint(), p.stream);
     if hop && p.req.priority == Priority::Validation {
         pending.admission_check();
     }
-    let mut last_error: Option<String> = None;
-    // The soonest any busy replica expects to take the request.
-    let mut retry_after: Option<u32> = None;
+    let mut failures = Failures::default();
     for target in &plan.targets {
         pending.attempts += 1;
         let attempt = match &target.addr {
@@ -204,23 +190,72 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
         match attempt {
             Ok(resp) => return pending.answered(app, target, resp),
             Err((err, retry)) => {
-                if target.addr.is_some() {
-                    app.balance.mark_failed(&target.node_id);
-                }
-                tracing::info!(model, to = %target.name, error = %err.message, retry, "routed attempt failed");
-                if !retry {
+                if let Some(err) = failures.book(&app, &model, target, err, retry) {
                     return pending.failed(&app, Some(target), err);
                 }
-                if let Some(s) = err.retry_after_s {
-                    retry_after = Some(retry_after.map_or(s, |r| r.min(s)));
-                }
-                last_error = Some(format!("{}: {}", target.name, err.message));
             }
         }
     }
-    let mut err = unanswered(&app, &model, plan, last_error);
-    err.retry_after_s = retry_after.or(err.retry_after_s);
+    let err = failures.unanswered(&app, &model, plan);
     pending.failed(&app, None, err)
+}
+
+/// Where a routed request may go and its record, opened now; and whether it came from a peer
+/// (then it is answered here and never forwarded again: at most one hop).
+fn start(
+    app: &App,
+    peer: FromPeer,
+    model: &str,
+    endpoint: &'static str,
+    stream: bool,
+) -> (Plan, Pending, bool) {
+    let started = Instant::now();
+    let hop = peer.is_some();
+    let from = peer.map_or_else(|| app.node.info.node_id.clone(), |Extension(p)| p.0);
+    let plan = plan(app, model, hop);
+    let pending = Pending::new(from, model, plan.known, endpoint, stream, started);
+    (plan, pending, hop)
+}
+
+/// What one request's failed attempts left, for the error the client gets if none answers.
+#[derive(Default)]
+struct Failures {
+    last_error: Option<String>,
+    /// The soonest any busy replica expects to take the request.
+    retry_after: Option<u32>,
+}
+
+impl Failures {
+    /// Books a failed attempt at `target`. Returns the error when it is the client's to see now
+    /// (not worth another replica); `None` when the next target may be tried.
+    fn book(
+        &mut self,
+        app: &App,
+        model: &str,
+        target: &Target,
+        err: OpenAiError,
+        retry: bool,
+    ) -> Option<OpenAiError> {
+        if target.addr.is_some() {
+            app.balance.mark_failed(&target.node_id);
+        }
+        tracing::info!(model, to = %target.name, error = %err.message, retry, "routed attempt failed");
+        if !retry {
+            return Some(err);
+        }
+        if let Some(s) = err.retry_after_s {
+            self.retry_after = Some(self.retry_after.map_or(s, |r| r.min(s)));
+        }
+        self.last_error = Some(format!("{}: {}", target.name, err.message));
+        None
+    }
+
+    /// The error when no target answered, with the soonest `Retry-After` a replica gave.
+    fn unanswered(self, app: &App, model: &str, plan: Plan) -> OpenAiError {
+        let mut err = unanswered(app, model, plan, self.last_error);
+        err.retry_after_s = self.retry_after.or(err.retry_after_s);
+        err
+    }
 }
 
 /// Why no target answered: nobody admitted yet, no peer at all, or no replica (404 or 503).

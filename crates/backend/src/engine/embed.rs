@@ -10,9 +10,6 @@ use super::{llama_backend, Engine};
 use crate::api::BackendError;
 use crate::types::Embeddings;
 
-/// Most inputs one request may embed (OpenAI allows 2048; a CPU node answers these in turn).
-pub const MAX_EMBED_INPUTS: usize = 64;
-
 fn bad(message: String) -> BackendError {
     BackendError::BadParam {
         message,

@@ -5,8 +5,6 @@ mod embed;
 #[path = "run.rs"]
 mod run;
 
-pub use embed::MAX_EMBED_INPUTS;
-
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

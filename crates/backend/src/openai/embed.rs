@@ -12,22 +12,10 @@ impl OpenAiBackend {
         model: &str,
         inputs: &[String],
     ) -> Result<Embeddings, BackendError> {
-        self.spec(model)?;
-        if self.loaded().as_deref() != Some(model) {
-            return Err(BackendError::Unavailable(format!(
-                "model `{model}` is not loaded"
-            )));
-        }
+        self.loaded_spec(model)?;
         let url = self.url("embeddings");
         let body = json!({"model": model, "input": inputs, "encoding_format": "float"});
-        let answer: Value = self
-            .post(&url, &body, model)
-            .await?
-            .json()
-            .await
-            .map_err(|e| {
-                BackendError::Unavailable(format!("{url} sent an answer that is not JSON: {e}"))
-            })?;
+        let answer = self.post_for_json(&url, &body, model).await?;
         read_embeddings(&answer, inputs.len())
             .ok_or_else(|| BackendError::Failed(format!("{url} sent no embeddings for each input")))
     }

@@ -153,6 +153,17 @@ impl OpenAiBackend {
             .ok_or_else(|| BackendError::UnknownModel(model.to_string()))
     }
 
+    /// `model`'s spec when it is the one loaded: what every request to the remote needs first.
+    fn loaded_spec(&self, model: &str) -> Result<&ModelSpec, BackendError> {
+        let spec = self.spec(model)?;
+        if self.loaded().as_deref() != Some(model) {
+            return Err(BackendError::Unavailable(format!(
+                "model `{model}` is not loaded"
+            )));
+        }
+        Ok(spec)
+    }
+
     fn url(&self, endpoint: &str) -> String {
         format!("{}/{endpoint}", self.base)
     }
@@ -214,29 +225,33 @@ impl OpenAiBackend {
         Ok(resp)
     }
 
+    /// [`Self::post`] for a whole JSON answer.
+    async fn post_for_json(
+        &self,
+        url: &str,
+        body: &Value,
+        model: &str,
+    ) -> Result<Value, BackendError> {
+        let resp = self.post(url, body, model).await?;
+        resp.json().await.map_err(|e| {
+            BackendError::Unavailable(format!(
+                "{url} sent an answer that is not JSON: {}",
+                error_chain(&e)
+            ))
+        })
+    }
+
     /// One non-streamed call; the remote's answer with `model` set to the name this mesh serves
     /// it under (a remote may report its own alias or file path there).
     async fn complete_once(&self, req: &InferRequest) -> Result<Value, BackendError> {
-        let spec = self.spec(&req.model)?;
-        if self.loaded().as_deref() != Some(req.model.as_str()) {
-            return Err(BackendError::Unavailable(format!(
-                "model `{}` is not loaded",
-                req.model
-            )));
-        }
+        let spec = self.loaded_spec(&req.model)?;
         let (endpoint, mut body) = request_body(req, &spec.args);
         if let Some(b) = body.as_object_mut() {
             b.insert("stream".into(), Value::Bool(false));
             b.remove("stream_options");
         }
         let url = self.url(endpoint);
-        let resp = self.post(&url, &body, &req.model).await?;
-        let mut answer: Value = resp.json().await.map_err(|e| {
-            BackendError::Unavailable(format!(
-                "{url} sent an answer that is not JSON: {}",
-                error_chain(&e)
-            ))
-        })?;
+        let mut answer = self.post_for_json(&url, &body, &req.model).await?;
         if answer["choices"].as_array().is_none_or(|c| c.is_empty()) {
             return Err(BackendError::Failed(format!(
                 "{url} answered without `choices`: {}",
@@ -334,13 +349,7 @@ impl Backend for OpenAiBackend {
     }
 
     async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError> {
-        let spec = self.spec(&req.model)?;
-        if self.loaded().as_deref() != Some(req.model.as_str()) {
-            return Err(BackendError::Unavailable(format!(
-                "model `{}` is not loaded",
-                req.model
-            )));
-        }
+        let spec = self.loaded_spec(&req.model)?;
         let (endpoint, body) = request_body(&req, &spec.args);
         let url = self.url(endpoint);
         let started = Instant::now();
