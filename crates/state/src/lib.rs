@@ -19,6 +19,7 @@ pub mod routing;
 pub mod schedule;
 pub mod situation;
 pub mod split;
+pub mod split_role;
 pub mod sse;
 #[cfg(test)]
 mod test_schedule;

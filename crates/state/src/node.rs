@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::split_role::SplitWork;
+
 /// A node's live state. Serialized lowercase (`node_state`); [`NodeState::title`] gives the
 /// Title Case alias kept in `node_status` for older consumers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -67,20 +69,25 @@ pub struct NodeFacts {
     pub backend_loading: bool,
     /// At least one backend is healthy and admitted for routing.
     pub backend_serving: bool,
+    /// Its part as a worker in another node's split: a worker carries layers of a model that
+    /// node serves, so it is loading or serving like a backend of its own.
+    pub split_work: SplitWork,
 }
 
 /// The one rule that turns facts into a live state.
 ///
-/// Precedence: an explicit client stays a client whatever it runs; serving beats loading (one
+/// Precedence: an explicit client stays a client whatever it runs; a node without backends is
+/// one too, unless it takes part in a split (a split's host runs its model only once the split
+/// starts); serving beats loading (one
 /// healthy backend makes the node routable even while another loads); anything assigned but not
 /// yet healthy is `loading`, never `standby` — an operator watching a node fetch a model must not
 /// be told it is idle.
 pub fn derive_node_state(f: NodeFacts) -> NodeState {
-    if f.configured_client || f.backends == 0 {
+    if f.configured_client || (f.backends == 0 && f.split_work == SplitWork::None) {
         NodeState::Client
-    } else if f.backend_serving {
+    } else if f.backend_serving || f.split_work == SplitWork::Serving {
         NodeState::Serving
-    } else if f.backend_loading || f.model_assigned {
+    } else if f.backend_loading || f.model_assigned || f.split_work == SplitWork::Loading {
         NodeState::Loading
     } else {
         NodeState::Standby
@@ -107,7 +114,7 @@ pub fn classify_legacy(role: Option<&str>, serving_models: &[String]) -> NodeSta
 mod tests {
     use super::*;
 
-    /// Exhaustive over every combination of the five facts (backends 0, 1, 3).
+    /// Exhaustive over every combination of the six facts (backends 0, 1, 3).
     #[test]
     fn derivation_table_is_exhaustive() {
         for client in [false, true] {
@@ -115,23 +122,27 @@ mod tests {
                 for assigned in [false, true] {
                     for loading in [false, true] {
                         for serving in [false, true] {
-                            let f = NodeFacts {
-                                configured_client: client,
-                                backends,
-                                model_assigned: assigned,
-                                backend_loading: loading,
-                                backend_serving: serving,
-                            };
-                            let expected = if client || backends == 0 {
-                                NodeState::Client
-                            } else if serving {
-                                NodeState::Serving
-                            } else if loading || assigned {
-                                NodeState::Loading
-                            } else {
-                                NodeState::Standby
-                            };
-                            assert_eq!(derive_node_state(f), expected, "{f:?}");
+                            for work in [SplitWork::None, SplitWork::Loading, SplitWork::Serving] {
+                                let f = NodeFacts {
+                                    configured_client: client,
+                                    backends,
+                                    model_assigned: assigned,
+                                    backend_loading: loading,
+                                    backend_serving: serving,
+                                    split_work: work,
+                                };
+                                let expected =
+                                    if client || (backends == 0 && work == SplitWork::None) {
+                                        NodeState::Client
+                                    } else if serving || work == SplitWork::Serving {
+                                        NodeState::Serving
+                                    } else if loading || assigned || work == SplitWork::Loading {
+                                        NodeState::Loading
+                                    } else {
+                                        NodeState::Standby
+                                    };
+                                assert_eq!(derive_node_state(f), expected, "{f:?}");
+                            }
                         }
                     }
                 }

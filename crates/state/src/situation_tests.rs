@@ -204,6 +204,7 @@ fn every_node_situation_has_its_own_sentence() {
                         backend_loading: bs.iter().any(|b| b.duty == Duty::Loading),
                         backend_serving: bs.iter().any(|b| b.duty == Duty::Serving),
                         configured_client: false,
+                        ..Default::default()
                     };
                     let state = crate::node::derive_node_state(facts);
                     let msg = node_sentence(state, p, &t, &bs);

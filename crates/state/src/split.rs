@@ -134,8 +134,8 @@ impl Plan {
                 have_bytes,
             } => format!(
                 "need {}, have {}",
-                format_gb(*need_bytes),
-                format_gb(*have_bytes)
+                format_mem(*need_bytes),
+                format_mem(*have_bytes)
             ),
         }
     }
@@ -145,6 +145,16 @@ impl Plan {
 pub fn format_gb(bytes: u64) -> String {
     let tenths = (u128::from(bytes) + BYTES_PER_GB / 20) / (BYTES_PER_GB / 10);
     format!("{}.{} GB", tenths / 10, tenths % 10)
+}
+
+/// Memory for sentences: decimal GB with one decimal ([`format_gb`]), or whole MB below 1 GB,
+/// where one decimal of a GB would make 282 MB and 252 MB both read "0.3 GB".
+pub fn format_mem(bytes: u64) -> String {
+    if bytes < 1_000_000_000 {
+        format!("{} MB", (bytes + 500_000) / 1_000_000)
+    } else {
+        format_gb(bytes)
+    }
 }
 
 /// What a node with `free_bytes` free may be planned to hold.
@@ -179,9 +189,27 @@ pub fn changed(old: &Plan, new: &Plan) -> bool {
 /// workers that holds every layer, each participant carrying at least one layer and a layer
 /// count proportional to the memory it can give to layers.
 pub fn plan(need: &ModelNeed, nodes: &[NodeMemory]) -> Plan {
-    let ranked = rank(nodes);
+    place(need, &rank(nodes))
+}
+
+/// Places the model with `host` as the host whatever its size: the node the operator asked to
+/// serve the model, which alone holds its file (llama.cpp's RPC workers receive their tensors
+/// from the host and need no file). Workers come from `others` as in [`plan`]; an entry with
+/// the host's id among them is ignored.
+pub fn plan_hosted(need: &ModelNeed, host: &NodeMemory, others: &[NodeMemory]) -> Plan {
+    let mut order = vec![host];
+    order.extend(
+        rank(others)
+            .into_iter()
+            .filter(|n| n.node_id != host.node_id),
+    );
+    place(need, &order)
+}
+
+/// `ranked[0]` is the host; the rest are workers by preference, most free memory first.
+fn place(need: &ModelNeed, ranked: &[&NodeMemory]) -> Plan {
     let total = need.total_bytes();
-    let Some(best) = ranked.first() else {
+    let Some(&best) = ranked.first() else {
         return Plan::Insufficient {
             need_bytes: total,
             have_bytes: 0,
