@@ -170,6 +170,9 @@ pub struct PeerStatus {
     pub admission: Option<String>,
     /// Milliseconds since this node last heard from the peer.
     pub last_seen_ms: u64,
+    /// Its part in a split, as its record claims it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<infermesh_state::split_role::SplitClaim>,
 }
 
 impl PeerStatus {
@@ -191,6 +194,7 @@ impl PeerStatus {
             version: p.record.version.clone(),
             load: p.record.load,
             last_seen_ms: p.last_seen_ms,
+            split: p.record.split.clone(),
         }
     }
 }
@@ -329,6 +333,8 @@ impl App {
             ram_gb,
             version: node.info.version.clone(),
             load: node.in_flight(),
+            mem_offer_bytes: node.mem_offer(),
+            split: node.split_part().map(|p| p.claim),
             ..NodeRecord::default()
         }
     }

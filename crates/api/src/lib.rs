@@ -23,6 +23,7 @@ pub mod peer;
 pub mod requests;
 pub mod rounds;
 pub mod route;
+pub mod split;
 pub mod status;
 pub mod wakeable;
 
@@ -103,6 +104,11 @@ pub fn peer_router(app: Arc<App>, limits: Limits) -> Router {
         .route("/v1/chat/completions", post(route::chat_completions))
         .route("/v1/completions", post(route::completions))
         .route("/v1/embeddings", post(route::embeddings))
+        // Members only, and only the worker's own host gets through (see the handler).
+        .route(
+            split::tunnel::PATH,
+            axum::routing::get(split::tunnel::accept),
+        )
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| body::limit_body(limits, budget.clone(), req, next),

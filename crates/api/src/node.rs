@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use infermesh_backend::tester::TestResult;
 use infermesh_backend::Backend;
+use infermesh_state::split_role::{SplitClaim, SplitWork};
 use infermesh_state::{derive_node_state, failed_message, Duty, NodeFacts, NodeState, Source};
 use serde::Serialize;
 
@@ -84,6 +85,26 @@ impl BackendSlot {
     }
 }
 
+/// This node's part in a split (see `crate::split`): what its record claims, what that makes
+/// of its state, and the sentence that replaces the node's own while the split is not serving.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitPart {
+    #[serde(flatten)]
+    pub claim: SplitClaim,
+    #[serde(skip)]
+    pub work: SplitWork,
+    /// Where the split stands, for operators ("split over 3 nodes: a (layers 0–9), …").
+    pub detail: String,
+    #[serde(skip)]
+    pub sentence: Option<String>,
+    /// A worker's `rpc-server` port on loopback: where the host's tunnel is let through to.
+    #[serde(skip)]
+    pub rpc_port: Option<u16>,
+    /// A host's RPC bytes through its tunnels (filled in by `/api/status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_traffic: Option<crate::split::tunnel::RpcTraffic>,
+}
+
 /// Why a test cannot start now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TestRefusal {
@@ -117,6 +138,9 @@ pub struct Node {
     /// Signalled after every change of the backends (phase, registration): the round loop
     /// publishes the record at once, so peers learn "serving" in a gossip round, not a tick later.
     pub changed: tokio::sync::Notify,
+    split: RwLock<Option<SplitPart>>,
+    /// Bytes this node offers to carry another node's layers while it serves nothing itself.
+    mem_offer: AtomicU64,
 }
 
 /// The slots, written; [`Node::changed`] is signalled when the write ends.
@@ -162,6 +186,8 @@ impl Node {
             in_flight: AtomicU32::new(0),
             next_rev: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
+            split: RwLock::new(None),
+            mem_offer: AtomicU64::new(0),
         })
     }
 
@@ -264,7 +290,7 @@ impl Node {
         }
     }
 
-    fn set_phase(&self, id: &str, phase: Phase) {
+    pub fn set_phase(&self, id: &str, phase: Phase) {
         if let Some(slot) = self.slots_mut().get_mut(id) {
             slot.phase = phase;
         }
@@ -340,9 +366,47 @@ impl Node {
         }
     }
 
+    /// Its part in a split, if any.
+    pub fn split_part(&self) -> Option<SplitPart> {
+        self.split.read().expect("split lock").clone()
+    }
+
+    /// Sets (or clears) its part in a split; the record is published at once.
+    pub fn set_split_part(&self, part: Option<SplitPart>) {
+        *self.split.write().expect("split lock") = part;
+        self.changed.notify_one();
+    }
+
+    pub fn set_mem_offer(&self, bytes: u64) {
+        self.mem_offer.store(bytes, Ordering::Relaxed);
+    }
+
+    /// What it offers splits now: its memory while it serves no model of its own (idle, or
+    /// already a worker), nothing otherwise.
+    pub fn mem_offer(&self) -> u64 {
+        let working = matches!(
+            self.split_part().map(|p| p.claim),
+            Some(SplitClaim::Worker { .. })
+        );
+        match self.state() {
+            NodeState::Standby => self.mem_offer.load(Ordering::Relaxed),
+            NodeState::Loading | NodeState::Serving if working => {
+                self.mem_offer.load(Ordering::Relaxed)
+            }
+            _ => 0,
+        }
+    }
+
     pub fn facts(&self) -> NodeFacts {
+        let split_work = self
+            .split
+            .read()
+            .expect("split lock")
+            .as_ref()
+            .map_or(SplitWork::None, |p| p.work);
         let slots = self.slots.read().expect("slots lock");
         NodeFacts {
+            split_work,
             configured_client: self.info.client_mode,
             backends: slots.len(),
             model_assigned: slots.values().any(|s| s.assigned.is_some()),

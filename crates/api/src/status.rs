@@ -45,6 +45,9 @@ pub struct StatusResponse {
     pub wakeable: Vec<crate::wakeable::WakeableStatus>,
     /// This node's mesh membership; `None` for a node without gossip.
     pub mesh: Option<MeshStatus>,
+    /// Its part in a split (host of a model, or worker for a host), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<crate::node::SplitPart>,
 }
 
 /// The membership as an operator needs it: which mesh (its public fingerprint, never the
@@ -88,7 +91,12 @@ fn message_of(
         ),
         // A client alone can answer nothing: its reachability is the whole story.
         (Some(m), _) if app.node.state() == NodeState::Client => m.clone(),
-        _ => sentence::node_now(app, rounds),
+        // A split's part says what the node does better than its backends can: a worker has
+        // none serving, a host waits for capacity or for its workers.
+        _ => match app.node.split_part().and_then(|p| p.sentence) {
+            Some(s) => s,
+            None => sentence::node_now(app, rounds),
+        },
     }
 }
 
@@ -149,6 +157,15 @@ pub fn status(app: &App) -> StatusResponse {
             app.wakeable.list()
         },
         mesh,
+        split: node.split_part().map(|mut p| {
+            if matches!(
+                p.claim,
+                infermesh_state::split_role::SplitClaim::Host { .. }
+            ) {
+                p.rpc_traffic = Some(crate::split::tunnel::traffic());
+            }
+            p
+        }),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 #[cfg(feature = "llama")]
 pub mod embedded;
 pub mod engine;
+pub mod gguf;
 #[cfg(feature = "llama")]
 pub mod grammar;
 pub mod llama_server;

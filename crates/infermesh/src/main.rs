@@ -12,6 +12,7 @@ mod logging;
 mod membership;
 mod models;
 mod selfcheck;
+mod split_setup;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -37,7 +38,7 @@ struct Cli {
 enum Cmd {
     /// Run a node: load a model (fetching the default one if needed) and serve the API.
     #[command(after_help = up::PORTS_HELP)]
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Print a fresh invite token for this machine's node's mesh (`up --join <TOKEN>` joins).
     Invite(invite::InviteArgs),
     /// Create an operator key; nodes accept admin changes signed with it once its public key is
@@ -79,7 +80,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.cmd {
-            Cmd::Up(args) => up::run(args).await,
+            Cmd::Up(args) => up::run(*args).await,
             Cmd::Keygen(args) => keygen::run(args),
             Cmd::Invite(args) => invite::run(args).await,
             Cmd::Status(args) => client_cmds::status(args).await,

@@ -16,7 +16,7 @@ use infermesh_mesh::schedule::{fast_schedule, EmbeddedSchedule, MESH_SCHEDULE};
 use infermesh_mesh::{Mesh, MeshConfig};
 use infermesh_state::{NodeState, ScheduleSpec, Tunables};
 
-use crate::{identity, membership, models};
+use crate::{identity, membership, models, split_setup};
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -98,6 +98,17 @@ pub struct UpArgs {
     /// `learn` (adopt the schedule peers advertise).
     #[arg(long, value_enum, default_value = "mesh")]
     pub schedule: ScheduleChoice,
+    /// Memory this node offers, in decimal GB: what split planning counts on it as a split's
+    /// host or worker [default: the memory available at start]. A model that needs more than
+    /// this node offers is split across idle (`--standby`) members.
+    #[arg(long, value_name = "GB", value_parser = split_setup::parse_gb)]
+    pub max_mem: Option<f64>,
+    /// llama.cpp's `llama-server`, run by the host of a split model (see below for the default).
+    #[arg(long, value_name = "PATH")]
+    pub llama_server: Option<PathBuf>,
+    /// llama.cpp's `rpc-server`, run by a split's workers (see below for the default).
+    #[arg(long, value_name = "PATH")]
+    pub rpc_server: Option<PathBuf>,
     /// An explicit schedule, `GENESIS_MS:EPOCH_MS:ROUND_MS` (unix ms; replaces --schedule).
     /// Onboarding timings scale with it. For selfcheck, tests and private meshes.
     #[arg(long, value_name = "G:E:R", value_parser = parse_spec)]
@@ -209,7 +220,14 @@ Ports (open these between machines; nothing else is needed):
                                    peer channel: mutual TLS 1.3 between members' node keys,
                                    carrying forwarded /v1 requests and answers.
   Bind beyond loopback with --bind 0.0.0.0 --advertise HOST:PORT (and --gossip-advertise IP:PORT
-  when the mesh address differs).";
+  when the mesh address differs).
+
+Split models (a model bigger than any one node, served by several; see --max-mem):
+  the host runs llama.cpp's llama-server and each worker its rpc-server, looked for in order:
+  --llama-server/--rpc-server PATH, $INFERMESH_LLAMA_SERVER/$INFERMESH_RPC_SERVER, next to this
+  infermesh executable, target/llama-server/ under the working directory (where
+  scripts/build-llama-server puts them), then PATH. rpc-server listens on loopback only; the
+  host reaches it through the peer channel.";
 
 pub async fn run(args: UpArgs) -> Result<()> {
     let data_dir = args
@@ -310,7 +328,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
 
     let mut to_activate = None;
+    let own_offer = split_setup::offer_bytes(args.max_mem);
+    let mut split_host = None;
     if !args.client {
+        node.set_mem_offer(own_offer);
         let (model_name, source) = match explicit {
             Some(m) => m,
             None => {
@@ -319,14 +340,31 @@ pub async fn run(args: UpArgs) -> Result<()> {
             }
         };
         let cfg = engine_config(&args);
-        let models = BTreeMap::from([(model_name.clone(), source)]);
-        let assigned = (!args.standby).then(|| model_name.clone());
-        node.add_backend(
-            Arc::new(EmbeddedBackend::new("embedded", models, cfg)),
-            assigned,
-        );
         if !args.standby {
-            to_activate = Some("embedded");
+            split_host = split_setup::host_setup(split_setup::SplitChoice {
+                model: &model_name,
+                source: &source,
+                own_offer,
+                n_ctx: args.ctx,
+                threads: cfg.n_threads.max(1) as u32,
+                llama_server: split_setup::find_tool(
+                    "llama-server",
+                    args.llama_server.as_deref(),
+                    "INFERMESH_LLAMA_SERVER",
+                ),
+            });
+        }
+        // A split's host serves through the split's llama-server, not the embedded engine.
+        if split_host.is_none() {
+            let models = BTreeMap::from([(model_name.clone(), source)]);
+            let assigned = (!args.standby).then(|| model_name.clone());
+            node.add_backend(
+                Arc::new(EmbeddedBackend::new("embedded", models, cfg)),
+                assigned,
+            );
+            if !args.standby {
+                to_activate = Some("embedded");
+            }
         }
     }
 
@@ -359,6 +397,18 @@ pub async fn run(args: UpArgs) -> Result<()> {
     if let Some(backend) = to_activate {
         let node = node.clone();
         tokio::spawn(async move { node.activate(backend).await });
+    }
+    if let Some(setup) = split_host {
+        tokio::spawn(infermesh_api::split::host::run(app.clone(), setup));
+    }
+    if !args.client {
+        let rpc = split_setup::find_tool(
+            "rpc-server",
+            args.rpc_server.as_deref(),
+            "INFERMESH_RPC_SERVER",
+        );
+        let threads = engine_config(&args).n_threads.max(1) as u32;
+        tokio::spawn(infermesh_api::split::worker::run(app.clone(), rpc, threads));
     }
     tokio::spawn(publish_loop(app.clone()));
     let rounds = tokio::spawn(infermesh_api::rounds::run(app.clone()));

@@ -5,6 +5,7 @@
 //! the old `models`), and one version bump per publish keeps gossip small.
 
 use infermesh_state::admission::Attestation;
+use infermesh_state::split_role::SplitClaim;
 use infermesh_state::{classify_legacy, NodeState, ScheduleSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -80,6 +81,17 @@ pub struct NodeRecord {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub attestations: Vec<Attestation>,
+    /// Bytes of memory this node offers to carry layers of another node's model (a split
+    /// worker's capacity, capped by `--max-mem`); 0 when it offers none.
+    #[serde(deserialize_with = "lenient_u64", skip_serializing_if = "is_zero")]
+    pub mem_offer_bytes: u64,
+    /// Its part in a split: host of a model, or worker for a host. A malformed or ill-formed
+    /// claim reads as `None`.
+    #[serde(
+        deserialize_with = "lenient_split",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub split: Option<SplitClaim>,
 }
 
 impl Default for NodeRecord {
@@ -99,6 +111,8 @@ impl Default for NodeRecord {
             validation: None,
             schedule: None,
             attestations: Vec::new(),
+            mem_offer_bytes: 0,
+            split: None,
         }
     }
 }
@@ -213,6 +227,18 @@ fn lenient_attestations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attestati
         .take(MAX_ATTESTATIONS)
         .filter_map(|item| serde_json::from_value(item).ok())
         .collect())
+}
+
+fn lenient_split<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SplitClaim>, D::Error> {
+    Ok(lenient_optional::<D, SplitClaim>(d, "split")?.filter(SplitClaim::is_well_formed))
+}
+
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_u64().unwrap_or(0))
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn lenient_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScheduleSpec>, D::Error> {
@@ -416,5 +442,41 @@ mod tests {
             let s = String::from_utf8_lossy(&bytes);
             assert_eq!(decode_record(&s), None, "{s:?}");
         }
+    }
+
+    #[test]
+    fn split_claims_and_offers_round_trip_and_a_bad_claim_costs_only_itself() {
+        use infermesh_state::split::Share;
+        let share = |id: &str, a, b| Share {
+            node_id: id.into(),
+            first_layer: a,
+            last_layer: b,
+            bytes: 1,
+        };
+        let mut r = full();
+        r.mem_offer_bytes = 80_000_000;
+        r.split = Some(SplitClaim::Host {
+            model: "m".into(),
+            shares: vec![share("h", 0, 9), share("w", 10, 29)],
+            serving: true,
+            need_bytes: 0,
+            have_bytes: 0,
+        });
+        assert_eq!(decode_record(&r.encode()).unwrap(), r);
+        // Absent from an idle record's wire form, and zero/None when missing.
+        let plain = full().encode();
+        assert!(
+            !plain.contains("split") && !plain.contains("mem_offer"),
+            "{plain}"
+        );
+        // Ill-formed (a gap in the layers), mistyped or negative: only the field is lost.
+        let mut v: serde_json::Value = serde_json::from_str(&r.encode()).unwrap();
+        v["split"]["shares"][1]["first_layer"] = 11.into();
+        v["mem_offer_bytes"] = (-5).into();
+        let back = decode_record(&v.to_string()).unwrap();
+        assert_eq!((back.split, back.mem_offer_bytes), (None, 0));
+        assert_eq!(back.node_id, r.node_id);
+        v["split"] = "host".into();
+        assert_eq!(decode_record(&v.to_string()).unwrap().split, None);
     }
 }

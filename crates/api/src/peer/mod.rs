@@ -128,7 +128,9 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(tls), service);
+                .serve_connection(TokioIo::new(tls), service)
+                // A split's RPC tunnel is an HTTP/1.1 upgrade (`crate::split::tunnel`).
+                .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "peer connection ended with an error");
             }

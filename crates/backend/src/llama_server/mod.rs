@@ -7,6 +7,7 @@
 
 mod args;
 mod process;
+pub mod rpc;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

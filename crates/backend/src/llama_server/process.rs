@@ -58,9 +58,27 @@ pub fn free_port() -> Result<u16, BackendError> {
 }
 
 pub fn spawn(binary: &Path, args: &[String], id: &str) -> Result<Proc, BackendError> {
+    spawn_named(
+        "llama-server",
+        "install it or set the backend's `binary`",
+        binary,
+        args,
+        id,
+    )
+}
+
+/// [`spawn`] for any of llama.cpp's programs: `what` names it in errors, `hint` says how to
+/// get it.
+pub fn spawn_named(
+    what: &str,
+    hint: &str,
+    binary: &Path,
+    args: &[String],
+    id: &str,
+) -> Result<Proc, BackendError> {
     let not_found = || {
         BackendError::Failed(format!(
-            "llama-server binary not found at {} (install it or set the backend's `binary`)",
+            "{what} binary not found at {} ({hint})",
             binary.display()
         ))
     };
@@ -78,13 +96,10 @@ pub fn spawn(binary: &Path, args: &[String], id: &str) -> Result<Proc, BackendEr
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => not_found(),
         std::io::ErrorKind::PermissionDenied => BackendError::Failed(format!(
-            "llama-server binary at {} is not executable",
+            "{what} binary at {} is not executable",
             binary.display()
         )),
-        _ => BackendError::Failed(format!(
-            "cannot start llama-server at {}: {e}",
-            binary.display()
-        )),
+        _ => BackendError::Failed(format!("cannot start {what} at {}: {e}", binary.display())),
     })?;
     let tail = Tail::default();
     let mut readers = Vec::new();
@@ -199,7 +214,7 @@ impl Proc {
     }
 
     /// Lets the readers take in the dead child's last lines before they are reported.
-    async fn drain_output(&mut self) {
+    pub(super) async fn drain_output(&mut self) {
         for r in self.readers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
         }

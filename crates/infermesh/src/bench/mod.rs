@@ -12,6 +12,7 @@ mod mesh;
 mod nodes;
 mod router;
 mod scale;
+mod split;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -32,7 +33,10 @@ pub enum Suite {
     Scale,
     /// Peer-verified admission with real nodes: join-to-routed for 3 and 9 nodes, and under load.
     Admission,
-    /// router, engine, mesh, scale and admission.
+    /// A model split over 3 nodes (llama.cpp RPC through the peer channel) vs one llama-server:
+    /// decode tok/s, TTFT and RPC bytes per token. Needs llama-server and rpc-server.
+    Split,
+    /// router, engine, mesh, scale, admission and split.
     All,
     /// Serve the deterministic OpenAI-compatible backend until killed (for tests).
     #[value(hide = true)]
@@ -283,6 +287,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         (Suite::Mesh, "mesh"),
         (Suite::Scale, "scale"),
         (Suite::Admission, "admission"),
+        (Suite::Split, "split"),
     ] {
         if !want(suite) {
             continue;
@@ -295,6 +300,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Suite::Mesh => mesh::run(&mut report).await,
             Suite::Scale => scale::run(&args, &model_dir, &mut report).await,
             Suite::Admission => admission::run(&model_dir, &mut report).await,
+            Suite::Split => split::run(&model_dir, &mut report).await,
             Suite::All | Suite::Fixture => Ok(()),
         };
         match result {
