@@ -153,6 +153,8 @@
   function nodeItem(n, self) {
     var models = (n.models || []).join(", ") || "no models";
     var meta = [models, n.addr || n.api_addr || "", "load " + (n.load !== undefined ? n.load : n.in_flight)];
+    var split = self ? n.split && n.split.detail : n.split_role;
+    if (split) meta.push(split);
     if (!self && typeof n.last_seen_ms === "number") meta.push("seen " + n.last_seen_ms + " ms ago");
     var title = self ? n.message : words(n.participation);
     return (

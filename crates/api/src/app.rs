@@ -173,6 +173,9 @@ pub struct PeerStatus {
     /// Its part in a split, as its record claims it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split: Option<infermesh_state::split_role::SplitClaim>,
+    /// `split` in words, with node names ([`infermesh_state::split_role::role_words`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_role: Option<String>,
 }
 
 impl PeerStatus {
@@ -195,21 +198,23 @@ impl PeerStatus {
             load: p.record.load,
             last_seen_ms: p.last_seen_ms,
             split: p.record.split.clone(),
+            split_role: None,
         }
     }
 }
 
 /// Total memory of this machine in GB, from `/proc/meminfo`; 0 where that is unreadable.
 pub fn machine_ram_gb() -> f32 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| (kb / 1024.0 / 1024.0) as f32)
+    meminfo_kb("MemTotal").map_or(0.0, |kb| (kb as f64 / 1024.0 / 1024.0) as f32)
+}
+
+/// One `/proc/meminfo` field (`MemTotal`, `MemAvailable`, …) in kB; `None` where unreadable.
+pub fn meminfo_kb(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find(|l| l.split(':').next() == Some(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
 }
 
 impl App {

@@ -240,6 +240,12 @@ fn node_item(n: &Value, is_self: bool) -> String {
         addr.to_string(),
         format!("load {load}"),
     ];
+    let split = if is_self {
+        n["split"]["detail"].as_str()
+    } else {
+        n["split_role"].as_str()
+    };
+    meta.extend(split.map(str::to_string));
     if let (false, Some(ms)) = (is_self, n["last_seen_ms"].as_u64()) {
         meta.push(format!("seen {ms} ms ago"));
     }
@@ -321,6 +327,17 @@ mod tests {
                           "vram_gb": 80.0, "state": "failed", "reason": "exit 3: </script>",
                           "node_name": "gpu-7"}]
         })
+    }
+
+    #[test]
+    fn node_items_carry_the_split_part_in_words() {
+        let mut s = status();
+        s["split"] = json!({"role": "host", "model": "m", "shares": [], "serving": false,
+                            "need_bytes": 1, "have_bytes": 0, "detail": "host of m: need 1 MB"});
+        s["peers"][1]["split_role"] = json!("split worker: layers 18–29 of m for alpha<x>");
+        let page = render_page(&s);
+        assert!(page.contains("host of m: need 1 MB"), "{page}");
+        assert!(page.contains("split worker: layers 18–29 of m for alpha&lt;x&gt;"));
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub struct SplitPart {
     pub rpc_port: Option<u16>,
     /// A host's RPC bytes through its tunnels (filled in by `/api/status`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rpc_traffic: Option<crate::split::tunnel::RpcTraffic>,
+    pub rpc_traffic: Option<infermesh_state::split_role::RpcTraffic>,
 }
 
 /// Why a test cannot start now.

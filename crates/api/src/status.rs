@@ -118,11 +118,12 @@ pub fn status(app: &App) -> StatusResponse {
     let rounds = app.round_view();
     let timing = app.timing();
     let backends = node.backend_views();
-    let peers: Vec<PeerStatus> = app
+    let mut peers: Vec<PeerStatus> = app
         .peers()
         .iter()
         .map(|p| PeerStatus::new(p, &rounds))
         .collect();
+    name_split_roles(&mut peers, &node.info.node_id, &node.info.name);
     let peer_message = peer_notice(node.info.client_mode, app.join.len(), peers.len());
     let mesh = mesh_status(app);
     let message = message_of(app, &rounds, peer_message.as_ref(), mesh.as_ref());
@@ -166,6 +167,22 @@ pub fn status(app: &App) -> StatusResponse {
             }
             p
         }),
+    }
+}
+
+/// Each peer's split part in words, naming the nodes it works with.
+fn name_split_roles(peers: &mut [PeerStatus], own_id: &str, own_name: &str) {
+    let names: std::collections::HashMap<String, String> = peers
+        .iter()
+        .map(|p| (p.node_id.clone(), p.name.clone()))
+        .chain([(own_id.to_string(), own_name.to_string())])
+        .collect();
+    let name_of = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+    for p in peers {
+        p.split_role = p
+            .split
+            .as_ref()
+            .map(|c| infermesh_state::split_role::role_words(c, name_of));
     }
 }
 

@@ -5,6 +5,7 @@
 //! States are kept as the raw strings the node sent and parsed at the edge, so a word this build
 //! does not know still renders (as "unknown") instead of failing the whole status body.
 
+use infermesh_state::split_role::SplitClaim;
 use infermesh_state::{classify_legacy, NodeState};
 use serde::{Deserialize, Deserializer};
 
@@ -15,6 +16,12 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A split claim this build cannot read costs only itself, never the whole status.
+fn lenient_split<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SplitClaim>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 fn unknown_seconds() -> i64 {
@@ -53,6 +60,9 @@ pub struct Status {
     pub peers: Vec<Peer>,
     #[serde(deserialize_with = "null_default")]
     pub wakeable: Vec<Wakeable>,
+    /// Its part in a split, when it has one.
+    #[serde(default, deserialize_with = "lenient_split")]
+    pub split: Option<SplitClaim>,
 }
 
 impl Status {
@@ -131,6 +141,8 @@ pub struct Peer {
     ///
     /// [`Model`]: crate::model::Model
     pub last_seen_ms: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_split")]
+    pub split: Option<SplitClaim>,
 }
 
 impl Peer {

@@ -63,10 +63,12 @@ pub fn status(peers: usize) -> Status {
                     participation: Some("active".into()),
                     // On the wire: an age.
                     last_seen_ms: Some(((i % 5) as i64 + 1) * 1_000),
+                    split: None,
                 }
             })
             .collect(),
         wakeable: Vec::new(),
+        split: None,
     }
 }
 

@@ -125,6 +125,28 @@ fn nodes_detail_pane_opens_on_enter() {
 }
 
 #[test]
+fn nodes_detail_names_a_split_part_with_the_hosts_name() {
+    use infermesh_state::split_role::SplitClaim;
+    let mut m = fixtures::model(4, 0);
+    let status = m.status.as_mut().unwrap();
+    let host_id = status.peers[0].node_id.clone();
+    let host_name = status.peers[0].name.clone();
+    status.split = Some(SplitClaim::Worker {
+        model: "big-model".into(),
+        host: host_id,
+        first_layer: 18,
+        last_layer: 29,
+        ready: true,
+    });
+    key(&mut m, KeyCode::Enter);
+    let s = screen(&m, 200, 60);
+    assert_shows(
+        &s,
+        &format!("split: split worker: layers 18–29 of big-model for {host_name}"),
+    );
+}
+
+#[test]
 fn thousand_nodes_render_in_wide_and_narrow_terminals() {
     let mut m = fixtures::model(1_000, 2);
     let s = screen(&m, 200, 60);

@@ -32,15 +32,7 @@ pub fn find_tool(name: &str, flag: Option<&Path>, env: &str) -> PathBuf {
 
 /// Bytes of memory the kernel says are available now (`MemAvailable`), 0 if unknown.
 fn available_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb.saturating_mul(1024))
+    infermesh_api::app::meminfo_kb("MemAvailable").map_or(0, |kb| kb.saturating_mul(1024))
 }
 
 /// What this node offers splits: `--max-mem` when given (an operator's cap, never more than the

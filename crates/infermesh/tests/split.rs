@@ -193,6 +193,22 @@ fn a_model_too_big_for_any_node_is_split_served_and_resplit_when_a_worker_dies()
         assert!(s["message"].as_str().unwrap().starts_with(&want), "{s}");
         assert_eq!(s["split"]["role"], "worker", "{s}");
     }
+    // Every node's list names each node's part, with names.
+    let listed = host.status()["peers"].clone();
+    let roles: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["split_role"].as_str())
+        .collect();
+    assert_eq!(roles.len(), 2, "{listed}");
+    assert!(
+        roles
+            .iter()
+            .all(|r| r.starts_with("split worker: layers ")
+                && r.ends_with(&format!("of {MODEL} for H"))),
+        "{roles:?}"
+    );
     let spare = (0..3).find(|i| !used.contains(i)).unwrap();
     assert_eq!(workers[spare].status()["node_state"], "standby");
 

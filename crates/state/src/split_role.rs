@@ -86,6 +86,13 @@ fn contiguous(shares: &[Share]) -> bool {
     true
 }
 
+/// Bytes a host's RPC tunnels carried: what its split costs the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcTraffic {
+    pub to_workers_bytes: u64,
+    pub from_workers_bytes: u64,
+}
+
 /// The layers one worker carries for one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerAssignment {
@@ -255,6 +262,34 @@ fn layer_words(first: u32, last: u32) -> String {
         format!("layer {first}")
     } else {
         format!("layers {first}–{last}")
+    }
+}
+
+/// A node's part in a split in a few words, for node lists (dashboard, deck); `name_of` turns
+/// a node id into the name to show.
+pub fn role_words(claim: &SplitClaim, name_of: impl Fn(&str) -> String) -> String {
+    match claim {
+        SplitClaim::Host { model, shares, .. } if shares.is_empty() => {
+            format!("split host of {model}, waiting for capacity")
+        }
+        SplitClaim::Host { model, shares, .. } => {
+            let workers: Vec<String> = shares[1..].iter().map(|s| name_of(&s.node_id)).collect();
+            format!(
+                "split host of {model} with {} (workers)",
+                workers.join(", ")
+            )
+        }
+        SplitClaim::Worker {
+            model,
+            host,
+            first_layer,
+            last_layer,
+            ..
+        } => format!(
+            "split worker: {} of {model} for {}",
+            layer_words(*first_layer, *last_layer),
+            name_of(host)
+        ),
     }
 }
 

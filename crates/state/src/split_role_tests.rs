@@ -357,3 +357,31 @@ fn claims_round_trip_as_tagged_json() {
     assert_eq!(w.model(), "m");
     assert_eq!(serde_json::from_value::<SplitClaim>(json).unwrap(), w);
 }
+
+#[test]
+fn role_words_name_the_model_the_layers_and_the_other_nodes() {
+    let name = |id: &str| format!("<{id}>");
+    let h = host(
+        vec![share("h", 0, 9), share("a", 10, 19), share("b", 20, 29)],
+        true,
+    );
+    assert_eq!(
+        role_words(&h, name),
+        "split host of m with <a>, <b> (workers)"
+    );
+    assert_eq!(
+        role_words(&host(vec![], false), name),
+        "split host of m, waiting for capacity"
+    );
+    let w = SplitClaim::Worker {
+        model: "m".into(),
+        host: "h".into(),
+        first_layer: 20,
+        last_layer: 29,
+        ready: true,
+    };
+    assert_eq!(
+        role_words(&w, name),
+        "split worker: layers 20–29 of m for <h>"
+    );
+}

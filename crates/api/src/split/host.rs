@@ -65,6 +65,7 @@ pub async fn run(app: Arc<App>, setup: HostSetup) {
     let mut suspects: HashMap<String, Instant> = HashMap::new();
     let mut current: Option<Plan> = None;
     let mut tunnels: Vec<Tunnel> = Vec::new();
+    let mut last_error: Option<String> = None;
     loop {
         while let Ok(worker) = lost_rx.try_recv() {
             if current
@@ -103,12 +104,18 @@ pub async fn run(app: Arc<App>, setup: HostSetup) {
                 match start(&app, &setup, &dialer, shares, lost_tx.clone()).await {
                     Ok(t) => {
                         tunnels = t;
+                        last_error = None;
                         app.node
                             .set_split_part(Some(claim_part(&setup, &plan, true)));
                         tracing::info!(model = %setup.model, nodes = shares.len(), "split serving");
                     }
                     Err(e) => {
-                        tracing::warn!(model = %setup.model, "split did not start: {e}; planning again");
+                        // Once per cause: a split that keeps failing the same way retries
+                        // quietly.
+                        if last_error.as_deref() != Some(e.as_str()) {
+                            tracing::warn!(model = %setup.model, "split did not start: {e}; planning again");
+                        }
+                        last_error = Some(e);
                         stop(&app, &mut tunnels).await;
                         current = None;
                         tokio::time::sleep(Duration::from_secs(1)).await;

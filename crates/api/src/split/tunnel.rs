@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hyper_util::rt::TokioIo;
 use infermesh_mesh::Directory;
-use infermesh_state::split_role::SplitClaim;
+use infermesh_state::split_role::{RpcTraffic, SplitClaim};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -95,12 +95,6 @@ static TO_WORKERS: AtomicU64 = AtomicU64::new(0);
 static FROM_WORKERS: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes through this node's RPC tunnels since it started (it hosts one split at most).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct RpcTraffic {
-    pub to_workers_bytes: u64,
-    pub from_workers_bytes: u64,
-}
-
 pub fn traffic() -> RpcTraffic {
     RpcTraffic {
         to_workers_bytes: TO_WORKERS.load(Ordering::Relaxed),

@@ -28,6 +28,7 @@ pub async fn run(app: Arc<App>, rpc_server: PathBuf, threads: u32) {
     let own = app.node.info.node_id.clone();
     let mut running: Option<(WorkerAssignment, RpcServer)> = None;
     let mut retry_at = Instant::now();
+    let mut last_error: Option<String> = None;
     loop {
         if let Some((a, srv)) = running.as_mut() {
             if let Some(why) = srv.exited() {
@@ -67,11 +68,17 @@ pub async fn run(app: Arc<App>, rpc_server: PathBuf, threads: u32) {
                             port = srv.port(), "split worker: rpc-server up on loopback for the host's tunnel");
                         app.node.set_split_part(Some(part(&app, &w, srv.port())));
                         running = Some((w, srv));
+                        last_error = None;
                     }
                     Err(e) => {
                         // The host waits for this node's claim and plans without it when it
-                        // does not come; the operator must install rpc-server.
-                        tracing::error!(host = %w.host, "cannot work for a split: {e}");
+                        // does not come; the operator must install rpc-server. Said once per
+                        // cause, not on every retry.
+                        let why = e.to_string();
+                        if last_error.as_deref() != Some(why.as_str()) {
+                            tracing::error!(host = %w.host, "cannot work for a split: {why}");
+                        }
+                        last_error = Some(why);
                         retry_at = Instant::now() + RETRY_AFTER * 5;
                     }
                 }

@@ -172,6 +172,7 @@ pub struct NodeRow<'a> {
     pub participation: Option<&'a str>,
     /// `None` for the connected node itself: it is being heard from now.
     pub last_seen_ms: Option<i64>,
+    pub split: Option<&'a infermesh_state::split_role::SplitClaim>,
 }
 
 /// One row of MODELS.
@@ -282,6 +283,7 @@ impl Model {
             version: &s.version,
             participation: s.participation.as_deref(),
             last_seen_ms: None,
+            split: s.split.as_ref(),
         });
         rows.extend(s.peers.iter().map(|p| NodeRow {
             node_id: &p.node_id,
@@ -296,6 +298,7 @@ impl Model {
             version: p.version.as_deref().unwrap_or(""),
             participation: p.participation.as_deref(),
             last_seen_ms: p.last_seen_ms,
+            split: p.split.as_ref(),
         }));
         let sort = self.sort;
         rows.sort_by(|a, b| {

@@ -152,6 +152,18 @@ fn detail(m: &Model, r: &NodeRow<'_>, f: &mut Frame, area: Rect) {
                 .map_or("connected node".into(), |t| ago(m.now_ms, t)),
         ),
     ];
+    if let Some(claim) = r.split {
+        let name_of = |id: &str| {
+            m.node_rows()
+                .iter()
+                .find(|n| n.node_id == id)
+                .map_or_else(|| id.to_string(), |n| n.name.to_string())
+        };
+        lines.push(kv(
+            "split",
+            infermesh_state::split_role::role_words(claim, name_of),
+        ));
+    }
     if let Some(e) = m.log_errors.get(r.node_id) {
         lines.push(kv("log pull", format!("failing: {e}")));
     }

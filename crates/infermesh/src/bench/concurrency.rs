@@ -34,25 +34,22 @@ pub struct Load {
     pub ttft_p50_s: f64,
 }
 
-/// One streamed request: (completion tokens, time to the first content token).
-async fn one(http: &reqwest::Client, t: &Target, n: usize) -> Result<(u64, Duration)> {
-    let body = json!({
-        "model": t.model,
-        // A different question per request: no server may answer from a prompt cache.
-        "messages": [{"role": "user", "content": format!("Question {n}: in two sentences, why do meshes of machines fail over?")}],
-        "max_tokens": ANSWER_TOKENS,
-        "temperature": 0.0,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
+/// One streamed answer as a client sees it.
+pub(super) struct Streamed {
+    /// Completion tokens (the usage block's count, else the content chunks).
+    pub tokens: u64,
+    /// Time to the first content token.
+    pub first: Duration,
+    /// Time to the end of the stream.
+    pub total: Duration,
+}
+
+/// POSTs `body` (a streamed chat request) to `url` and reads the answer to its end.
+pub(super) async fn streamed(http: &reqwest::Client, url: &str, body: &Value) -> Result<Streamed> {
     let t0 = Instant::now();
-    let mut resp = http
-        .post(format!("{}/chat/completions", t.base))
-        .json(&body)
-        .send()
-        .await?;
+    let mut resp = http.post(url).json(body).send().await?;
     if !resp.status().is_success() {
-        bail!("{} answered {}", t.label, resp.status());
+        bail!("{url} answered {}", resp.status());
     }
     let (mut first, mut tokens, mut chunks, mut buf) = (None, None, 0u64, String::new());
     while let Some(bytes) = resp.chunk().await? {
@@ -75,8 +72,28 @@ async fn one(http: &reqwest::Client, t: &Target, n: usize) -> Result<(u64, Durat
             }
         }
     }
-    let first = first.ok_or_else(|| anyhow!("{}: a stream without content", t.label))?;
-    Ok((tokens.unwrap_or(chunks), first))
+    Ok(Streamed {
+        tokens: tokens.unwrap_or(chunks),
+        first: first.ok_or_else(|| anyhow!("{url}: a stream without content"))?,
+        total: t0.elapsed(),
+    })
+}
+
+/// One streamed request: (completion tokens, time to the first content token).
+async fn one(http: &reqwest::Client, t: &Target, n: usize) -> Result<(u64, Duration)> {
+    let body = json!({
+        "model": t.model,
+        // A different question per request: no server may answer from a prompt cache.
+        "messages": [{"role": "user", "content": format!("Question {n}: in two sentences, why do meshes of machines fail over?")}],
+        "max_tokens": ANSWER_TOKENS,
+        "temperature": 0.0,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let s = streamed(http, &format!("{}/chat/completions", t.base), &body)
+        .await
+        .with_context(|| t.label.clone())?;
+    Ok((s.tokens, s.first))
 }
 
 async fn measure(http: &reqwest::Client, t: &Target, clients: usize) -> Result<Load> {
@@ -143,11 +160,14 @@ fn llama_server() -> Option<PathBuf> {
     })
 }
 
-async fn with_llama_server(
+/// `binary` on `model` with `extra` flags on a free loopback port, once `/health` answers:
+/// the child (killed when dropped) and its base URL.
+pub(super) async fn start_llama_server(
     binary: &Path,
     model: &Path,
-    report: &mut Report,
-) -> Result<Vec<(usize, Load)>> {
+    extra: &[&str],
+    http: &reqwest::Client,
+) -> Result<(tokio::process::Child, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -155,16 +175,34 @@ async fn with_llama_server(
     cmd.arg("-m")
         .arg(model)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        // Four sequences of 2,048 tokens each, batched together: llama-server's own way.
-        .args(["-np", "4", "-c", "8192"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
     infermesh_backend::child::die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().context("cannot start llama-server")?;
+    let child = cmd.spawn().context("cannot start llama-server")?;
     let base = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
+    while !http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("llama-server did not become healthy within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((child, base))
+}
+
+async fn with_llama_server(
+    binary: &Path,
+    model: &Path,
+    report: &mut Report,
+) -> Result<Vec<(usize, Load)>> {
     // Unpooled: llama-server closes idle keep-alive connections on its own (even between one
     // client's back-to-back requests under load), and a request on one fails with "connection
     // closed before message completed". A fresh loopback connection costs well under 1 ms.
@@ -173,21 +211,9 @@ async fn with_llama_server(
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(300))
         .build()?;
-    let probe = &unpooled;
-    loop {
-        let ok = probe
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("llama-server did not become healthy within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Four sequences of 2,048 tokens each, batched together: llama-server's own way.
+    let (mut child, base) =
+        start_llama_server(binary, model, &["-np", "4", "-c", "8192"], &unpooled).await?;
     let t = Target {
         label: "llama-server -np 4".into(),
         base: format!("{base}/v1"),

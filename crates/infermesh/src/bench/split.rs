@@ -3,12 +3,12 @@
 //! time to first token, and the RPC bytes the host's tunnels carry per generated token.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
+use super::concurrency::{start_llama_server, streamed, Streamed};
 use super::nodes::BenchNode;
 use super::Report;
 use crate::split_setup::find_tool;
@@ -18,57 +18,14 @@ const MODEL: &str = "smollm2";
 const ANSWER_TOKENS: u32 = 64;
 const RUNS: usize = 5;
 
-/// One streamed answer: generated tokens, time to the first, and to the last.
-struct Sample {
-    tokens: u64,
-    ttft: Duration,
-    total: Duration,
-}
-
-async fn one(http: &reqwest::Client, base: &str, n: usize) -> Result<Sample> {
+async fn one(http: &reqwest::Client, base: &str, n: usize) -> Result<Streamed> {
     let body = json!({
         "model": MODEL,
         "messages": [{"role": "user", "content": format!("Question {n}: in two sentences, why do meshes of machines fail over?")}],
         "max_tokens": ANSWER_TOKENS, "temperature": 0.0, "stream": true,
         "stream_options": {"include_usage": true},
     });
-    let t0 = Instant::now();
-    let mut resp = http
-        .post(format!("{base}/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("{base} answered {}", resp.status());
-    }
-    let (mut first, mut tokens, mut chunks, mut buf) = (None, None, 0u64, String::new());
-    while let Some(bytes) = resp.chunk().await? {
-        buf.push_str(&String::from_utf8_lossy(&bytes));
-        while let Some(end) = buf.find('\n') {
-            let line: String = buf.drain(..=end).collect();
-            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_str::<Value>(data) else {
-                continue;
-            };
-            if v["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|c| !c.is_empty())
-            {
-                chunks += 1;
-                first.get_or_insert_with(|| t0.elapsed());
-            }
-            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
-                tokens = Some(n);
-            }
-        }
-    }
-    Ok(Sample {
-        tokens: tokens.unwrap_or(chunks),
-        ttft: first.ok_or_else(|| anyhow!("{base}: a stream without content"))?,
-        total: t0.elapsed(),
-    })
+    streamed(http, &format!("{base}/v1/chat/completions"), &body).await
 }
 
 /// Medians over `RUNS` answers after one warm-up: (decode tok/s, TTFT s, tokens generated).
@@ -77,11 +34,11 @@ async fn measure(http: &reqwest::Client, base: &str) -> Result<(f64, f64, u64)> 
     let (mut rates, mut ttfts, mut tokens) = (Vec::new(), Vec::new(), 0);
     for i in 1..=RUNS {
         let s = one(http, base, i).await?;
-        let decode = (s.total - s.ttft).as_secs_f64();
+        let decode = (s.total - s.first).as_secs_f64();
         if s.tokens > 1 && decode > 0.0 {
             rates.push((s.tokens - 1) as f64 / decode);
         }
-        ttfts.push(s.ttft.as_secs_f64());
+        ttfts.push(s.first.as_secs_f64());
         tokens += s.tokens;
     }
     let median = |mut v: Vec<f64>| {
@@ -93,33 +50,8 @@ async fn measure(http: &reqwest::Client, base: &str) -> Result<(f64, f64, u64)> 
 
 /// The reference: one `llama-server` on the GGUF with the split host's own flags.
 async fn single(binary: &Path, gguf: &Path, http: &reqwest::Client) -> Result<(f64, f64)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.arg("-m")
-        .arg(gguf)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--ctx-size", "2048", "--threads", "1", "--alias", MODEL])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    infermesh_backend::child::die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().context("cannot start llama-server")?;
-    let base = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while !http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("llama-server did not become healthy within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let flags = ["--ctx-size", "2048", "--threads", "1", "--alias", MODEL];
+    let (mut child, base) = start_llama_server(binary, gguf, &flags, http).await?;
     let out = measure(http, &base).await;
     let _ = child.kill().await;
     out.map(|(rate, ttft, _)| (rate, ttft))
