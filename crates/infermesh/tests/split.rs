@@ -9,6 +9,8 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{model_dir, poll, post_json, post_raw, sse_data, NodeProc, MODEL};
@@ -212,6 +214,45 @@ fn a_model_too_big_for_any_node_is_split_served_and_resplit_when_a_worker_dies()
     let spare = (0..3).find(|i| !used.contains(i)).unwrap();
     assert_eq!(workers[spare].status()["node_state"], "standby");
 
+    // A replica of the model elsewhere (one node's embedded engine), admitted by the host: what
+    // requests the split cannot answer fail over to.
+    let replica = NodeProc::start(&[
+        "--name",
+        "R",
+        "--model",
+        &gguf,
+        "--model-name",
+        MODEL,
+        "--join",
+        &host.invite,
+    ]);
+    poll(
+        "the host admitting the replica",
+        LIMIT,
+        Duration::from_millis(100),
+        || host.status(),
+        |s| {
+            s["peers"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["name"] == "R" && p["state"] == "serving" && p["participation"] == "active"
+                })
+            })
+        },
+    );
+    // Non-streamed requests to the host, back to back, through the worker's death.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (url, stop) = (host.url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut codes = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                codes.push(chat(&url).0);
+            }
+            codes
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
     // A worker dies: the host re-splits onto the spare and serves again.
     let died = Instant::now();
     workers[used[0]].kill();
@@ -233,6 +274,17 @@ fn a_model_too_big_for_any_node_is_split_served_and_resplit_when_a_worker_dies()
         "{again}"
     );
     eprintln!("split: worker death noticed in {notice_ms} ms, re-split serving after {back_ms} ms");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let codes = load.join().unwrap();
+    let failed = codes.iter().filter(|&&c| c != 200).count();
+    eprintln!(
+        "split: {} non-streamed requests through the worker's death, {failed} failed",
+        codes.len()
+    );
+    assert_eq!(failed, 0, "{codes:?}");
+    assert!(codes.len() >= 2, "{codes:?}");
+    drop(replica);
     assert_answers(&host.url);
 
     // Another dies: one worker cannot hold the rest, so the host waits and says why.
