@@ -35,6 +35,10 @@ fn sigkill_during_config_writes_never_loses_the_config() {
 
     let mut leftovers = Vec::new();
     let mut next = 1u64;
+    // The newest change known to be in the file: the floor when a round acknowledges nothing.
+    // Not `first - 1`: that is the last round's in-flight change, never acknowledged, which the
+    // kill may well have cut off.
+    let mut on_disk = 0u64;
     for round in 0..4 {
         let url = format!("{}/kx", nodes_url(&node));
         let first = next;
@@ -89,7 +93,7 @@ fn sigkill_during_config_writes_never_loses_the_config() {
         let i = b.models[0].args["i"].as_u64().unwrap();
         assert_eq!(b.models[0].name, format!("m{i}"));
         assert_eq!(b.models[0].args["pad"].as_str().unwrap().len(), 2000);
-        let acked_i = acked.unwrap_or(first - 1);
+        let acked_i = acked.unwrap_or(on_disk);
         assert!(
             (acked_i..=last_sent).contains(&i),
             "round {round}: the file holds change {i}, the node had acknowledged {acked_i} \
@@ -111,10 +115,11 @@ fn sigkill_during_config_writes_never_loses_the_config() {
         eprintln!(
             "round {round}: {} changes acknowledged, file holds change {i} (acked {acked_i}, \
              last sent {last_sent}), leftover temp files {tmp:?}",
-            acked_i + 1 - first
+            acked.map_or(0, |a| a + 1 - first)
         );
         leftovers.extend(tmp.into_iter().cloned());
         next = last_sent + 1;
+        on_disk = i;
 
         // The node comes back from that file, with that change.
         node.restart();
