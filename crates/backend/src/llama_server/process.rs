@@ -41,6 +41,16 @@ impl Tail {
     }
 }
 
+/// What a start waits for, in the words its errors use: "`what` did not `goal` within 20s
+/// `during`", "`what` exited (…) `during`".
+pub struct Readiness<'a> {
+    pub what: &'a str,
+    pub goal: &'a str,
+    pub during: &'a str,
+    pub timeout: Duration,
+    pub every: Duration,
+}
+
 /// A started child with its output readers.
 pub struct Proc {
     pub child: Child,
@@ -183,28 +193,62 @@ impl Proc {
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| BackendError::Failed(format!("cannot create HTTP client: {e}")))?;
-        let deadline = Instant::now() + timeout;
+        let readiness = Readiness {
+            what: "llama-server",
+            goal: "become healthy",
+            during: &format!("while loading `{model}`"),
+            timeout,
+            every: POLL_EVERY,
+        };
+        self.wait_ready(readiness, || {
+            let (client, url) = (&client, &url);
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 200)
+            }
+        })
+        .await
+    }
+
+    /// Polls `ready` every `r.every` until it holds. Fails, in `r`'s words and with the
+    /// child's last output, when the child exits first or `r.timeout` passes.
+    pub async fn wait_ready<F, Fut>(
+        &mut self,
+        r: Readiness<'_>,
+        mut ready: F,
+    ) -> Result<(), BackendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + r.timeout;
         loop {
             if let Some(status) = self.exited() {
                 self.drain_output().await;
                 return Err(BackendError::Failed(format!(
-                    "llama-server exited ({status}) while loading `{model}`{}",
+                    "{} exited ({status}) {}{}",
+                    r.what,
+                    r.during,
                     self.tail.describe()
                 )));
             }
-            if let Ok(resp) = client.get(&url).send().await {
-                if resp.status().as_u16() == 200 {
-                    return Ok(());
-                }
+            if ready().await {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(BackendError::Failed(format!(
-                    "llama-server did not become healthy within {}s while loading `{model}`{}",
-                    timeout.as_secs_f32(),
+                    "{} did not {} within {}s {}{}",
+                    r.what,
+                    r.goal,
+                    r.timeout.as_secs_f32(),
+                    r.during,
                     self.tail.describe()
                 )));
             }
-            tokio::time::sleep(POLL_EVERY).await;
+            tokio::time::sleep(r.every).await;
         }
     }
 
@@ -214,7 +258,7 @@ impl Proc {
     }
 
     /// Lets the readers take in the dead child's last lines before they are reported.
-    pub(super) async fn drain_output(&mut self) {
+    async fn drain_output(&mut self) {
         for r in self.readers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
         }

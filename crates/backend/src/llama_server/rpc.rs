@@ -5,9 +5,9 @@
 
 use std::path::Path;
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::process::{free_port, spawn_named, Proc};
+use super::process::{free_port, spawn_named, Proc, Readiness};
 use crate::api::BackendError;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -41,31 +41,21 @@ impl RpcServer {
             &args,
             id,
         )?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = proc.exited() {
-                proc.drain_output().await;
-                return Err(BackendError::Failed(format!(
-                    "rpc-server exited ({status}) at start{}",
-                    proc.tail.describe()
-                )));
-            }
-            // rpc-server serves one client at a time and drops one that closes at once.
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let readiness = Readiness {
+            what: "rpc-server",
+            goal: "listen",
+            during: "at start",
+            timeout: READY_TIMEOUT,
+            every: POLL_EVERY,
+        };
+        // rpc-server serves one client at a time and drops one that closes at once.
+        proc.wait_ready(readiness, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
-            {
-                return Ok(Self { proc, port });
-            }
-            if Instant::now() >= deadline {
-                return Err(BackendError::Failed(format!(
-                    "rpc-server did not listen within {}s{}",
-                    READY_TIMEOUT.as_secs(),
-                    proc.tail.describe()
-                )));
-            }
-            tokio::time::sleep(POLL_EVERY).await;
-        }
+        })
+        .await?;
+        Ok(Self { proc, port })
     }
 
     /// The loopback port it listens on.
