@@ -49,16 +49,10 @@ pub struct HostSetup {
 
 /// Runs for the node's life.
 pub async fn run(app: Arc<App>, setup: HostSetup) {
-    let (Some(mesh), Some(key)) = (app.mesh.as_ref(), app.signing_key.as_ref()) else {
+    let (Some(mesh), Some(http)) = (app.mesh.as_ref(), app.peer_http.clone()) else {
         return;
     };
-    let dialer = match Dialer::new(key, mesh.directory()) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot host a split: the peer channel's TLS setup failed");
-            return;
-        }
-    };
+    let dialer = Dialer::new(http, mesh.directory());
     let mut changes = mesh.subscribe();
     let own = app.node.info.node_id.clone();
     let (lost_tx, mut lost_rx) = mpsc::channel::<String>(64);

@@ -5,7 +5,6 @@
 //! authenticated peer is the host its own record says it works for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -21,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::AppState;
 use crate::error::plain_error;
-use crate::peer::{tls, PeerIdentity, PEER_HOST_SUFFIX};
+use crate::peer::{peer_base, PeerIdentity};
 
 /// The peer-channel path and upgrade token of the tunnel.
 pub const PATH: &str = "/peer/v1/rpc";
@@ -134,51 +133,38 @@ impl Drop for Tunnel {
     }
 }
 
-/// What the host needs to dial workers: its key and the membership (who is who, at which
-/// address, under which key).
+/// What the host dials workers with: the peer channel's own client (mutual TLS under the
+/// member keys, names resolved from membership only) and the membership for their ports.
 #[derive(Clone)]
 pub struct Dialer {
-    pub tls: Arc<rustls::ClientConfig>,
-    pub dir: Directory,
+    http: reqwest::Client,
+    dir: Directory,
 }
 
 impl Dialer {
-    pub fn new(key: &ed25519_dalek::SigningKey, dir: Directory) -> anyhow::Result<Self> {
-        Ok(Self {
-            tls: Arc::new(tls::client_config(key, dir.clone())?),
-            dir,
-        })
+    pub fn new(http: reqwest::Client, dir: Directory) -> Self {
+        Self { http, dir }
     }
 
     /// One tunnelled stream to `worker`'s `rpc-server`.
-    async fn dial(&self, worker: &str) -> anyhow::Result<TokioIo<hyper::upgrade::Upgraded>> {
-        let addr = self
+    async fn dial(&self, worker: &str) -> anyhow::Result<reqwest::Upgraded> {
+        let port = self
             .dir
             .peer(worker)
-            .map(|p| p.gossip_addr)
+            .map(|p| p.gossip_addr.port())
             .ok_or_else(|| anyhow::anyhow!("node {worker} is not a live member"))?;
-        let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await??;
-        let _ = tcp.set_nodelay(true);
-        let name = rustls::pki_types::ServerName::try_from(format!("{worker}{PEER_HOST_SUFFIX}"))?;
-        let tls = tokio::time::timeout(
-            DIAL_TIMEOUT,
-            tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp),
-        )
-        .await??;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let req = axum::http::Request::get(PATH)
-            .header(header::HOST, format!("{worker}{PEER_HOST_SUFFIX}"))
+        let send = self
+            .http
+            .get(format!("{}{PATH}", peer_base(worker, port)))
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, PROTOCOL)
-            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-        let resp = tokio::time::timeout(DIAL_TIMEOUT, send.send_request(req)).await??;
+            .send();
+        // Not the request's own timeout: that would also bound the upgraded stream's life.
+        let resp = tokio::time::timeout(DIAL_TIMEOUT, send).await??;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             anyhow::bail!("worker {worker} refused the RPC tunnel ({})", resp.status());
         }
-        Ok(TokioIo::new(hyper::upgrade::on(resp).await?))
+        Ok(resp.upgrade().await?)
     }
 
     /// Opens the loopback port for `worker`. When a connection ends from the worker's side
@@ -192,6 +178,8 @@ impl Dialer {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((mut local, _)) = listener.accept().await else {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
                 let _ = local.set_nodelay(true);
