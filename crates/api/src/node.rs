@@ -385,15 +385,17 @@ impl Node {
     /// already a worker), nothing otherwise.
     pub fn mem_offer(&self) -> u64 {
         let working = matches!(
-            self.split_part().map(|p| p.claim),
+            self.split
+                .read()
+                .expect("split lock")
+                .as_ref()
+                .map(|p| &p.claim),
             Some(SplitClaim::Worker { .. })
         );
-        match self.state() {
-            NodeState::Standby => self.mem_offer.load(Ordering::Relaxed),
-            NodeState::Loading | NodeState::Serving if working => {
-                self.mem_offer.load(Ordering::Relaxed)
-            }
-            _ => 0,
+        if working || self.state() == NodeState::Standby {
+            self.mem_offer.load(Ordering::Relaxed)
+        } else {
+            0
         }
     }
 
