@@ -57,6 +57,8 @@ pub struct AppOptions {
     pub invite: Option<String>,
     /// The `--join` addresses: a node given some that reaches no peer says so.
     pub join: Vec<String>,
+    /// When demand adds and releases replicas of a workload group.
+    pub demand: infermesh_state::demand::DemandPolicy,
 }
 
 impl Default for AppOptions {
@@ -76,6 +78,7 @@ impl Default for AppOptions {
             admin_open: false,
             invite: None,
             join: Vec::new(),
+            demand: Default::default(),
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct App {
     pub join: Vec<String>,
     /// The router's per-peer bookkeeping: outstanding requests, recent failures, tie spread.
     pub balance: Arc<crate::balance::Balance>,
+    /// Workload groups and how this node's replicas came to be.
+    pub placement: Arc<crate::placement::book::Placement>,
 }
 
 /// The routers' state. Handlers take the part they use through axum's `FromRef` (the admin
@@ -176,6 +181,9 @@ pub struct PeerStatus {
     /// `split` in words, with node names ([`infermesh_state::split_role::role_words`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split_role: Option<String>,
+    /// Models its verifiers admitted it for, as this node's book says: what it is routed for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admitted_for: Vec<String>,
 }
 
 impl PeerStatus {
@@ -199,6 +207,12 @@ impl PeerStatus {
             last_seen_ms: p.last_seen_ms,
             split: p.record.split.clone(),
             split_role: None,
+            admitted_for: rounds
+                .standing
+                .admitted
+                .get(&p.record.node_id)
+                .map(|m| m.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -254,6 +268,10 @@ impl App {
             opts.invite.clone(),
             &api_addr,
         ));
+        let placement = Arc::new(crate::placement::book::Placement::load(
+            opts.data_dir.as_deref(),
+            opts.demand,
+        ));
         let app = Arc::new(Self {
             node,
             schedule: opts.schedule,
@@ -277,6 +295,7 @@ impl App {
             wakeable,
             metrics: Arc::default(),
             join: opts.join,
+            placement,
         });
         app.metrics.spawn_feed(&app.requests);
         app
@@ -314,6 +333,10 @@ impl App {
             attestations: self
                 .admission
                 .published(self.schedule.now_ms(), self.schedule.spec().as_ref()),
+            groups: self.placement.groups(),
+            replicas: crate::placement::view::own_claims(self),
+            on_disk: self.placement.on_disk(),
+            demand: self.placement.demand(),
             ..Self::record_of(&self.node, &self.api_addr, self.ram_gb)
         }
     }

@@ -222,6 +222,11 @@ impl OperatorRegistry {
         self.keys.len()
     }
 
+    /// The key registered under `key_id`: what verifies an operator's workload groups.
+    pub fn verifying_key(&self, key_id: &str) -> Option<VerifyingKey> {
+        self.get(key_id).map(|(_, k)| *k)
+    }
+
     fn get(&self, key_id: &str) -> Option<&(String, VerifyingKey)> {
         self.keys.get(key_id)
     }

@@ -97,3 +97,38 @@ pub fn build_backend(
         ),
     })
 }
+
+/// The embedded engine for one model a placement or an operator put on this node: `file` is
+/// the model on disk, or `None` for a known model fetched into the model directory.
+pub fn embedded_for(
+    id: &str,
+    model: &str,
+    file: Option<PathBuf>,
+    ctx: &BuildContext,
+) -> Result<Arc<dyn Backend>, String> {
+    #[cfg(feature = "llama")]
+    {
+        let source = match (file, KNOWN_MODELS.iter().find(|k| k.name == model)) {
+            (Some(path), None) => ModelSource::File(path),
+            (_, Some(k)) => ModelSource::Fetch {
+                model: *k,
+                cache_dir: ctx.model_dir.clone(),
+            },
+            (None, None) => return Err(format!("model `{model}` is not on this node's disk")),
+        };
+        let sources = BTreeMap::from([(model.to_string(), source)]);
+        Ok(Arc::new(EmbeddedBackend::new(
+            id,
+            sources,
+            ctx.engine.clone(),
+        )))
+    }
+    #[cfg(not(feature = "llama"))]
+    {
+        let _ = (id, model, file, ctx);
+        Err(
+            "this build of infermesh has no embedded engine (built without the `llama` feature)"
+                .into(),
+        )
+    }
+}

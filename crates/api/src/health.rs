@@ -101,7 +101,7 @@ pub fn verdict(
             let change = (*old != e).then_some(Phase::Unhealthy(e));
             (failures + 1, change)
         }
-        (Phase::Idle | Phase::Loading | Phase::Failed(_), _) => (0, None),
+        (Phase::Idle | Phase::Loading | Phase::Failed(_) | Phase::Draining, _) => (0, None),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod openai;
 pub mod peer;
+pub mod placement;
 pub mod requests;
 pub mod rounds;
 pub mod route;
@@ -72,6 +73,12 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
             put(admin::change).delete(admin::remove),
         )
         .route("/admin/v1/nodes/{id}/test", post(admin::test))
+        .route("/admin/v1/groups/{model}", put(admin::groups::put_group))
+        .route("/admin/v1/replicas", post(admin::groups::start_replica))
+        .route(
+            "/admin/v1/replicas/{model}/drain",
+            post(admin::groups::drain_replica),
+        )
         .route("/admin/v1/wakeable/{id}/wake", post(wakeable::wake))
         .route("/metrics", get(status::prometheus::get_metrics))
         .route("/", get(dashboard::index))

@@ -35,6 +35,9 @@ pub enum Phase {
     /// answers again.
     Unhealthy(String),
     Failed(String),
+    /// Leaving: takes no new request, finishes those in flight, then stops (a release or a
+    /// migration's source).
+    Draining,
 }
 
 /// A backend the health watch probes, as it was when the probe started.
@@ -68,7 +71,7 @@ impl BackendSlot {
         match &self.phase {
             Phase::Failed(cause) => Duty::Failed(cause),
             Phase::Unhealthy(cause) => Duty::Unhealthy(cause),
-            Phase::Ready => Duty::Serving,
+            Phase::Ready | Phase::Draining => Duty::Serving,
             Phase::Loading => Duty::Loading,
             Phase::Idle if self.assigned.is_some() => Duty::Loading,
             Phase::Idle => Duty::Standby,
@@ -258,6 +261,7 @@ impl Node {
                 ))
             }
             Phase::Loading => return Err(TestRefusal::Serving("is loading its model".into())),
+            Phase::Draining => return Err(TestRefusal::Serving("is draining".into())),
             Phase::Idle | Phase::Failed(_) => {}
         }
         slot.testing = true;
@@ -366,6 +370,33 @@ impl Node {
         }
     }
 
+    /// Takes the backend's model away and marks it idle capacity again (after a drain).
+    pub fn unassign(&self, id: &str) {
+        if let Some(slot) = self.slots_mut().get_mut(id) {
+            slot.assigned = None;
+            slot.phase = Phase::Idle;
+        }
+    }
+
+    /// The backend serving `model` (ready), if any.
+    pub fn serving_backend_of(&self, model: &str) -> Option<String> {
+        let slots = self.slots.read().expect("slots lock");
+        slots
+            .iter()
+            .find(|(_, s)| s.phase == Phase::Ready && s.assigned.as_deref() == Some(model))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Every model assigned to a backend, with whether it answers now.
+    pub fn assigned_models(&self) -> Vec<(String, bool)> {
+        let slots = self.slots.read().expect("slots lock");
+        slots
+            .values()
+            .filter(|s| !matches!(s.phase, Phase::Failed(_) | Phase::Draining))
+            .filter_map(|s| s.assigned.clone().map(|m| (m, s.phase == Phase::Ready)))
+            .collect()
+    }
+
     /// Its part in a split, if any.
     pub fn split_part(&self) -> Option<SplitPart> {
         self.split.read().expect("split lock").clone()
@@ -413,7 +444,9 @@ impl Node {
             backends: slots.len(),
             model_assigned: slots.values().any(|s| s.assigned.is_some()),
             backend_loading: slots.values().any(|s| s.phase == Phase::Loading),
-            backend_serving: slots.values().any(|s| s.phase == Phase::Ready),
+            backend_serving: slots
+                .values()
+                .any(|s| matches!(s.phase, Phase::Ready | Phase::Draining)),
         }
     }
 
@@ -465,6 +498,11 @@ impl Node {
                 }
                 Phase::Idle | Phase::Loading => {
                     not_ready = Some(format!("model `{model}` is loading; retry shortly"))
+                }
+                Phase::Draining => {
+                    not_ready = Some(format!(
+                        "model `{model}` is moving off this node; another replica answers"
+                    ))
                 }
             }
         }

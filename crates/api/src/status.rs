@@ -48,6 +48,9 @@ pub struct StatusResponse {
     /// Its part in a split (host of a model, or worker for a host), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split: Option<crate::node::SplitPart>,
+    /// The mesh's workload groups: wanted, serving and loading replicas, in one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<infermesh_state::placement::GroupStatus>,
 }
 
 /// The membership as an operator needs it: which mesh (its public fingerprint, never the
@@ -167,6 +170,10 @@ pub fn status(app: &App) -> StatusResponse {
             }
             p
         }),
+        groups: {
+            let snap = crate::placement::view::Snapshot::take(app);
+            snap.statuses(&snap.extras(&node.info.node_id, &app.placement.demand()))
+        },
     }
 }
 

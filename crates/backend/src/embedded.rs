@@ -24,6 +24,17 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
+    /// How a file found on disk is loaded: a known model is verified like a fresh download.
+    pub fn of_disk(file: crate::disk::DiskFile, dir: &std::path::Path) -> Self {
+        match file.known {
+            Some(model) => Self::Fetch {
+                model,
+                cache_dir: dir.to_path_buf(),
+            },
+            None => Self::File(file.path),
+        }
+    }
+
     /// The local file, fetching it first if needed. Blocking.
     fn resolve(&self) -> Result<PathBuf, BackendError> {
         match self {

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod child;
 pub mod config;
+pub mod disk;
 #[cfg(feature = "llama")]
 pub mod embedded;
 pub mod engine;

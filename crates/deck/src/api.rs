@@ -63,6 +63,22 @@ pub struct Status {
     /// Its part in a split, when it has one.
     #[serde(default, deserialize_with = "lenient_split")]
     pub split: Option<SplitClaim>,
+    /// The mesh's workload groups as this node sees them.
+    #[serde(deserialize_with = "null_default")]
+    pub groups: Vec<GroupView>,
+}
+
+/// One workload group in `/api/status`: wanted vs serving vs loading replicas and one sentence.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GroupView {
+    pub model: String,
+    pub wanted: u32,
+    pub serving: u32,
+    pub loading: u32,
+    pub min: u32,
+    pub max: u32,
+    pub sentence: String,
 }
 
 impl Status {

@@ -69,6 +69,7 @@ pub fn status(peers: usize) -> Status {
             .collect(),
         wakeable: Vec::new(),
         split: None,
+        groups: Vec::new(),
     }
 }
 

@@ -187,6 +187,39 @@ fn models_tab_shows_groups_capacity_and_rate() {
 }
 
 #[test]
+fn models_tab_shows_a_declared_group_even_before_any_replica() {
+    let mut m = fixtures::model(8, 0);
+    if let Some(s) = m.status.as_mut() {
+        s.groups = vec![
+            infermesh_deck::api::GroupView {
+                model: "model-0".into(),
+                wanted: 3,
+                serving: 1,
+                loading: 1,
+                min: 2,
+                max: 3,
+                sentence: "1 of 3 replicas serving; node-0004 loading".into(),
+            },
+            infermesh_deck::api::GroupView {
+                model: "planned-model".into(),
+                wanted: 2,
+                min: 2,
+                max: 2,
+                sentence: "0 of 2 replicas serving".into(),
+                ..Default::default()
+            },
+        ];
+    }
+    ch(&mut m, '2');
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "1 of 3 replicas serving; node-0004 loading");
+    assert_shows(&s, "1/3");
+    assert_shows(&s, "planned-model");
+    assert_shows(&s, "0 of 2 replicas serving");
+    assert_shows(&s, "0/2");
+}
+
+#[test]
 fn models_tab_empty() {
     let mut m = Model::new(URL);
     ch(&mut m, '2');

@@ -5,12 +5,14 @@ mod client_cmds;
 mod cluster;
 mod deck_cmd;
 mod demo;
+mod group_cmds;
 mod identity;
 mod invite;
 mod keygen;
 mod logging;
 mod membership;
 mod models;
+mod node_client;
 mod selfcheck;
 mod split_setup;
 mod up;
@@ -59,6 +61,11 @@ enum Cmd {
     /// Measure the router's overhead, the embedded engine, gossip and a node with many peers;
     /// prints a table with goals (PASS/MISS). `infermesh bench router|engine|mesh|scale|all`.
     Bench(bench::BenchArgs),
+    /// Workload groups: keep N replicas of a model served across the mesh (`set`, `rm`, `ls`).
+    Group(group_cmds::GroupArgs),
+    /// Move a model's replica from one node to a standby one with no failed request: the new
+    /// replica loads and is admitted first, then the old one drains and stops.
+    Migrate(group_cmds::MigrateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +96,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Selfcheck(args) => selfcheck::run(args).await,
             Cmd::Demo(args) => demo::run(args).await,
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Group(args) => group_cmds::group(args).await,
+            Cmd::Migrate(args) => group_cmds::migrate(args).await,
         }
     });
     // A model load blocked on slow storage must not hold the process open after shutdown.

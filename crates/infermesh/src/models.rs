@@ -7,20 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use infermesh_backend::embedded::ModelSource;
-use infermesh_backend::model_fetch::{KnownModel, SMOLLM2_135M};
+use infermesh_backend::model_fetch::SMOLLM2_135M;
 use infermesh_mesh::MeshHandle;
 use infermesh_state::{choose_model, NodeState};
 
-/// Models the node knows by file name, so a cached copy is served under its proper name and
-/// still verified like a fresh download.
-const KNOWN: &[KnownModel] = &[SMOLLM2_135M];
-
-pub fn model_name_of(path: &Path) -> String {
-    path.file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("model")
-        .to_string()
-}
+pub use infermesh_backend::disk::model_name_of;
 
 /// `--model PATH`: the file must be there now, not discovered missing after the node is up.
 pub fn explicit(path: &Path, name: Option<String>) -> Result<(String, ModelSource)> {
@@ -44,28 +35,10 @@ pub fn explicit(path: &Path, name: Option<String>) -> Result<(String, ModelSourc
 
 /// Every `.gguf` in the cache directory, by served name.
 fn on_disk(dir: &Path) -> BTreeMap<String, ModelSource> {
-    let mut found = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for path in entries.flatten().map(|e| e.path()) {
-        if path.extension().and_then(|e| e.to_str()) != Some("gguf") || !path.is_file() {
-            continue;
-        }
-        let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        let source = match KNOWN.iter().find(|k| k.file_name == file_name) {
-            Some(k) => (
-                k.name.to_string(),
-                ModelSource::Fetch {
-                    model: *k,
-                    cache_dir: dir.to_path_buf(),
-                },
-            ),
-            None => (model_name_of(&path), ModelSource::File(path.clone())),
-        };
-        found.insert(source.0, source.1);
-    }
-    found
+    infermesh_backend::disk::on_disk(dir)
+        .into_iter()
+        .map(|(name, f)| (name, ModelSource::of_disk(f, dir)))
+        .collect()
 }
 
 /// Serving replicas of each model among the live peers.

@@ -113,6 +113,24 @@ pub struct UpArgs {
     /// Onboarding timings scale with it. For selfcheck, tests and private meshes.
     #[arg(long, value_name = "G:E:R", value_parser = parse_spec)]
     pub schedule_spec: Option<ScheduleSpec>,
+    /// Seconds a workload group's replicas must stay saturated before demand adds one.
+    #[arg(long, value_name = "S", default_value_t = 10.0, hide = true)]
+    pub demand_grow_s: f64,
+    /// Seconds demand must stay low before an extra replica is released.
+    #[arg(long, value_name = "S", default_value_t = 30.0, hide = true)]
+    pub demand_shrink_s: f64,
+    /// Requests in flight per replica at which a group counts as saturated.
+    #[arg(long, value_name = "N", default_value_t = 4.0, hide = true)]
+    pub demand_busy: f64,
+}
+
+fn demand_policy(args: &UpArgs) -> infermesh_state::demand::DemandPolicy {
+    infermesh_state::demand::DemandPolicy {
+        busy_per_replica: args.demand_busy.max(0.5),
+        calm_per_replica: (args.demand_busy / 4.0).max(0.0),
+        grow_after_ms: (args.demand_grow_s.max(0.0) * 1000.0) as u64,
+        shrink_after_ms: (args.demand_shrink_s.max(0.0) * 1000.0) as u64,
+    }
 }
 
 fn parse_addr(s: &str) -> Result<infermesh_state::HostPort, String> {
@@ -390,6 +408,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         invite: Some(invite.encode()),
         // The addresses, never the token: this list is logged.
         join: member.seeds.clone(),
+        demand: demand_policy(&args),
     };
     let app = App::with_options(node.clone(), Some(mesh), api_addr, opts);
     app.admin.log_mode();
@@ -410,6 +429,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         let threads = engine_config(&args).n_threads.max(1) as u32;
         tokio::spawn(infermesh_api::split::worker::run(app.clone(), rpc, threads));
     }
+    // Clients too: they learn and relay groups, so any node can be asked about them.
+    tokio::spawn(infermesh_api::placement::run::run(app.clone()));
     tokio::spawn(publish_loop(app.clone()));
     let rounds = tokio::spawn(infermesh_api::rounds::run(app.clone()));
     tokio::spawn(log_membership(app.clone()));

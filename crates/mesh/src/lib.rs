@@ -10,6 +10,7 @@
 
 pub mod credential;
 mod gossip;
+pub mod group;
 pub mod members;
 pub mod mesh;
 mod own;

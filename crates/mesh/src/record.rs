@@ -10,7 +10,35 @@ use infermesh_state::{classify_legacy, NodeState, ScheduleSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::group::{GroupDecl, MAX_GROUPS, MAX_REPLICAS};
 use crate::validation::SignedValidation;
+
+/// Replicas, models on disk and demand entries a record may carry; a reader drops the rest.
+pub const MAX_REPLICA_CLAIMS: usize = 16;
+pub const MAX_DISK_MODELS: usize = 32;
+
+/// One model this node has assigned to a backend: loading, or ready to serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaClaim {
+    pub model: String,
+    /// Loaded and answering (otherwise loading).
+    #[serde(default)]
+    pub ready: bool,
+    /// Started by the mesh's placement (releasable), not by an operator.
+    #[serde(default)]
+    pub placed: bool,
+    /// The node this replica is replacing (a live migration's target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+/// A model file on this node's disk, with its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskModel {
+    pub model: String,
+    #[serde(default)]
+    pub bytes: u64,
+}
 
 /// Attestations a record may carry; a reader drops the rest. Each is ~150 bytes, so the cap keeps
 /// a record well inside `MAX_RECORD_BYTES` while covering a busy verifier (about `k` subjects per
@@ -92,6 +120,32 @@ pub struct NodeRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub split: Option<SplitClaim>,
+    /// Workload groups this node knows, each operator-signed ([`crate::group`]). Relayed, not
+    /// vouched for: every reader verifies them against its own operator registry.
+    #[serde(
+        deserialize_with = "lenient_groups",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub groups: Vec<GroupDecl>,
+    /// Every model assigned to one of its backends, loading or ready.
+    #[serde(
+        deserialize_with = "lenient_replicas",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub replicas: Vec<ReplicaClaim>,
+    /// Model files on its disk: placement prefers nodes that need no download.
+    #[serde(
+        deserialize_with = "lenient_disk",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub on_disk: Vec<DiskModel>,
+    /// Extra replicas demand calls for, per model, as the group's demand judge measured them
+    /// (`infermesh_state::demand`); bounded by the group's own `max` wherever it is read.
+    #[serde(
+        deserialize_with = "lenient_demand",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub demand: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for NodeRecord {
@@ -113,6 +167,10 @@ impl Default for NodeRecord {
             attestations: Vec::new(),
             mem_offer_bytes: 0,
             split: None,
+            groups: Vec::new(),
+            replicas: Vec::new(),
+            on_disk: Vec::new(),
+            demand: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -231,6 +289,56 @@ fn lenient_attestations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attestati
 
 fn lenient_split<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SplitClaim>, D::Error> {
     Ok(lenient_optional::<D, SplitClaim>(d, "split")?.filter(SplitClaim::is_well_formed))
+}
+
+/// A list field read entry by entry: malformed entries and those past `cap` are dropped, never
+/// the record.
+fn lenient_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+    cap: usize,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, D::Error> {
+    let serde_json::Value::Array(items) = serde_json::Value::deserialize(d)? else {
+        return Ok(Vec::new());
+    };
+    Ok(items
+        .into_iter()
+        .take(cap)
+        .filter_map(|item| serde_json::from_value(item).ok())
+        .filter(|t| keep(t))
+        .collect())
+}
+
+fn short_name(m: &str) -> bool {
+    !m.is_empty() && m.len() <= 128
+}
+
+fn lenient_groups<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<GroupDecl>, D::Error> {
+    lenient_list(d, MAX_GROUPS, |g: &GroupDecl| g.check_shape().is_ok())
+}
+
+fn lenient_replicas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ReplicaClaim>, D::Error> {
+    lenient_list(d, MAX_REPLICA_CLAIMS, |r: &ReplicaClaim| {
+        short_name(&r.model) && r.replaces.as_deref().is_none_or(short_name)
+    })
+}
+
+fn lenient_disk<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DiskModel>, D::Error> {
+    lenient_list(d, MAX_DISK_MODELS, |m: &DiskModel| short_name(&m.model))
+}
+
+fn lenient_demand<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, u32>, D::Error> {
+    let serde_json::Value::Object(map) = serde_json::Value::deserialize(d)? else {
+        return Ok(Default::default());
+    };
+    Ok(map
+        .into_iter()
+        .filter(|(m, _)| short_name(m))
+        .filter_map(|(m, v)| Some((m, u32::try_from(v.as_u64()?).ok()?.min(MAX_REPLICAS))))
+        .take(MAX_GROUPS)
+        .collect())
 }
 
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

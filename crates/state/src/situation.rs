@@ -47,7 +47,10 @@ pub struct BackendBrief<'a> {
 fn assign_how(id: &str, source: Source) -> String {
     match source {
         Source::CommandLine => {
-            "restart `infermesh up` with `--model PATH.gguf` (and without `--standby`)".to_string()
+            "declare a workload group (`infermesh group set MODEL --replicas N`) and the mesh \
+             places it, or restart `infermesh up` with `--model PATH.gguf` (and without \
+             `--standby`)"
+                .to_string()
         }
         Source::Config => {
             format!("set `serve` to one of its models with `PUT /admin/v1/nodes/{id}`")

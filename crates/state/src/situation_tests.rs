@@ -122,8 +122,9 @@ fn failed_and_standby_sentences_name_the_command_that_exists() {
     );
     assert_eq!(
         standby_message("embedded", Source::CommandLine, false),
-        "Standby — idle capacity, no model assigned; to serve, restart `infermesh up` with \
-         `--model PATH.gguf` (and without `--standby`)"
+        "Standby — idle capacity, no model assigned; to serve, declare a workload group \
+         (`infermesh group set MODEL --replicas N`) and the mesh places it, or restart \
+         `infermesh up` with `--model PATH.gguf` (and without `--standby`)"
     );
     assert_eq!(
         standby_message("gpu0", Source::Config, true),

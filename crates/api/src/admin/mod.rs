@@ -1,6 +1,7 @@
 //! `/admin/v1/nodes`: register, change, remove and test backends. Every mutation is persisted
 //! before it takes effect, so what the node runs and what it will run after a restart agree.
 
+pub mod groups;
 pub mod view;
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use infermesh_state::NodeState;
 
-use crate::api::{base_url, AdminNode, RequestRecord, Status, TestResult};
+use crate::api::{base_url, AdminNode, GroupView, RequestRecord, Status, TestResult};
 
 mod logs;
 pub use logs::{Level, LogStore, LogsView, LOG_CAP};
@@ -184,6 +184,8 @@ pub struct ModelGroup {
     /// Replicas in `serving`: what the router can actually send to.
     pub routable: usize,
     pub rps: f64,
+    /// The operator's workload group for this model, when one is declared.
+    pub declared: Option<GroupView>,
 }
 
 #[derive(Debug, Clone)]
@@ -349,6 +351,7 @@ impl Model {
                     replicas: Vec::new(),
                     routable: 0,
                     rps: 0.0,
+                    declared: None,
                 });
                 g.replicas.push((r.name.to_string(), r.state));
                 g.routable += usize::from(r.state == Some(NodeState::Serving));
@@ -363,13 +366,27 @@ impl Model {
                     replicas: Vec::new(),
                     routable: 0,
                     rps: 0.0,
+                    declared: None,
                 });
+        }
+        // A declared group shows even with no replica yet: "0 of 2 serving" is the news.
+        for d in self.status.iter().flat_map(|s| &s.groups) {
+            groups
+                .entry(d.model.as_str())
+                .or_insert_with(|| ModelGroup {
+                    model: d.model.clone(),
+                    replicas: Vec::new(),
+                    routable: 0,
+                    rps: 0.0,
+                    declared: None,
+                })
+                .declared = Some(d.clone());
         }
         let mut out: Vec<ModelGroup> = groups.into_values().collect();
         for g in &mut out {
             g.rps = requests_per_second(&self.requests, &g.model, self.now_ms);
         }
-        out.retain(|g| !g.replicas.is_empty() || g.rps > 0.0);
+        out.retain(|g| !g.replicas.is_empty() || g.rps > 0.0 || g.declared.is_some());
         out
     }
 

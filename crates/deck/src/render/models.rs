@@ -1,4 +1,5 @@
-//! MODELS: one row per model with its replica group and what the router can use.
+//! MODELS: one row per model with its replicas, its declared workload group and what the router
+//! can use.
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -38,6 +39,23 @@ pub fn render(m: &crate::model::Model, f: &mut Frame, area: Rect) {
             if names.is_empty() {
                 names.push(Span::styled("no replica", Color::Red));
             }
+            let wanted = match &g.declared {
+                Some(d) => {
+                    names.push(Span::styled(
+                        format!(" — {}", d.sentence),
+                        Style::new().fg(Color::Gray),
+                    ));
+                    let color = if d.serving >= d.wanted {
+                        Color::Green
+                    } else if d.serving > 0 || d.loading > 0 {
+                        Color::Yellow
+                    } else {
+                        Color::Red
+                    };
+                    Span::styled(format!("{}/{}", d.serving, d.wanted), color)
+                }
+                None => Span::styled("—", Color::DarkGray),
+            };
             let routable = Span::styled(
                 format!("{}/{}", g.routable, g.replicas.len()),
                 if g.routable == 0 {
@@ -54,25 +72,27 @@ pub fn render(m: &crate::model::Model, f: &mut Frame, area: Rect) {
             Row::new(vec![
                 Cell::from(clip(&g.model, 32)),
                 Cell::from(routable),
+                Cell::from(wanted),
                 Cell::from(format!("{:.2}", g.rps)),
                 Cell::from(Line::from(names)),
             ])
             .style(style)
         });
-    let header = Row::new(["MODEL", "ROUTABLE", "REQ/S", "REPLICAS (group)"])
+    let header = Row::new(["MODEL", "ROUTABLE", "GROUP", "REQ/S", "REPLICAS"])
         .style(Style::new().bold().fg(Color::Gray));
     let table = Table::new(
         rows,
         [
             Constraint::Length(32),
             Constraint::Length(8),
+            Constraint::Length(6),
             Constraint::Length(7),
             Constraint::Min(10),
         ],
     )
     .header(header)
     .block(Block::bordered().title(format!(
-        " MODELS ({}) — routable = serving replicas; req/s over the last 60 s ",
+        " MODELS ({}) — routable = serving replicas; group = serving/wanted (`infermesh group set`); req/s over 60 s ",
         groups.len()
     )));
     f.render_widget(table, area);
