@@ -69,17 +69,7 @@ pub struct Status {
 }
 
 /// One workload group in `/api/status`: wanted vs serving vs loading replicas and one sentence.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct GroupView {
-    pub model: String,
-    pub wanted: u32,
-    pub serving: u32,
-    pub loading: u32,
-    pub min: u32,
-    pub max: u32,
-    pub sentence: String,
-}
+pub use infermesh_state::placement::GroupStatus as GroupView;
 
 impl Status {
     /// `node_state`, else the Title Case `node_status` alias; `None` when neither parses.

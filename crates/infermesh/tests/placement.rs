@@ -331,19 +331,7 @@ fn a_group_is_placed_replaced_scaled_by_demand_and_migrated_without_a_failed_req
     // Live migration under continuous load, streamed and not: no request fails.
     let load = Load::start(&client.url, 2, 24);
     std::thread::sleep(Duration::from_secs(1));
-    let (ok, text) = cli(
-        &key,
-        &[
-            "migrate",
-            MODEL,
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--node",
-            &client.url,
-        ],
-    );
+    let (ok, text) = migrate(&key, &from, &to, &client.url);
     std::thread::sleep(Duration::from_secs(1));
     let (answered, failed, errors) = load.finish();
     eprintln!("migration {from} → {to}: {answered} answered, {failed} failed\n{text}");
@@ -365,18 +353,13 @@ fn a_group_is_placed_replaced_scaled_by_demand_and_migrated_without_a_failed_req
     assert_eq!(state_of(&client, &from), "standby");
 
     // Migrating from a node that serves nothing is an operator error, with a non-zero exit.
-    let (ok, text) = cli(
-        &key,
-        &[
-            "migrate",
-            MODEL,
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--node",
-            &client.url,
-        ],
-    );
+    let (ok, text) = migrate(&key, &from, &to, &client.url);
     assert!(!ok && text.contains("does not serve"), "{text}");
+}
+
+fn migrate(key: &std::path::Path, from: &str, to: &str, node: &str) -> (bool, String) {
+    cli(
+        key,
+        &["migrate", MODEL, "--from", from, "--to", to, "--node", node],
+    )
 }

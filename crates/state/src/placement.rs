@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::split::format_mem;
 
@@ -80,8 +80,9 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// A group as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A group as operators see it (and as the deck reads it back from `/api/status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GroupStatus {
     pub model: String,
     pub wanted: u32,
