@@ -121,7 +121,7 @@ pub struct App {
     /// The router's per-peer bookkeeping: outstanding requests, recent failures, tie spread.
     pub balance: Arc<crate::balance::Balance>,
     /// Workload groups and how this node's replicas came to be.
-    pub placement: Arc<crate::placement::book::Placement>,
+    pub placement: Arc<crate::workloads::Placement>,
 }
 
 /// The routers' state. Handlers take the part they use through axum's `FromRef` (the admin
@@ -268,7 +268,7 @@ impl App {
             opts.invite.clone(),
             &api_addr,
         ));
-        let placement = Arc::new(crate::placement::book::Placement::load(
+        let placement = Arc::new(crate::workloads::Placement::load(
             opts.data_dir.as_deref(),
             opts.demand,
         ));
@@ -334,7 +334,7 @@ impl App {
                 .admission
                 .published(self.schedule.now_ms(), self.schedule.spec().as_ref()),
             groups: self.placement.groups(),
-            replicas: crate::placement::view::own_claims(self),
+            replicas: self.placement.claims(self.node.assigned_models()),
             on_disk: self.placement.on_disk(),
             demand: self.placement.demand(),
             ..Self::record_of(&self.node, &self.api_addr, self.ram_gb)

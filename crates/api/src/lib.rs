@@ -27,6 +27,7 @@ pub mod route;
 pub mod split;
 pub mod status;
 pub mod wakeable;
+pub mod workloads;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,10 +15,10 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::error::plain_error;
-use crate::placement::book::Origin;
 use crate::placement::replica::{self, Refusal};
 use crate::placement::run::accept;
 use crate::placement::view::Snapshot;
+use crate::workloads::Origin;
 
 /// How far a new declaration's time may be from this node's clock: it is signed for now.
 const FRESH_MS: i64 = 60_000;

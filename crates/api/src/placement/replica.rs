@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use infermesh_backend::disk;
 use infermesh_state::NodeState;
 
-use super::book::Origin;
 use crate::app::App;
 use crate::drivers::embedded_for;
+use crate::workloads::Origin;
 
 /// The backend id a replica started here runs under (the id `up` gives its engine).
 pub const ENGINE_ID: &str = "embedded";

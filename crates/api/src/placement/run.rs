@@ -13,10 +13,10 @@ use infermesh_mesh::record::DiskModel;
 use infermesh_state::demand::DemandTracker;
 use infermesh_state::placement::{place, Action, Decision};
 
-use super::book::Origin;
 use super::replica;
 use super::view::{judge, Snapshot};
 use crate::app::App;
+use crate::workloads::Origin;
 
 pub const TICK: Duration = Duration::from_millis(250);
 const STOP_HOLD: Duration = Duration::from_secs(3);

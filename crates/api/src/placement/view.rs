@@ -115,19 +115,7 @@ fn replica_of(r: &ReplicaClaim, serving: bool) -> Replica {
 
 /// This node's own claims, as its record states them.
 pub fn own_claims(app: &App) -> Vec<ReplicaClaim> {
-    app.node
-        .assigned_models()
-        .into_iter()
-        .map(|(model, ready)| {
-            let origin = app.placement.origin(&model);
-            ReplicaClaim {
-                model,
-                ready,
-                placed: origin.placed,
-                replaces: origin.replaces,
-            }
-        })
-        .collect()
+    app.placement.claims(app.node.assigned_models())
 }
 
 fn own_view(app: &App) -> NodeView {

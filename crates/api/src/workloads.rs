@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use infermesh_mesh::group::{merge, GroupDecl};
-use infermesh_mesh::record::DiskModel;
+use infermesh_mesh::record::{DiskModel, ReplicaClaim};
 use infermesh_state::demand::DemandPolicy;
 
 pub const GROUPS_FILE: &str = "groups.json";
@@ -104,6 +104,23 @@ impl Placement {
 
     pub fn origin(&self, model: &str) -> Origin {
         lock(&self.origins).get(model).cloned().unwrap_or_default()
+    }
+
+    /// This node's replica claims for its record: each assigned model (and whether it is
+    /// ready) with how it came to be.
+    pub fn claims(&self, assigned: Vec<(String, bool)>) -> Vec<ReplicaClaim> {
+        assigned
+            .into_iter()
+            .map(|(model, ready)| {
+                let origin = self.origin(&model);
+                ReplicaClaim {
+                    model,
+                    ready,
+                    placed: origin.placed,
+                    replaces: origin.replaces,
+                }
+            })
+            .collect()
     }
 
     pub fn set_origin(&self, model: &str, origin: Option<Origin>) {
