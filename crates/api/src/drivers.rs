@@ -7,17 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "llama")]
+use infermesh_backend::disk;
+#[cfg(feature = "llama")]
 use infermesh_backend::embedded::{EmbeddedBackend, ModelSource};
 use infermesh_backend::engine::EngineConfig;
 use infermesh_backend::llama_server::{LlamaServerBackend, LlamaServerConfig};
-use infermesh_backend::model_fetch::{KnownModel, SMOLLM2_135M};
 use infermesh_backend::openai::{OpenAiBackend, OpenAiConfig};
 use infermesh_backend::Backend;
 
 use crate::config::{BackendConfig, DriverConfig, NodeConfig};
-
-/// Models the embedded driver can fetch by name alone.
-pub const KNOWN_MODELS: &[KnownModel] = &[SMOLLM2_135M];
 
 /// Node-wide settings drivers are built with.
 #[derive(Debug, Clone)]
@@ -50,16 +48,16 @@ pub fn build_backend(
             for m in &models {
                 let source = match m.args.get("path").and_then(|p| p.as_str()) {
                     Some(p) => ModelSource::File(PathBuf::from(p)),
-                    None => match KNOWN_MODELS.iter().find(|k| k.name == m.name) {
+                    None => match disk::known(&m.name) {
                         Some(k) => ModelSource::Fetch {
-                            model: *k,
+                            model: k,
                             cache_dir: ctx.model_dir.clone(),
                         },
                         None => {
                             return Err(format!(
                             "model `{}` has no `args.path` and is not a known model (known: {})",
                             m.name,
-                            KNOWN_MODELS
+                            disk::KNOWN
                                 .iter()
                                 .map(|k| k.name)
                                 .collect::<Vec<_>>()
@@ -108,10 +106,10 @@ pub fn embedded_for(
 ) -> Result<Arc<dyn Backend>, String> {
     #[cfg(feature = "llama")]
     {
-        let source = match (file, KNOWN_MODELS.iter().find(|k| k.name == model)) {
+        let source = match (file, disk::known(model)) {
             (Some(path), None) => ModelSource::File(path),
             (_, Some(k)) => ModelSource::Fetch {
-                model: *k,
+                model: k,
                 cache_dir: ctx.model_dir.clone(),
             },
             (None, None) => return Err(format!("model `{model}` is not on this node's disk")),

@@ -141,9 +141,7 @@ async fn declare(
     let Some(mesh_id) = status.body["mesh"]["mesh_id"].as_str() else {
         return Err(fail(2, format!("error: {} is in no mesh", client.base)));
     };
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let ts = infermesh_mesh::unix_now_ms();
     let decl = GroupDecl::sign(&key, mesh_id, model, replicas, min, max, url, ts);
     let path = format!("/admin/v1/groups/{}", encode(model));
     let body = serde_json::to_value(&decl)?;

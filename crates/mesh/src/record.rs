@@ -276,15 +276,7 @@ fn lenient_validation<'de, D: Deserializer<'de>>(
 }
 
 fn lenient_attestations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attestation>, D::Error> {
-    let v = serde_json::Value::deserialize(d)?;
-    let serde_json::Value::Array(items) = v else {
-        return Ok(Vec::new());
-    };
-    Ok(items
-        .into_iter()
-        .take(MAX_ATTESTATIONS)
-        .filter_map(|item| serde_json::from_value(item).ok())
-        .collect())
+    lenient_list(d, MAX_ATTESTATIONS, |_: &Attestation| true)
 }
 
 fn lenient_split<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SplitClaim>, D::Error> {

@@ -290,7 +290,9 @@ fn has_memory(spec: &GroupSpec, node: &NodeView) -> bool {
     spec.need_bytes == 0 || node.free_bytes >= spec.need_bytes
 }
 
-fn can_take(spec: &GroupSpec, node: &NodeView) -> bool {
+/// Whether `node` could take a replica of `spec` now: idle, with the file or a way to fetch
+/// it, and the memory.
+pub fn can_take(spec: &GroupSpec, node: &NodeView) -> bool {
     is_idle(node) && (has_file(spec, node) || spec.fetchable) && has_memory(spec, node)
 }
 

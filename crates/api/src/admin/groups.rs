@@ -23,12 +23,6 @@ use crate::workloads::Origin;
 /// How far a new declaration's time may be from this node's clock: it is signed for now.
 const FRESH_MS: i64 = 60_000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 pub async fn put_group(
     State(app): State<Arc<App>>,
     Path(model): Path<String>,
@@ -52,7 +46,7 @@ pub async fn put_group(
     let Some(mesh) = &app.mesh else {
         return plain_error(StatusCode::CONFLICT, "this node is in no mesh");
     };
-    if (decl.ts_ms - now_ms()).abs() > FRESH_MS {
+    if (decl.ts_ms - infermesh_mesh::unix_now_ms()).abs() > FRESH_MS {
         return plain_error(
             StatusCode::BAD_REQUEST,
             "the group was not signed within the last minute (check this machine's clock, then sign it again)",

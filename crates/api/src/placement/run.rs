@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use infermesh_mesh::group::GroupDecl;
 use infermesh_mesh::record::DiskModel;
 use infermesh_state::demand::DemandTracker;
-use infermesh_state::placement::{place, Action, Decision};
+use infermesh_state::placement::{can_take, place, Action, Decision};
 
 use super::replica;
 use super::view::{judge, Snapshot};
@@ -126,12 +126,7 @@ impl Loop {
             let in_flight = serving.iter().map(|n| n.load).sum();
             let extra = self.demand.extra(&spec.model);
             let room = spec.wanted(extra) < spec.max.max(spec.min);
-            let candidate = snap.nodes.iter().any(|n| {
-                n.idle
-                    && n.replicas.is_empty()
-                    && (n.on_disk.contains(&spec.model) || spec.fetchable)
-                    && (spec.need_bytes == 0 || n.free_bytes >= spec.need_bytes)
-            });
+            let candidate = snap.nodes.iter().any(|n| can_take(spec, n));
             let change = self.demand.observe(
                 &spec.model,
                 now_ms,
