@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Method, RequestBuilder};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{AdminNode, ErrorBody, LogLine, LogsBody, RequestsBody, Status, TestResult};
+use crate::migrate;
 use crate::model::Via;
+use crate::request::{admin_request, describe};
 use crate::signer::Signer;
 use crate::update::{Cmd, Msg, Target};
 use infermesh_state::sse::SseParser;
@@ -31,6 +33,8 @@ const PEER_LOG_CONCURRENCY: usize = 16;
 /// DESIGN §2 caps a test at 5 min on the node; the deck waits a little longer than that.
 const TEST_TIMEOUT: Duration = Duration::from_secs(330);
 pub const LOG_TAIL: usize = 200;
+/// As `infermesh migrate`'s default: loading plus the admission check of a large model.
+const MIGRATE_ADMIT_LIMIT: Duration = Duration::from_secs(300);
 
 /// Delay before reconnect `attempt` (1-based): 250 ms doubling, capped at 2 s.
 pub fn backoff(attempt: u32) -> Duration {
@@ -262,6 +266,22 @@ impl Client {
                     });
                 });
             }
+            Cmd::Migrate { model, from, to } => {
+                tokio::spawn(async move {
+                    let tx = me.clone();
+                    let result = migrate::run(
+                        &me.http,
+                        me.signer.as_ref(),
+                        &model,
+                        &from,
+                        &to,
+                        MIGRATE_ADMIT_LIMIT,
+                        |step| tx.send(Msg::Migration(step)),
+                    )
+                    .await;
+                    me.send(Msg::MigrationDone(result));
+                });
+            }
             Cmd::Export {
                 path,
                 contents,
@@ -316,28 +336,6 @@ impl Session {
     }
 }
 
-/// Builds every admin request (changes, and the admin read a node on another machine only
-/// answers signed). It is the single place a [`Signer`] is consulted, so operator signing
-/// covers all of them by construction.
-pub fn admin_request(
-    http: &reqwest::Client,
-    signer: &dyn Signer,
-    method: Method,
-    (node_id, base): (&str, &str),
-    path: &str,
-    body: Vec<u8>,
-) -> RequestBuilder {
-    let auth = signer.sign_request(node_id, method.as_str(), path, &body);
-    let mut rb = http.request(method, format!("{base}{path}"));
-    if let Some(h) = auth {
-        rb = rb.header(AUTHORIZATION, h);
-    }
-    if !body.is_empty() {
-        rb = rb.header(CONTENT_TYPE, "application/json");
-    }
-    rb.body(body)
-}
-
 /// Decodes a 2xx body; anything else becomes "HTTP 409: <the node's sentence>".
 async fn json_body<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, String> {
     let code = resp.status();
@@ -358,19 +356,6 @@ async fn json_body<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, St
     serde_json::from_slice(&bytes).map_err(|e| format!("unexpected response: {e}"))
 }
 
-/// The innermost cause ("Connection refused (os error 111)"): reqwest's outer message repeats
-/// the URL, which the header already shows.
-pub fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
 fn shown_path(p: &Path) -> String {
     std::path::absolute(p)
         .unwrap_or_else(|_| p.to_path_buf())
@@ -387,53 +372,5 @@ mod tests {
         let ms: Vec<u128> = (1..=7).map(|a| backoff(a).as_millis()).collect();
         assert_eq!(ms, vec![250, 500, 1000, 2000, 2000, 2000, 2000]);
         assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
-    }
-
-    struct Fixed;
-    impl Signer for Fixed {
-        fn sign_request(
-            &self,
-            node_id: &str,
-            method: &str,
-            path: &str,
-            body: &[u8],
-        ) -> Option<reqwest::header::HeaderValue> {
-            reqwest::header::HeaderValue::from_str(&format!(
-                "Infermesh k:{node_id}:{method}:{path}:{}",
-                body.len()
-            ))
-            .ok()
-        }
-    }
-
-    #[test]
-    fn admin_requests_carry_the_signers_header() {
-        let http = reqwest::Client::new();
-        let req = admin_request(
-            &http,
-            &Fixed,
-            Method::POST,
-            ("abc", "http://n:1"),
-            "/admin/v1/nodes/e/test",
-            Vec::new(),
-        )
-        .build()
-        .unwrap();
-        assert_eq!(req.url().as_str(), "http://n:1/admin/v1/nodes/e/test");
-        assert_eq!(
-            req.headers().get(AUTHORIZATION).unwrap(),
-            "Infermesh k:abc:POST:/admin/v1/nodes/e/test:0"
-        );
-        let unsigned = admin_request(
-            &http,
-            &crate::signer::NoopSigner,
-            Method::POST,
-            ("abc", "http://n:1"),
-            "/x",
-            Vec::new(),
-        )
-        .build()
-        .unwrap();
-        assert!(unsigned.headers().get(AUTHORIZATION).is_none());
     }
 }

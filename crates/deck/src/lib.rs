@@ -9,17 +9,20 @@ pub mod client;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod fmt;
+pub mod migrate;
 pub mod model;
 pub mod render;
+pub mod request;
 pub mod signer;
 mod term;
 pub mod update;
 
 use std::time::Duration;
 
-pub use client::{admin_request, backoff};
+pub use client::backoff;
 pub use model::{Model, Tab};
 pub use render::render;
+pub use request::admin_request;
 pub use signer::{NoopSigner, Signer};
 pub use update::{update, Cmd, Msg};
 

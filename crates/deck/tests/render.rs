@@ -220,6 +220,64 @@ fn models_tab_shows_a_declared_group_even_before_any_replica() {
 }
 
 #[test]
+fn migrate_modal_states_the_blast_radius_then_models_shows_progress() {
+    let mut m = fixtures::model(8, 0);
+    ch(&mut m, '2');
+    ch(&mut m, 'j'); // model-0: node-0000 serves it, node-0001 and node-0005 are standby
+    ch(&mut m, 'm');
+    for (w, h) in [(160, 45), (80, 24)] {
+        let s = screen(&m, w, h);
+        assert_shows(&s, " confirm ");
+        // Words wrap at a narrow width: check what fits on one line at either width.
+        assert_shows(&s, "node-0001 loads model-0");
+        assert_shows(&s, "admission check");
+        assert_shows(&s, "node-0000 drains: its 0 requests");
+        assert_shows(&s, "source 1/1 · target 1/2");
+        assert_shows(&s, "y signs and sends");
+    }
+    let wide = screen(&m, 160, 45);
+    assert_shows(&wide, "Migrate model-0 from node-0000 to node-0001. [y/N]");
+    assert_shows(
+        &wide,
+        "model-0 has 1 serving replica now and keeps 1 through the move.",
+    );
+    ch(&mut m, 'y');
+    let s = screen(&m, 160, 45);
+    assert_hides(&s, " confirm ");
+    assert_shows(
+        &s,
+        "migrating node-0000 → node-0001 (0 s): asking node-0001 to start model-0",
+    );
+    update(
+        &mut m,
+        Msg::Migration(infermesh_deck::migrate::Step::Loading),
+    );
+    update(&mut m, Msg::Tick(NOW_MS + 3_000));
+    let s = screen(&m, 160, 45);
+    assert_shows(
+        &s,
+        "migrating node-0000 → node-0001 (3 s): 1/3 node-0001 is loading model-0",
+    );
+    update(
+        &mut m,
+        Msg::MigrationDone(Err("node-0001 refused: HTTP 401".into())),
+    );
+    let s = screen(&m, 160, 45);
+    assert_shows(
+        &s,
+        "migration of model-0 stopped: node-0001 refused: HTTP 401",
+    );
+    let help = {
+        ch(&mut m, '?');
+        screen(&m, 160, 45)
+    };
+    assert_shows(
+        &help,
+        "MODELS: migrate the selected model to a standby node (asks)",
+    );
+}
+
+#[test]
 fn models_tab_empty() {
     let mut m = Model::new(URL);
     ch(&mut m, '2');

@@ -6,7 +6,8 @@ use common::{ch, key};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use infermesh_deck::api::LogLine;
 use infermesh_deck::fixtures::{self, NOW_MS, SELF_ID};
-use infermesh_deck::model::{Level, SortCol, Tab, TestRun};
+use infermesh_deck::migrate::{Endpoint, Outcome, Step};
+use infermesh_deck::model::{Confirm, Level, SortCol, Tab, TestRun};
 use infermesh_deck::update::Target;
 use infermesh_deck::{update, Cmd, Msg};
 
@@ -292,7 +293,11 @@ fn confirm_modal_posts_only_on_y() {
     }
     ch(&mut m, 'j');
     ch(&mut m, 't');
-    assert_eq!(m.confirm.as_ref().unwrap().backend_id, "gpu-llama");
+    assert!(
+        matches!(&m.confirm, Some(Confirm::Test(t)) if t.backend_id == "gpu-llama"),
+        "{:?}",
+        m.confirm
+    );
     let cmds = ch(&mut m, 'y');
     assert_eq!(
         cmds,
@@ -342,4 +347,154 @@ fn onboarding_targets_the_node_selected_on_nodes() {
         },
     );
     assert!(m.onboarding.backends.is_empty());
+}
+
+fn endpoint(i: usize) -> Endpoint {
+    Endpoint {
+        node_id: fixtures::peer_id(i),
+        name: fixtures::peer_name(i),
+        base: format!("http://127.0.0.1:{}", 40_000 + i),
+    }
+}
+
+/// MODELS with the row of `model` selected.
+fn on_model(m: &mut infermesh_deck::Model, model: &str) {
+    ch(m, '2');
+    let i = m
+        .model_groups()
+        .iter()
+        .position(|g| g.model == model)
+        .expect("model listed");
+    for _ in 0..i {
+        ch(m, 'j');
+    }
+}
+
+#[test]
+fn migrate_asks_with_the_blast_radius_and_sends_only_on_y() {
+    // 8 peers: serving node-0000 (model-0, 0 in flight) and node-0004 (model-4, 0 in flight);
+    // standby node-0001 and node-0005.
+    let mut m = fixtures::model(8, 0);
+    on_model(&mut m, "model-0");
+    for no in [
+        KeyCode::Char('n'),
+        KeyCode::Esc,
+        KeyCode::Enter,
+        KeyCode::Char('q'),
+    ] {
+        assert_eq!(ch(&mut m, 'm'), vec![]);
+        let Some(Confirm::Migrate(c)) = &m.confirm else {
+            panic!("{:?}", m.confirm)
+        };
+        assert_eq!(c.model, "model-0");
+        assert_eq!(c.source().node, endpoint(0));
+        assert_eq!(c.target().node, endpoint(1));
+        assert_eq!(
+            key(&mut m, no),
+            vec![],
+            "{no:?} must send nothing (and not quit)"
+        );
+        assert!(m.confirm.is_none());
+        assert!(m.migration.is_none());
+    }
+    ch(&mut m, 'm');
+    let lines = m.confirm.as_ref().unwrap().lines().join("\n");
+    assert!(
+        lines.contains("Migrate model-0 from node-0000 to node-0001"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("node-0001 loads model-0 and must pass its peers' admission check"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("node-0000 drains: its 0 requests in flight finish"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("node-0000 then serves nothing and is standby"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("model-0 has 1 serving replica now and keeps 1 through the move"),
+        "{lines}"
+    );
+    // ↓ picks the other standby node; the modal stays open and still sends nothing.
+    assert_eq!(key(&mut m, KeyCode::Down), vec![]);
+    let Some(Confirm::Migrate(c)) = &m.confirm else {
+        panic!("the arrows keep the modal open")
+    };
+    assert_eq!(c.target().node, endpoint(5));
+    // ← with one source wraps onto itself.
+    key(&mut m, KeyCode::Left);
+    let cmds = ch(&mut m, 'y');
+    assert_eq!(
+        cmds,
+        vec![Cmd::Migrate {
+            model: "model-0".into(),
+            from: endpoint(0),
+            to: endpoint(5),
+        }]
+    );
+    assert!(m.confirm.is_none());
+    assert_eq!(
+        ch(&mut m, 'm'),
+        vec![],
+        "no second migration while one runs"
+    );
+    assert!(m.confirm.is_none());
+    assert!(m.flash.as_ref().unwrap().0.contains("already running"));
+
+    update(&mut m, Msg::Migration(Step::Loading));
+    assert_eq!(
+        m.migration.as_ref().unwrap().line,
+        "1/3 node-0005 is loading model-0"
+    );
+    update(&mut m, Msg::Migration(Step::Admitted(2.5)));
+    assert!(m
+        .migration
+        .as_ref()
+        .unwrap()
+        .line
+        .starts_with("2/3 node-0005 serves model-0 and node-0000 admitted it (2.5 s)"));
+    update(
+        &mut m,
+        Msg::MigrationDone(Ok(Outcome {
+            finished: 3,
+            cut_off: 0,
+            secs: 4.25,
+        })),
+    );
+    let run = m.migration.as_ref().unwrap();
+    assert_eq!(run.result, Some(Ok(())));
+    assert_eq!(
+        run.line,
+        "3/3 model-0 moved from node-0000 to node-0005 in 4.2 s (3 requests finished on node-0000, 0 cut off)"
+    );
+    // Once it ended, another may start.
+    ch(&mut m, 'm');
+    assert!(matches!(m.confirm, Some(Confirm::Migrate(_))));
+}
+
+#[test]
+fn migrate_refuses_up_front_when_nothing_can_move() {
+    // 1 peer (serving model-0): no standby node anywhere.
+    let mut m = fixtures::model(1, 0);
+    on_model(&mut m, "model-0");
+    assert_eq!(ch(&mut m, 'm'), vec![]);
+    assert!(m.confirm.is_none());
+    let flash = &m.flash.as_ref().unwrap().0;
+    assert!(flash.contains("no standby node to move it to"), "{flash}");
+    assert!(flash.contains("infermesh up --standby --join"), "{flash}");
+    // A model only requests name (no replica): nothing to move.
+    let mut m = fixtures::model(8, 0);
+    update(
+        &mut m,
+        Msg::MigrationDone(Err("ignored: no migration started".into())),
+    );
+    assert!(m.migration.is_none());
+    on_model(&mut m, "model-2");
+    ch(&mut m, 'm');
+    let flash = &m.flash.as_ref().unwrap().0;
+    assert!(flash.contains("no node serves it now"), "{flash}");
 }

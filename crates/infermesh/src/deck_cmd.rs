@@ -12,8 +12,8 @@ pub struct DeckArgs {
     pub url: String,
 }
 
-/// Signs the deck's mutations (backend tests) with the operator key.
-struct OperatorSigner(SigningKey);
+/// Signs the deck's (and `infermesh migrate`'s) admin calls with the operator key.
+pub struct OperatorSigner(pub SigningKey);
 
 impl Signer for OperatorSigner {
     fn sign_request(

@@ -2,13 +2,17 @@
 //! replica between nodes without failing a request). Exit codes as the other operator
 //! commands: 0 done, 2 usage, refusal or an unreachable node.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use infermesh_mesh::group::{GroupDecl, MAX_REPLICAS};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use infermesh_deck::migrate::{encode, Endpoint, Step};
+use infermesh_deck::{NoopSigner, Signer};
 
 use crate::client_cmds::DEFAULT_URL;
+use crate::deck_cmd::OperatorSigner;
 use crate::node_client::{fail, NodeClient};
 
 #[derive(clap::Args, Debug)]
@@ -160,23 +164,21 @@ async fn declare(
     Ok(())
 }
 
-fn encode(model: &str) -> String {
-    model
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A node of the mesh as the migration needs it.
 struct Member {
     id: String,
     name: String,
     url: String,
+}
+
+impl Member {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            node_id: self.id.clone(),
+            name: self.name.clone(),
+            base: self.url.clone(),
+        }
+    }
 }
 
 /// Finds `who` (a URL, or a name or id among the members `status` lists).
@@ -235,7 +237,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let via = NodeClient::new(&args.node)?;
     let via_status = via.get("/api/status").await?.body;
     let (from, from_client) = member(&args.from, &via, &via_status).await?;
-    let (to, to_client) = member(&args.to, &via, &via_status).await?;
+    let (to, _) = member(&args.to, &via, &via_status).await?;
     if from.id == to.id {
         return Err(fail(2, "error: --from and --to are the same node"));
     }
@@ -253,101 +255,38 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         "migrating {}: {} starts it, then {} drains ({} requests in flight there now; they finish, new ones go to other replicas) and stops serving it",
         args.model, to.name, from.name, from_status["in_flight"]
     );
-    let started = Instant::now();
-    let reply = to_client
-        .mutate(
-            Method::POST,
-            "/admin/v1/replicas",
-            Some(&json!({"model": args.model, "replaces": from.id})),
-            Duration::from_secs(15),
-        )
-        .await?;
-    if !reply.status.is_success() {
-        return Err(fail(
-            2,
-            format!("error: {} refused: {}", to.name, reply.error_message()),
-        ));
-    }
-    println!("1/3 {} is loading {}", to.name, args.model);
-    wait_admitted(
-        &from_client,
-        &to,
-        &args.model,
+    // The deck's procedure, so the CLI and the deck's migrate action cannot drift apart.
+    let signer: Box<dyn Signer> = match via.key.clone() {
+        Some(k) => Box::new(OperatorSigner(k)),
+        None => Box::new(NoopSigner),
+    };
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| fail(2, format!("error: cannot build an HTTP client: {e}")))?;
+    let (a, b) = (from.endpoint(), to.endpoint());
+    let model = args.model.as_str();
+    let outcome = infermesh_deck::migrate::run(
+        &http,
+        signer.as_ref(),
+        model,
+        &a,
+        &b,
         Duration::from_secs(args.timeout_s),
-    )
-    .await?;
-    println!(
-        "2/3 {} serves {} and {} admitted it ({:.1} s)",
-        to.name,
-        args.model,
-        from.name,
-        started.elapsed().as_secs_f64()
-    );
-    let path = format!("/admin/v1/replicas/{}/drain", encode(&args.model));
-    let reply = from_client
-        .mutate(Method::POST, &path, None, Duration::from_secs(300))
-        .await?;
-    if !reply.status.is_success() {
-        return Err(fail(
-            2,
-            format!(
-                "error: {} did not drain: {}",
-                from.name,
-                reply.error_message()
+        |step| match step {
+            Step::Loading => println!("1/3 {} is loading {model}", b.name),
+            Step::Waiting(now) => println!("    … {now}"),
+            Step::Admitted(secs) => println!(
+                "2/3 {} serves {model} and {} admitted it ({secs:.1} s)",
+                b.name, a.name
             ),
-        ));
-    }
+        },
+    )
+    .await
+    .map_err(|e| fail(2, format!("error: {e}")))?;
     println!(
         "3/3 {} drained ({} requests finished, {} cut off) and is standby; migration took {:.1} s",
-        from.name,
-        reply.body["in_flight_at_start"],
-        reply.body["cut_off"],
-        started.elapsed().as_secs_f64()
+        a.name, outcome.finished, outcome.cut_off, outcome.secs
     );
     Ok(())
-}
-
-/// Waits until the source node sees the target serving `model` and admitted for it: only then
-/// does mesh traffic have somewhere to go.
-async fn wait_admitted(
-    from: &NodeClient,
-    to: &Member,
-    model: &str,
-    limit: Duration,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        let s = from.get("/api/status").await?.body;
-        let peer = s["peers"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["node_id"] == to.id.as_str()).cloned())
-            .unwrap_or(Value::Null);
-        let admitted = peer["admitted_for"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|x| x == model));
-        if admitted {
-            return Ok(());
-        }
-        let now = format!(
-            "{} is {}{}",
-            to.name,
-            peer["state"].as_str().unwrap_or("not visible yet"),
-            peer["admission"]
-                .as_str()
-                .map(|a| format!(" ({a})"))
-                .unwrap_or_default()
-        );
-        if now != last {
-            println!("    … {now}");
-            last = now;
-        }
-        if started.elapsed() > limit {
-            return Err(fail(
-                2,
-                format!("error: {} was not admitted for {model} within {} s; nothing was drained ({last})", to.name, limit.as_secs()),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

@@ -94,15 +94,7 @@ pub struct Reply {
 impl Reply {
     /// The node's `{"error": "..."}` sentence, or a description of the status.
     pub fn error_message(&self) -> String {
-        match &self.body["error"] {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => o
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            _ => format!("the node answered {}", self.status),
-        }
+        infermesh_deck::request::error_sentence(self.status, &self.body)
     }
 }
 

@@ -1,12 +1,15 @@
-//! The real deck binary in a real terminal (tmux) against a real node: it shows the node, moves
-//! between tabs on keys, and quits cleanly on `q`.
+//! The real deck binary in a real terminal (tmux) against real nodes: it shows the node, moves
+//! between tabs on keys, quits cleanly on `q`, and its migrate action (MODELS, `m`, confirm, `y`)
+//! moves a replica between two nodes with the operator's signature.
 
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, NodeProc};
+use std::os::unix::fs::PermissionsExt;
+
+use common::{bin, poll, NodeProc, MODEL};
 
 struct Tmux(String);
 
@@ -28,6 +31,10 @@ impl Tmux {
     }
 
     fn wait_for(&self, text: &str) -> String {
+        self.wait_for_within(text, Duration::from_secs(20))
+    }
+
+    fn wait_for_within(&self, text: &str, limit: Duration) -> String {
         let start = Instant::now();
         loop {
             let screen = self.capture();
@@ -35,7 +42,7 @@ impl Tmux {
                 return screen;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(20),
+                start.elapsed() < limit,
                 "deck never showed {text:?}; screen:\n{screen}"
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -58,12 +65,11 @@ impl Drop for Tmux {
     }
 }
 
-#[test]
-fn deck_shows_the_node_switches_tabs_and_quits() {
-    let node = NodeProc::start(&["--name", "decknode", "--gossip-port", "0"]);
-    node.wait_state("serving", Duration::from_secs(60));
-    let session = format!("deck-test-{}", std::process::id());
-    let cmd = format!("{} deck --url {}", bin(), node.url);
+/// `infermesh deck --url URL` in a detached tmux session of the given size.
+fn open_deck(url: &str, env: &[(&str, &str)], tag: &str) -> Tmux {
+    let session = format!("deck-test-{tag}-{}", std::process::id());
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let cmd = format!("env {} {} deck --url {url}", vars.join(" "), bin());
     let status = Command::new("tmux")
         .args([
             "new-session",
@@ -79,7 +85,14 @@ fn deck_shows_the_node_switches_tabs_and_quits() {
         .status()
         .expect("tmux must be installed to run this test (.ci/run installs it)");
     assert!(status.success());
-    let t = Tmux(session);
+    Tmux(session)
+}
+
+#[test]
+fn deck_shows_the_node_switches_tabs_and_quits() {
+    let node = NodeProc::start(&["--name", "decknode", "--gossip-port", "0"]);
+    node.wait_state("serving", Duration::from_secs(60));
+    let t = open_deck(&node.url, &[], "tabs");
 
     let screen = t.wait_for("decknode");
     assert!(screen.contains("NODES"), "{screen}");
@@ -108,4 +121,76 @@ fn deck_shows_the_node_switches_tabs_and_quits() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn the_decks_migrate_action_moves_a_replica_after_its_confirm() {
+    let operator = ed25519_dalek::SigningKey::from_bytes(&[23; 32]);
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("operator.key");
+    std::fs::write(&key, format!("{}\n", hex::encode(operator.to_bytes()))).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let trusted = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let public = hex::encode(operator.verifying_key().as_bytes());
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!("[[operator]]\nname = \"deck-tests\"\npublic_key = \"{public}\"\n"),
+        )
+        .unwrap();
+        NodeProc::start_in(dir, &[extra, &["--admin-open=false"]].concat())
+    };
+    let a = trusted(&["--name", "deck-a"]);
+    a.wait_state("serving", Duration::from_secs(60));
+    let b = trusted(&["--standby", "--name", "deck-b", "--join", &a.invite]);
+    poll(
+        "deck-b standby in deck-a's view",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || a.status(),
+        |s| {
+            s["peers"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["name"] == "deck-b" && p["state"] == "standby")
+            })
+        },
+    );
+
+    let t = open_deck(
+        &a.url,
+        &[("INFERMESH_OPERATOR_KEY", key.to_str().unwrap())],
+        "migrate",
+    );
+    t.wait_for("connected");
+    t.keys("2");
+    t.wait_for(MODEL);
+    t.keys("m");
+    // The blast radius is on screen before anything is signed.
+    let modal = t.wait_for("y signs and sends");
+    assert!(modal.contains("deck-b loads"), "{modal}");
+    assert!(modal.contains("deck-a drains"), "{modal}");
+    assert!(a.status()["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == MODEL));
+    t.keys("y");
+    let done = t.wait_for_within("3/3", Duration::from_secs(120));
+    assert!(done.contains("moved from deck-a to deck-b"), "{done}");
+
+    let b_models = b.status()["models"].clone();
+    assert!(
+        b_models.as_array().unwrap().iter().any(|m| m == MODEL),
+        "deck-b serves {MODEL} after the migration: {b_models}"
+    );
+    let a_now = a.status();
+    assert!(
+        !a_now["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == MODEL),
+        "deck-a stopped serving it: {a_now}"
+    );
+    assert_eq!(a_now["node_state"], "standby", "{a_now}");
 }

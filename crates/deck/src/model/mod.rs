@@ -12,7 +12,9 @@ use infermesh_state::NodeState;
 use crate::api::{base_url, AdminNode, GroupView, RequestRecord, Status, TestResult};
 
 mod logs;
+pub mod migrate;
 pub use logs::{Level, LogStore, LogsView, LOG_CAP};
+pub use migrate::{Choice, MigrateConfirm, MigrationRun};
 
 /// Bounds that keep a deck left open for days at a constant footprint.
 pub const REQUEST_CAP: usize = 2_000;
@@ -107,7 +109,14 @@ impl SortCol {
 
 /// The mutating action waiting for the operator's y/N.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Confirm {
+pub enum Confirm {
+    Test(TestConfirm),
+    Migrate(MigrateConfirm),
+}
+
+/// A backend test on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestConfirm {
     pub node_id: String,
     pub node_name: String,
     pub base: String,
@@ -116,11 +125,24 @@ pub struct Confirm {
 
 impl Confirm {
     /// Says exactly what pressing `y` will do, before anything is signed or sent.
-    pub fn sentence(&self) -> String {
-        format!(
-            "Run a test of backend {} on node {}: loads each model, one inference, stops it. [y/N]",
-            self.backend_id, self.node_name
-        )
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Confirm::Test(t) => vec![format!(
+                "Run a test of backend {} on node {}: loads each model, one inference, stops it. [y/N]",
+                t.backend_id, t.node_name
+            )],
+            Confirm::Migrate(c) => c.lines(),
+        }
+    }
+
+    /// The keys the modal takes.
+    pub fn keys(&self) -> &'static str {
+        match self {
+            Confirm::Test(_) => "y runs it · any other key cancels, nothing is sent",
+            Confirm::Migrate(_) => {
+                "←/→ source · ↑/↓ target · y signs and sends · any other key cancels, nothing is sent"
+            }
+        }
     }
 }
 
@@ -220,6 +242,8 @@ pub struct Model {
     pub requests_scroll: usize,
 
     pub onboarding: OnboardingView,
+    /// The migration started from MODELS, while it runs and after it ended.
+    pub migration: Option<MigrationRun>,
 }
 
 impl Model {
@@ -255,6 +279,7 @@ impl Model {
                 last_fetch_ms: i64::MIN / 2,
                 ..OnboardingView::default()
             },
+            migration: None,
         }
     }
 

@@ -137,7 +137,7 @@ pub fn tab_bar(m: &Model, f: &mut Frame, area: Rect) {
 fn hints(m: &Model) -> &'static str {
     match m.tab {
         Tab::Nodes => "j/k move  g/G ends  s sort  ⏎ detail  l logs  1-6 tabs  ? help  q quit",
-        Tab::Models => "j/k move  1-6/Tab tabs  ? help  q quit",
+        Tab::Models => "j/k move  m migrate  1-6/Tab tabs  ? help  q quit",
         Tab::Onboarding => "j/k backend  t test  r refresh  1-6/Tab tabs  ? help  q quit",
         Tab::Logs => {
             "f node  v level  p pause  / search  e export  j/k PgUp/PgDn g/G scroll  ? help  q quit"
@@ -188,6 +188,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("s", "NODES: cycle sort column"),
     ("Enter", "NODES: open/close the detail pane"),
     ("l", "NODES: show LOGS of the selected node"),
+    (
+        "m",
+        "MODELS: migrate the selected model to a standby node (asks)",
+    ),
     ("t", "ONBOARDING: test the selected backend (asks first)"),
     ("r", "ONBOARDING: refresh now"),
     ("f", "LOGS: cycle node filter"),
@@ -217,20 +221,22 @@ pub fn help(f: &mut Frame, area: Rect) {
     );
 }
 
-pub fn confirm(text: &str, f: &mut Frame, area: Rect) {
-    let r = centered(area, 100, 7);
+/// The confirm modal: what `y` will do, line by line, then the keys it takes.
+pub fn confirm(lines: &[String], keys: &str, f: &mut Frame, area: Rect) {
+    let width = area.width.min(100);
+    // Each line wraps inside the border; the height follows so nothing of the blast radius is cut.
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    let rows: usize = lines
+        .iter()
+        .map(|l| l.chars().count().div_ceil(inner).max(1))
+        .sum();
+    let r = centered(area, width, (rows + 4) as u16);
+    let mut text: Vec<Line> = lines.iter().map(|l| Line::from(l.clone())).collect();
+    text.push(Line::default());
+    text.push(Line::from(Span::styled(keys.to_string(), Color::DarkGray)));
     f.render_widget(Clear, r);
     f.render_widget(
-        Paragraph::new(vec![
-            Line::from(text.to_string()),
-            Line::default(),
-            Line::from(Span::styled(
-                "y runs it · any other key cancels, nothing is sent",
-                Color::DarkGray,
-            )),
-        ])
-        .wrap(Wrap { trim: true })
-        .block(
+        Paragraph::new(text).wrap(Wrap { trim: true }).block(
             Block::bordered()
                 .title(" confirm ")
                 .border_style(Style::new().fg(Color::Yellow)),

@@ -39,6 +39,6 @@ pub fn render(m: &Model, f: &mut Frame) {
         common::help(f, f.area());
     }
     if let Some(c) = &m.confirm {
-        common::confirm(&c.sentence(), f, f.area());
+        common::confirm(&c.lines(), c.keys(), f, f.area());
     }
 }

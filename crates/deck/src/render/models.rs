@@ -1,7 +1,7 @@
 //! MODELS: one row per model with its replicas, its declared workload group and what the router
 //! can use.
 
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
@@ -10,6 +10,15 @@ use ratatui::Frame;
 use super::common::{clip, page_offset, state_color};
 
 pub fn render(m: &crate::model::Model, f: &mut Frame, area: Rect) {
+    let area = match &m.migration {
+        Some(run) => {
+            let [table, line] =
+                Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
+            migration_line(run, m.now_ms, f, line);
+            table
+        }
+        None => area,
+    };
     let groups = m.model_groups();
     if groups.is_empty() {
         let p = Paragraph::new(
@@ -96,4 +105,23 @@ pub fn render(m: &crate::model::Model, f: &mut Frame, area: Rect) {
         groups.len()
     )));
     f.render_widget(table, area);
+}
+
+/// The deck's own migration: running (with its age), done or stopped.
+fn migration_line(run: &crate::model::MigrationRun, now_ms: i64, f: &mut Frame, area: Rect) {
+    let (color, text) = match &run.result {
+        None => (
+            Color::Yellow,
+            format!(
+                "migrating {} → {} ({:.0} s): {}",
+                run.from,
+                run.to,
+                (now_ms - run.started_ms).max(0) as f64 / 1000.0,
+                run.line
+            ),
+        ),
+        Some(Ok(())) => (Color::Green, run.line.clone()),
+        Some(Err(_)) => (Color::Red, run.line.clone()),
+    };
+    f.render_widget(Paragraph::new(Span::styled(text, color)), area);
 }

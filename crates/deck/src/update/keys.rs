@@ -5,7 +5,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::{fetch_admin, Cmd, Target, FLASH_MS};
 use crate::fmt::{export_line, file_stamp};
-use crate::model::{Confirm, Level, Model, Tab, TestRun};
+use crate::model::{
+    Confirm, Level, MigrateConfirm, MigrationRun, Model, Tab, TestConfirm, TestRun,
+};
 
 pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
     if k.kind == KeyEventKind::Release {
@@ -15,12 +17,7 @@ pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
         return vec![Cmd::Quit];
     }
     if let Some(c) = m.confirm.take() {
-        // Only an explicit yes sends; N, Esc or any other key cancels with nothing sent.
-        return if matches!(k.code, KeyCode::Char('y' | 'Y')) {
-            start_test(m, c)
-        } else {
-            Vec::new()
-        };
+        return confirm_key(m, c, k.code);
     }
     if m.logs_view.search_edit.is_some() {
         search_key(m, k.code);
@@ -50,10 +47,7 @@ pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
         KeyCode::BackTab | KeyCode::Left => switch_tab(m, m.tab.cycle(false)),
         code => match m.tab {
             Tab::Nodes => nodes_key(m, code),
-            Tab::Models => {
-                m.models_sel = step(m.models_sel, m.model_groups().len(), code, m.page_rows());
-                Vec::new()
-            }
+            Tab::Models => models_key(m, code),
             Tab::Onboarding => onboarding_key(m, code),
             Tab::Logs => logs_key(m, code),
             Tab::Requests => {
@@ -133,12 +127,12 @@ fn onboarding_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
             if m.onboarding.node_id.as_deref() != Some(&node_id) {
                 return Vec::new();
             }
-            m.confirm = Some(Confirm {
+            m.confirm = Some(Confirm::Test(TestConfirm {
                 node_id,
                 node_name,
                 base,
                 backend_id: b.node.id.clone(),
-            });
+            }));
             Vec::new()
         }
         KeyCode::Char('r') => {
@@ -153,7 +147,72 @@ fn onboarding_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
     }
 }
 
-fn start_test(m: &mut Model, c: Confirm) -> Vec<Cmd> {
+/// Only an explicit yes sends; N, Esc or any other key cancels with nothing sent. The migrate
+/// modal also takes the arrows that pick its source and target, and stays open for them.
+fn confirm_key(m: &mut Model, c: Confirm, code: KeyCode) -> Vec<Cmd> {
+    let yes = matches!(code, KeyCode::Char('y' | 'Y'));
+    match c {
+        Confirm::Test(t) if yes => start_test(m, t),
+        Confirm::Migrate(c) if yes => start_migration(m, c),
+        Confirm::Migrate(mut c) => {
+            let pick = match code {
+                KeyCode::Left | KeyCode::Char('h') => Some((true, false)),
+                KeyCode::Right | KeyCode::Char('l') => Some((true, true)),
+                KeyCode::Up | KeyCode::Char('k') => Some((false, false)),
+                KeyCode::Down | KeyCode::Char('j') => Some((false, true)),
+                _ => None,
+            };
+            if let Some((source, forward)) = pick {
+                c.cycle(source, forward);
+                m.confirm = Some(Confirm::Migrate(c));
+            }
+            Vec::new()
+        }
+        Confirm::Test(_) => Vec::new(),
+    }
+}
+
+fn models_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
+    let groups = m.model_groups();
+    if code != KeyCode::Char('m') {
+        m.models_sel = step(m.models_sel, groups.len(), code, m.page_rows());
+        return Vec::new();
+    }
+    if m.migration.as_ref().is_some_and(|r| r.result.is_none()) {
+        m.flash = Some((
+            "a migration is already running; wait for it to finish".into(),
+            m.now_ms + FLASH_MS,
+        ));
+        return Vec::new();
+    }
+    let Some(g) = groups.get(m.models_sel.min(groups.len().saturating_sub(1))) else {
+        return Vec::new();
+    };
+    match MigrateConfirm::plan(m, &g.model) {
+        Ok(c) => m.confirm = Some(Confirm::Migrate(c)),
+        Err(why) => m.flash = Some((why, m.now_ms + FLASH_MS)),
+    }
+    Vec::new()
+}
+
+fn start_migration(m: &mut Model, c: MigrateConfirm) -> Vec<Cmd> {
+    let (from, to) = (c.source().node.clone(), c.target().node.clone());
+    m.migration = Some(MigrationRun {
+        model: c.model.clone(),
+        from: from.name.clone(),
+        to: to.name.clone(),
+        started_ms: m.now_ms,
+        line: format!("asking {} to start {}", to.name, c.model),
+        result: None,
+    });
+    vec![Cmd::Migrate {
+        model: c.model,
+        from,
+        to,
+    }]
+}
+
+fn start_test(m: &mut Model, c: TestConfirm) -> Vec<Cmd> {
     m.onboarding.test = Some(TestRun::Running {
         node_name: c.node_name,
         backend_id: c.backend_id.clone(),

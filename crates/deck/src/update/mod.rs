@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crossterm::event::KeyEvent;
 
 use crate::api::{base_url, AdminNode, LogLine, RequestRecord, Status, TestResult};
+use crate::migrate;
 use crate::model::{Conn, Model, Tab, TestRun, Via, REQUEST_CAP};
 
 /// How often peers' logs and the ONBOARDING view are re-pulled.
@@ -53,6 +54,9 @@ pub enum Msg {
         result: Result<TestResult, String>,
     },
     Exported(Result<(String, usize), String>),
+    /// Progress of the migration `Cmd::Migrate` started.
+    Migration(migrate::Step),
+    MigrationDone(Result<migrate::Outcome, String>),
 }
 
 /// A node to pull from.
@@ -74,6 +78,12 @@ pub enum Cmd {
         path: PathBuf,
         contents: String,
         lines: usize,
+    },
+    /// Signed admin calls on both nodes, in order (see [`crate::migrate`]).
+    Migrate {
+        model: String,
+        from: migrate::Endpoint,
+        to: migrate::Endpoint,
     },
     Quit,
 }
@@ -115,8 +125,40 @@ pub fn update(m: &mut Model, msg: Msg) -> Vec<Cmd> {
             };
             m.flash = Some((text, m.now_ms + FLASH_MS));
         }
+        Msg::Migration(step) => on_migration_step(m, step),
+        Msg::MigrationDone(r) => on_migration_done(m, r),
     }
     Vec::new()
+}
+
+fn on_migration_step(m: &mut Model, step: migrate::Step) {
+    let Some(run) = m.migration.as_mut() else {
+        return;
+    };
+    run.line = match step {
+        migrate::Step::Loading => format!("1/3 {} is loading {}", run.to, run.model),
+        migrate::Step::Waiting(now) => format!("1/3 {} is loading {}: {now}", run.to, run.model),
+        migrate::Step::Admitted(secs) => format!(
+            "2/3 {} serves {} and {} admitted it ({secs:.1} s); {} drains",
+            run.to, run.model, run.from, run.from
+        ),
+    };
+}
+
+fn on_migration_done(m: &mut Model, r: Result<migrate::Outcome, String>) {
+    let Some(run) = m.migration.as_mut() else {
+        return;
+    };
+    let text = match &r {
+        Ok(o) => format!(
+            "3/3 {} moved from {} to {} in {:.1} s ({} requests finished on {}, {} cut off)",
+            run.model, run.from, run.to, o.secs, o.finished, run.from, o.cut_off
+        ),
+        Err(e) => format!("migration of {} stopped: {e}", run.model),
+    };
+    run.line = text.clone();
+    run.result = Some(r.map(|_| ()));
+    m.flash = Some((text, m.now_ms + FLASH_MS));
 }
 
 /// An empty source means the connected node (the live feed may not know its id yet).
