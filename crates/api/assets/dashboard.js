@@ -23,6 +23,9 @@
     // Admin reads are open to the node's own machine only; from elsewhere they answer 401.
     adminLocked: false,
     failures: 0,
+    // When the node stopped answering (0 while it answers): the page then greys out, says since
+    // when, and its countdowns stop, because what it shows is only true as of that moment.
+    lostAt: 0,
   };
 
   function $(id) {
@@ -110,6 +113,7 @@
   }
 
   function tickCountdowns() {
+    if (document.body.hasAttribute("data-lost")) return;
     var now = Date.now();
     var els = document.querySelectorAll(".countdown[data-seconds]");
     for (var i = 0; i < els.length; i++) {
@@ -137,6 +141,7 @@
       "<dt>participation</dt><dd>" + badge(s.participation).replace('class="badge', 'id="participation" class="badge') + "</dd>" +
       "<dt>next round</dt><dd>" + countdown("self-countdown", s.timing, at) + "</dd>" +
       "<dt>epoch</dt><dd>" + esc(s.epoch === null || s.epoch === undefined ? "—" : s.epoch) + "</dd>" +
+      '<dt>last round check</dt><dd id="self-validation">' + validation(s.validation) + "</dd>" +
       "<dt>models</dt><dd>" + esc(models) + "</dd>" +
       "<dt>memory</dt><dd>vram " + esc(gb(s.vram_gb)) + " · ram " + esc(gb(s.ram_gb)) + "</dd>" +
       "<dt>in flight</dt><dd>" + esc(s.in_flight) + "</dd>" +
@@ -146,6 +151,17 @@
     $("sidebar").innerHTML = html;
     $("node-title").textContent = s.name || "";
     document.title = "infermesh · " + (s.name || "") + " · " + (s.node_state || "");
+  }
+
+  /** The node's own result of its latest round: "passed · epoch 12 · infer 95 ms at 14:05:09". */
+  function validation(v) {
+    if (!v) return '<span class="muted">none yet (no round since it started)</span>';
+    var head = v.passed ? '<span class="ok">passed</span>' : '<span class="bad">failed</span>';
+    var infer = (v.backends || []).map(function (b) {
+      return b.error ? esc(b.backend_id) + ": " + esc(b.error) : "infer " + esc(b.infer_ms) + " ms";
+    });
+    return head + " · epoch " + esc(v.epoch) + (infer.length ? " · " + infer.join(", ") : "") +
+      (v.at_ms ? " at " + esc(clock(v.at_ms)) : "");
   }
 
   // ---- topology -----------------------------------------------------------------------------
@@ -331,13 +347,23 @@
     var live = sseLive();
     var word = live ? "live" : model.failures > 0 ? "down" : model.status ? "polling" : "connecting";
     el.setAttribute("data-conn", word);
+    if (word === "down" && !model.lostAt) model.lostAt = Date.now();
     el.textContent = live
       ? "live (event stream)"
       : word === "down"
-        ? "node unreachable — retrying every 2 s"
+        ? "unreachable since " + utcClock(model.lostAt) + " UTC — showing what it said then; retrying every 2 s"
         : word === "polling"
           ? "polling every 2 s"
           : "connecting…";
+    if (word === "down") document.body.setAttribute("data-lost", "1");
+    else document.body.removeAttribute("data-lost");
+  }
+
+  /** `14:05:09` in UTC, as the deck says it. */
+  function utcClock(ms) {
+    var d = new Date(ms || Date.now());
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    return two(d.getUTCHours()) + ":" + two(d.getUTCMinutes()) + ":" + two(d.getUTCSeconds());
   }
 
   function sseLive() {
@@ -385,8 +411,11 @@
     }
     Promise.all(jobs).then(function () {
       model.failures = 0;
+      model.lostAt = 0;
     }, function () {
       model.failures += 1;
+      // A failed admin read beside a live event stream is not a lost node.
+      if (!model.lostAt && !sseLive()) model.lostAt = Date.now();
     }).then(setConn);
   }
 
@@ -412,6 +441,7 @@
     es.addEventListener("status", function (e) {
       model.sseStatusAt = Date.now();
       model.failures = 0;
+      model.lostAt = 0;
       applyStatus(parse(e));
       setConn();
     });

@@ -59,6 +59,57 @@ fn header_says_reconnecting_with_attempt_and_error_and_keeps_data() {
 }
 
 #[test]
+fn a_lost_node_greys_the_view_says_since_when_and_stops_its_clocks() {
+    use ratatui::style::Color;
+    let mut m = fixtures::model(3, 0);
+    with_admin(&mut m); // ONBOARDING: the round countdown
+    let live = screen(&m, 160, 45);
+    update(
+        &mut m,
+        Msg::Disconnected {
+            attempt: 1,
+            error: "Connection refused (os error 111)".into(),
+        },
+    );
+    update(&mut m, Msg::Tick(NOW_MS + 65_000));
+    update(
+        &mut m,
+        Msg::Disconnected {
+            attempt: 2,
+            error: "Connection refused (os error 111)".into(),
+        },
+    );
+    let lost = screen(&m, 160, 45);
+    let since = &infermesh_deck::fmt::hms(NOW_MS)[..8];
+    assert_shows(&lost, &format!("unreachable since {since} UTC"));
+    assert_shows(&lost, "reconnecting (attempt 2");
+    // Clocks stopped at the loss: 65 s later every line below the connection line (countdowns,
+    // ages) reads as it did when the node was last heard.
+    let rows = |s: &str| s.lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        rows(&live),
+        rows(&lost),
+        "the view moved after the node was lost"
+    );
+    // Greyed: no cell below the connection line keeps a state colour.
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(160, 45)).unwrap();
+    t.draw(|f| infermesh_deck::render(&m, f)).unwrap();
+    let buf = t.backend().buffer();
+    for y in 1..44 {
+        for x in 0..160 {
+            let c = &buf[(x, y)];
+            assert_eq!(c.fg, Color::DarkGray, "cell ({x},{y}) {:?}", c.symbol());
+            assert_eq!(c.bg, Color::Reset, "cell ({x},{y}) {:?}", c.symbol());
+        }
+    }
+    // Back: colours and clocks resume.
+    update(&mut m, Msg::Connected(infermesh_deck::model::Via::Sse));
+    let back = screen(&m, 160, 45);
+    assert_hides(&back, "unreachable since");
+    assert_ne!(rows(&live), rows(&back), "the countdown resumed");
+}
+
+#[test]
 fn nodes_tab_lists_self_and_peers_with_badges_and_last_seen() {
     let m = fixtures::model(4, 0);
     let s = screen(&m, 200, 60);

@@ -44,14 +44,14 @@ fn number_keys_tab_and_arrows_switch_tabs() {
 }
 
 #[test]
-fn q_esc_and_ctrl_c_quit_but_esc_closes_panes_first() {
+fn q_and_ctrl_c_quit_esc_only_closes_panes() {
     let mut m = fixtures::model(1, 0);
     assert_eq!(ch(&mut m, 'q'), vec![Cmd::Quit]);
     key(&mut m, KeyCode::Enter);
     assert!(m.detail);
     assert_eq!(key(&mut m, KeyCode::Esc), vec![]);
     assert!(!m.detail);
-    assert_eq!(key(&mut m, KeyCode::Esc), vec![Cmd::Quit]);
+    assert_eq!(key(&mut m, KeyCode::Esc), vec![], "Esc never quits");
     let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
     assert_eq!(update(&mut m, Msg::Key(ctrl_c)), vec![Cmd::Quit]);
     let mut release = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);

@@ -33,8 +33,12 @@ impl Signer for OperatorSigner {
 /// Runs the deck until the operator quits; the terminal is restored on every exit path.
 pub async fn open(url: &str) -> Result<()> {
     // Checked before the terminal is taken over, so a bad key file is a plain error message.
-    let signer = crate::keygen::load_operator_key(None)?
-        .map(|k| Box::new(OperatorSigner(k)) as Box<dyn Signer>);
+    open_with(url, crate::keygen::load_operator_key(None)?).await
+}
+
+/// As [`open`], signing with `key` (the demo's throwaway key) rather than the machine's.
+pub async fn open_with(url: &str, key: Option<SigningKey>) -> Result<()> {
+    let signer = key.map(|k| Box::new(OperatorSigner(k)) as Box<dyn Signer>);
     let opts = DeckOptions {
         signer,
         ..DeckOptions::default()

@@ -87,11 +87,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let deck = !args.no_deck;
     // With the deck on screen, anything printed would tear it: notices go to a file instead.
     let notices = Notices::new(deck.then(|| root.path().join("demo.log")));
+    // A throwaway operator key that only this demo's nodes trust, so the deck's actions (test,
+    // migrate) and the CLI's signed commands work on them, and are refused anywhere else.
+    let key_path = root.path().join("operator.key");
+    let operator = crate::keygen::generate(&key_path, false)?;
     let mut demo = Demo {
         root: root.path().to_path_buf(),
         model_dir,
         nodes: Vec::new(),
         notices: notices.clone(),
+        operator_config: crate::keygen::config_snippet("demo", &operator),
+        key_path,
+        operator,
     };
 
     let started = Instant::now();
@@ -123,6 +130,10 @@ struct Demo {
     model_dir: PathBuf,
     nodes: Vec<Node>,
     notices: Notices,
+    /// Every node's `config.toml`: trusts `operator`.
+    operator_config: String,
+    key_path: PathBuf,
+    operator: ed25519_dalek::SigningKey,
 }
 
 impl Demo {
@@ -147,8 +158,16 @@ impl Demo {
 
     async fn boot(&mut self, roles: &[NodeRole]) -> Result<()> {
         let fetching = !has_gguf(&self.model_dir);
-        self.nodes
-            .push(Node::start(0, roles[0], &self.root, &self.args((0, 0), None)).await?);
+        self.nodes.push(
+            Node::start(
+                0,
+                roles[0],
+                &self.root,
+                &self.operator_config,
+                &self.args((0, 0), None),
+            )
+            .await?,
+        );
         if fetching {
             eprintln!(
                 "fetching the default model (first run only)… into {}",
@@ -174,9 +193,10 @@ impl Demo {
             }
             // Started together, each reading its own address lines: boot time stays flat in N.
             let root = self.root.clone();
+            let config = self.operator_config.clone();
             let role = *role;
             pending.push(tokio::spawn(async move {
-                Node::start(i, role, &root, &args).await
+                Node::start(i, role, &root, &config, &args).await
             }));
         }
         // Every start is awaited, even after a failure: the ones that did start must be in
@@ -319,7 +339,12 @@ impl Demo {
             println!("  {:<8} {:<8} {}{note}", n.name, n.role.as_str(), n.url);
         }
         println!();
-        println!("open the deck: infermesh deck --url {}", self.nodes[0].url);
+        let key = self.key_path.display();
+        println!(
+            "open the deck: INFERMESH_OPERATOR_KEY={key} infermesh deck --url {}",
+            self.nodes[0].url
+        );
+        println!("operator key: {key} (throwaway: only these nodes trust it; signs the deck's and CLI's admin actions)");
         println!("logs: {}/node-<i>.log", self.root.display());
         println!(
             "routing starts once a validation round admits the serving nodes (one every 20 s)"
@@ -355,9 +380,10 @@ impl Demo {
             None => None,
         };
         let url = self.nodes[0].url.clone();
+        let key = self.operator.clone();
         let deck_ui = async move {
             if deck {
-                crate::deck_cmd::open(&url).await
+                crate::deck_cmd::open_with(&url, Some(key)).await
             } else {
                 std::future::pending().await
             }

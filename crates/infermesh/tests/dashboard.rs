@@ -196,6 +196,10 @@ return {
     message: (b.querySelector('.message') || {}).textContent,
     countdown: (b.querySelector('.countdown') || {}).textContent})),
   conn: q('#conn').dataset.conn,
+  connText: q('#conn').textContent,
+  lost: document.body.hasAttribute('data-lost'),
+  layoutFilter: getComputedStyle(q('.layout')).filter,
+  validation: q('#self-validation') ? q('#self-validation').textContent : null,
   countdown: q('#self-countdown') ? q('#self-countdown').textContent : null,
 };
 "#;
@@ -239,7 +243,7 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
          vram_gb = 80\nwake_command = \"echo 'no capacity in region' >&2; exit 1\"\n",
         op.snippet
     );
-    let a = Node::start(Some(&config), &["--name", "dash-a"], &[]);
+    let mut a = Node::start(Some(&config), &["--name", "dash-a"], &[]);
     wait_until(Duration::from_secs(180), "dash-a serving", || {
         (a.status()["node_state"] == "serving").then_some(())
     });
@@ -321,6 +325,13 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
                 && v["onboarding"].as_array().is_some_and(|o| !o.is_empty())
                 && ["live", "polling"].contains(&v["conn"].as_str().unwrap_or(""))
         },
+    );
+
+    // The node's own round result, from /api/status (none yet: no round since it started).
+    let v = page["validation"].as_str().unwrap_or("");
+    assert!(
+        v.starts_with("none yet") || v.starts_with("passed"),
+        "{page}"
     );
 
     // Topology: this node first, then its peers, each badge the API's word in its colour.
@@ -434,5 +445,29 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
         .filter(|e| e["level"] == "SEVERE")
         .collect();
     assert!(severe.is_empty(), "browser console errors: {severe:#?}");
+
+    // The node behind the page dies: the page greys out, says since when, and its countdown
+    // stops instead of ticking on as if it were live.
+    a.kill();
+    let lost = wait_page(
+        &session,
+        "dash-a unreachable",
+        Duration::from_secs(15),
+        |v| v["conn"] == "down" && v["lost"] == true,
+    );
+    let text = lost["connText"].as_str().unwrap_or("");
+    assert!(
+        text.starts_with("unreachable since ") && text.contains(" UTC"),
+        "{text}"
+    );
+    assert_eq!(lost["layoutFilter"], "grayscale(1)", "{lost}");
+    std::thread::sleep(Duration::from_millis(2_500));
+    let later = session.eval(PROBE);
+    assert_eq!(
+        later["countdown"], lost["countdown"],
+        "the countdown kept ticking"
+    );
+    assert_eq!(later["connText"], lost["connText"], "the loss time moved");
+    session.screenshot(&artifacts_dir().join("dashboard-lost.png"));
     drop(b);
 }

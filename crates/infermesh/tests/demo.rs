@@ -45,10 +45,12 @@ struct Row {
     url: String,
 }
 
-/// Reads the demo's stdout up to the end of its table; returns the rows and the temp dir.
-fn read_table(lines: &mpsc::Receiver<String>) -> (Vec<Row>, PathBuf) {
+/// Reads the demo's stdout up to the end of its table; returns the rows, the temp dir and the
+/// throwaway operator key's file.
+fn read_table(lines: &mpsc::Receiver<String>) -> (Vec<Row>, PathBuf, PathBuf) {
     let mut rows = Vec::new();
     let mut root = None;
+    let mut key = None;
     // A first run fetches the model for the whole test suite.
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -64,6 +66,9 @@ fn read_table(lines: &mpsc::Receiver<String>) -> (Vec<Row>, PathBuf) {
                 url: cols[2].into(),
             });
         }
+        if let Some(rest) = line.strip_prefix("operator key: ") {
+            key = rest.split_whitespace().next().map(PathBuf::from);
+        }
         if let Some(logs) = line.strip_prefix("logs: ") {
             root = Some(PathBuf::from(logs.trim().trim_end_matches("/node-<i>.log")));
         }
@@ -71,6 +76,7 @@ fn read_table(lines: &mpsc::Receiver<String>) -> (Vec<Row>, PathBuf) {
             return (
                 rows,
                 root.expect("a `logs:` line before the `chatter:` line"),
+                key.expect("an `operator key:` line before the `chatter:` line"),
             );
         }
     }
@@ -119,7 +125,7 @@ fn demo_boots_a_mesh_chatters_and_leaves_nothing_behind() {
         }
     });
 
-    let (rows, root) = read_table(&rx);
+    let (rows, root, key) = read_table(&rx);
     let roles: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r.name.as_str(), r.role.as_str()))
@@ -187,6 +193,45 @@ fn demo_boots_a_mesh_chatters_and_leaves_nothing_behind() {
             _ => Err(format!("chat through {}: {code} {v}", client.name)),
         }
     });
+
+    // The demo's nodes trust its throwaway operator key: a signed change is accepted (a group of
+    // 3 replicas, which the 3 serving nodes already are), and the same change signed with any
+    // other key is refused.
+    let group = |key: &std::path::Path| {
+        Command::new(bin())
+            .args([
+                "group",
+                "set",
+                MODEL,
+                "--replicas",
+                "3",
+                "--node",
+                &rows[0].url,
+            ])
+            .env("INFERMESH_OPERATOR_KEY", key)
+            .output()
+            .expect("run infermesh group set")
+    };
+    let ok = group(&key);
+    assert!(
+        ok.status.success(),
+        "signed with the demo's key: {}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = other_dir.path().join("other.key");
+    let made = Command::new(bin())
+        .args(["keygen", "--out", other.to_str().unwrap()])
+        .output()
+        .expect("run infermesh keygen");
+    assert!(made.status.success(), "{made:?}");
+    let refused = group(&other);
+    assert!(
+        !refused.status.success(),
+        "a key the demo's nodes do not trust was accepted: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
 
     let mut demo = demo;
     sigterm(demo.0.id());

@@ -214,6 +214,9 @@ pub struct ModelGroup {
 pub struct Model {
     pub url: String,
     pub now_ms: i64,
+    /// When the connected node stopped answering (cleared when it answers again): from then on
+    /// what is on screen is as of that moment, greyed, and its clocks stop.
+    pub lost_ms: Option<i64>,
     pub spinner: usize,
     pub conn: Conn,
     pub status: Option<Status>,
@@ -251,6 +254,7 @@ impl Model {
         Model {
             url: base_url(&url.into()),
             now_ms: 0,
+            lost_ms: None,
             spinner: 0,
             conn: Conn::Connecting,
             status: None,
@@ -365,6 +369,13 @@ impl Model {
         Some((r.node_id.to_string(), r.name.to_string(), base_url(r.addr)))
     }
 
+    /// The moment the data on screen was last true: now while the node answers, the moment it
+    /// was lost after. Countdowns, ages and rates are computed against this, so a dead node's
+    /// view never ticks as if it were live.
+    pub fn data_ms(&self) -> i64 {
+        self.lost_ms.unwrap_or(self.now_ms)
+    }
+
     pub fn model_groups(&self) -> Vec<ModelGroup> {
         let mut groups: BTreeMap<&str, ModelGroup> = BTreeMap::new();
         let mut rows = self.node_rows();
@@ -409,7 +420,7 @@ impl Model {
         }
         let mut out: Vec<ModelGroup> = groups.into_values().collect();
         for g in &mut out {
-            g.rps = requests_per_second(&self.requests, &g.model, self.now_ms);
+            g.rps = requests_per_second(&self.requests, &g.model, self.data_ms());
         }
         out.retain(|g| !g.replicas.is_empty() || g.rps > 0.0 || g.declared.is_some());
         out

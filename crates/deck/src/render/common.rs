@@ -57,20 +57,41 @@ pub fn conn_span(m: &Model) -> Span<'static> {
         Conn::Connecting => Span::styled(format!("{} connecting…", spinner(m)), Color::Yellow),
         Conn::Connected(Via::Sse) => Span::styled("● connected (live)", Color::Green),
         Conn::Connected(Via::Polling) => Span::styled("● connected (polling)", Color::Green),
-        Conn::Reconnecting { attempt, error } => Span::styled(
-            format!("{} reconnecting (attempt {attempt}, {error})", spinner(m)),
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-        ),
+        Conn::Reconnecting { attempt, error } => {
+            let since = m
+                .lost_ms
+                .map(|t| format!("unreachable since {} UTC, ", &crate::fmt::hms(t)[..8]))
+                .unwrap_or_default();
+            Span::styled(
+                format!(
+                    "✖ {since}{} reconnecting (attempt {attempt}, {error})",
+                    spinner(m)
+                ),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            )
+        }
     }
+}
+
+/// Greys `area` out: colours and emphasis dropped, so nothing last seen reads as live.
+pub fn grey_out(f: &mut Frame, area: Rect) {
+    f.buffer_mut().set_style(
+        area,
+        Style::new()
+            .fg(Color::DarkGray)
+            .bg(Color::Reset)
+            .remove_modifier(Modifier::BOLD | Modifier::REVERSED),
+    );
 }
 
 /// Three lines: where the deck is connected, what that node says about itself, the mesh census.
 pub fn header(m: &Model, f: &mut Frame, area: Rect) {
-    let mut l1 = vec![
-        Span::styled("infermesh deck ", Style::new().bold()),
-        Span::raw(m.url.clone()),
-        Span::raw("  "),
-    ];
+    let mut l1 = Vec::new();
+    // A lost node needs the whole line for when and why; the title can go.
+    if m.lost_ms.is_none() {
+        l1.push(Span::styled("infermesh deck ", Style::new().bold()));
+    }
+    l1.extend([Span::raw(m.url.clone()), Span::raw("  ")]);
     l1.push(conn_span(m));
     let l2 = match &m.status {
         Some(s) => {
@@ -200,7 +221,11 @@ pub const HELP: &[(&str, &str)] = &[
     ("/", "LOGS: search (Enter applies, Esc cancels)"),
     ("e", "LOGS: export the filtered lines to a file"),
     ("?", "this help"),
-    ("q / Esc", "quit (Esc first closes a pane)"),
+    ("q", "quit"),
+    (
+        "Esc",
+        "close the open pane, overlay or search (never quits)",
+    ),
 ];
 
 pub fn help(f: &mut Frame, area: Rect) {

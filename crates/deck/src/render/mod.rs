@@ -11,7 +11,7 @@ mod onboarding;
 mod requests;
 mod wakeable;
 
-use ratatui::layout::{Constraint, Layout};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::Frame;
 
 use crate::model::{Model, Tab};
@@ -33,6 +33,17 @@ pub fn render(m: &Model, f: &mut Frame) {
         Tab::Logs => logs::render(m, f, body),
         Tab::Requests => requests::render(m, f, body),
         Tab::Wakeable => wakeable::render(m, f, body),
+    }
+    if m.lost_ms.is_some() {
+        // Everything but the connection line is as of the loss: say so by greying it.
+        let below_conn = Rect {
+            y: head.y + 1,
+            height: head.height.saturating_sub(1),
+            ..head
+        };
+        for area in [below_conn, tabs, body] {
+            common::grey_out(f, area);
+        }
     }
     common::footer(m, f, foot);
     if m.help {

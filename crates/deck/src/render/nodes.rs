@@ -90,7 +90,7 @@ pub fn render(m: &Model, f: &mut Frame, area: Rect) {
 fn row<'a>(m: &Model, r: &NodeRow<'a>, selected: bool) -> Row<'a> {
     let seen = match r.last_seen_ms {
         None => "self".to_string(),
-        Some(t) => ago(m.now_ms, t),
+        Some(t) => ago(m.data_ms(), t),
     };
     let load = r.load.map_or("-".to_string(), |l| l.to_string());
     let cells = vec![
@@ -149,7 +149,7 @@ fn detail(m: &Model, r: &NodeRow<'_>, f: &mut Frame, area: Rect) {
         kv(
             "last seen",
             r.last_seen_ms
-                .map_or("connected node".into(), |t| ago(m.now_ms, t)),
+                .map_or("connected node".into(), |t| ago(m.data_ms(), t)),
         ),
     ];
     if let Some(claim) = r.split {

@@ -101,7 +101,7 @@ fn backends_table(m: &Model, f: &mut Frame, area: Rect) {
                 .and_then(|o| o.participation.as_deref())
                 .map_or("-".to_string(), infermesh_state::labels::human);
             let next = o.map_or("-".to_string(), |o| {
-                countdown(&o.timing, ob.fetched_ms, m.now_ms)
+                countdown(&o.timing, ob.fetched_ms, m.data_ms())
             });
             let msg = o.and_then(|o| o.message.as_deref()).unwrap_or("");
             let style = if i == ob.selected {

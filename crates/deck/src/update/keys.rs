@@ -33,11 +33,11 @@ pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
     }
     match k.code {
         KeyCode::Char('q') => vec![Cmd::Quit],
-        KeyCode::Esc if m.detail => {
+        // Esc closes what is open and never quits: a reflexive Esc must not drop the cockpit.
+        KeyCode::Esc => {
             m.detail = false;
             Vec::new()
         }
-        KeyCode::Esc => vec![Cmd::Quit],
         KeyCode::Char('?') => {
             m.help = true;
             Vec::new()

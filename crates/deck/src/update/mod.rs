@@ -93,8 +93,14 @@ pub fn update(m: &mut Model, msg: Msg) -> Vec<Cmd> {
         Msg::Key(k) => return keys::on_key(m, k),
         Msg::Resize(w, h) => m.term = (w, h),
         Msg::Tick(now) => return on_tick(m, now),
-        Msg::Connected(via) => m.conn = Conn::Connected(via),
-        Msg::Disconnected { attempt, error } => m.conn = Conn::Reconnecting { attempt, error },
+        Msg::Connected(via) => {
+            m.conn = Conn::Connected(via);
+            m.lost_ms = None;
+        }
+        Msg::Disconnected { attempt, error } => {
+            m.conn = Conn::Reconnecting { attempt, error };
+            m.lost_ms.get_or_insert(m.now_ms);
+        }
         Msg::Status(s) => on_status(m, *s),
         Msg::Log(l) => {
             // Live lines come from the connected node; one without `node_id` is its own.

@@ -9,6 +9,7 @@ mod concurrency;
 mod engine;
 mod fixture;
 mod mesh;
+mod nginx;
 mod nodes;
 mod router;
 mod scale;

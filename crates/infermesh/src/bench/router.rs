@@ -1,7 +1,9 @@
 //! Router overhead: the same streamed and non-streamed chat completions sent (a) straight to the
 //! deterministic fixture, (b) to node A whose `openai` backend is the fixture (local routing) and
-//! (c) to client node C, which routes to A (one peer hop). Latency from sequential requests,
-//! interleaved across paths so drift hits all three alike; throughput from concurrent clients.
+//! (c) to client node C, which routes to A (one peer hop), and (d) when nginx is installed, to
+//! nginx as a plain reverse proxy in front of the fixture: the yardstick for one relaying hop.
+//! Latency from sequential requests, interleaved across paths so drift hits all alike;
+//! throughput from concurrent clients, streamed and not.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,12 +18,17 @@ use super::nodes::{cpu_time, rss_of, BenchNode};
 use super::{ms, percentile, BenchArgs, Report};
 
 const SUITE: &str = "router";
+const NGINX: &str = "nginx (client → nginx → backend)";
 /// Goals from the issue: what routing may add at the median, and the throughput it must keep.
 const GOAL_P50_ADDED: Duration = Duration::from_micros(500);
 const GOAL_THROUGHPUT: f64 = 0.9;
+/// Against nginx relaying the same requests: at most this multiple of its added p50 …
+const GOAL_VS_NGINX_P50: f64 = 2.0;
+/// … and at least this share of its throughput.
+const GOAL_VS_NGINX_THROUGHPUT: f64 = 0.5;
 
 #[derive(Clone)]
-struct Path3 {
+struct Route {
     name: &'static str,
     /// Base URL ending in `/v1`.
     base: String,
@@ -214,20 +221,47 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
     .await
     .context("A never became routable from C")?;
 
-    let paths = [
-        Path3 {
+    let mut paths = vec![
+        Route {
             name: "direct",
             base: fixture.base_url(),
         },
-        Path3 {
+        Route {
             name: "local (client → A → backend)",
             base: format!("{}/v1", a.url),
         },
-        Path3 {
+        Route {
             name: "peer (client → C → A → backend)",
             base: format!("{}/v1", c.url),
         },
     ];
+    // Held until the suite ends: dropping it stops nginx.
+    let _nginx = match super::nginx::find() {
+        Some(bin) => match super::nginx::start(&bin, fixture.addr).await {
+            Ok(n) => {
+                paths.push(Route {
+                    name: NGINX,
+                    base: n.base_url(),
+                });
+                Some(n)
+            }
+            Err(e) => {
+                report.note(format!(
+                    "nginx found but not started, so no nginx column: {e:#}"
+                ));
+                None
+            }
+        },
+        None => {
+            report.note(
+                "no nginx (PATH, /usr/sbin or INFERMESH_NGINX): the comparison with a plain \
+                 reverse proxy was skipped (Debian: apt-get install nginx)",
+            );
+            None
+        }
+    };
+    let nginx_at = paths.iter().position(|p| p.name == NGINX);
+
     // Warm up every path (connections, allocator, first-request lazies).
     for p in &paths {
         for stream in [true, false] {
@@ -266,10 +300,25 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
             format!("{mode}: direct p50 / p99 ({} req)", args.requests),
             format!("{} / {}", ms(d50), ms(d99)),
         );
+        let added = |i: usize| {
+            (
+                percentile(&samples[i], 50.0).saturating_sub(d50),
+                percentile(&samples[i], 99.0).saturating_sub(d99),
+            )
+        };
+        if let Some(n) = nginx_at {
+            let (a50, a99) = added(n);
+            report.row(
+                SUITE,
+                format!("{mode}: {NGINX} p50 added (p99 added)"),
+                format!("{} ({})", ms(a50), ms(a99)),
+            );
+        }
         for (i, p) in paths.iter().enumerate().skip(1) {
-            let (p50, p99) = (percentile(&samples[i], 50.0), percentile(&samples[i], 99.0));
-            let added50 = p50.saturating_sub(d50);
-            let added99 = p99.saturating_sub(d99);
+            if Some(i) == nginx_at {
+                continue;
+            }
+            let (added50, added99) = added(i);
             report.goal(
                 SUITE,
                 format!("{mode}: {} p50 added (p99 added)", p.name),
@@ -277,31 +326,45 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
                 format!("p50 added ≤ {}", ms(GOAL_P50_ADDED)),
                 added50 <= GOAL_P50_ADDED,
             );
+            if let Some(n) = nginx_at {
+                // A floor of 10 µs: nginx adding "nothing" must not make any cost infinite.
+                let base = added(n).0.max(Duration::from_micros(10));
+                let ratio = added50.as_secs_f64() / base.as_secs_f64();
+                report.goal(
+                    SUITE,
+                    format!("{mode}: {} p50 added vs nginx's", p.name),
+                    format!("{ratio:.1}× nginx's {}", ms(added(n).0)),
+                    format!("≤ {GOAL_VS_NGINX_P50}× nginx's"),
+                    ratio <= GOAL_VS_NGINX_P50,
+                );
+            }
         }
     }
 
     // Throughput: concurrent clients, the same fixed answer; then the paced model, which takes
     // ~20 ms like a fast real backend, so the router's cost is seen next to some backend time.
     let sampler = RssSampler::start(a.pid, c.pid);
-    for (model, label) in [
-        (MODEL, "instant backend"),
-        (PACED_MODEL, "paced backend (~20 ms)"),
+    for (model, label, stream) in [
+        (MODEL, "instant backend, streamed", true),
+        (MODEL, "instant backend, json", false),
+        (PACED_MODEL, "paced backend (~20 ms), streamed", true),
     ] {
-        let b = body(model, true);
-        let mut direct = 0.0;
+        let b = body(model, stream);
+        let mut rates = vec![0.0; paths.len()];
         for (i, p) in paths.iter().enumerate() {
             let cpu0 = (cpu_time(a.pid), cpu_time(c.pid));
             let (rps, errors) = throughput(
                 &http,
                 &format!("{}/chat/completions", p.base),
                 &b,
-                true,
+                stream,
                 args.concurrency,
                 args.seconds,
             )
             .await;
+            rates[i] = rps;
             let cpu = (cpu_time(a.pid) - cpu0.0, cpu_time(c.pid) - cpu0.1);
-            if i > 0 && model == MODEL {
+            if (i == 1 || i == 2) && model == MODEL {
                 let n = rps * args.seconds;
                 let per = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / n.max(1.0));
                 let what = if i == 1 {
@@ -309,7 +372,11 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
                 } else {
                     format!("{} on C + {} on A", per(cpu.1), per(cpu.0))
                 };
-                report.row(SUITE, format!("node CPU per request, {}", p.name), what);
+                report.row(
+                    SUITE,
+                    format!("node CPU per request, {label}, {}", p.name),
+                    what,
+                );
             }
             if errors > 0 {
                 report.note(format!(
@@ -317,21 +384,39 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
                     p.name
                 ));
             }
-            if i == 0 {
-                direct = rps;
+        }
+        let direct = rates[0];
+        report.row(
+            SUITE,
+            format!("throughput, {label}, {} clients: direct", args.concurrency),
+            format!("{direct:.0} req/s"),
+        );
+        let of = |r: f64, by: f64| if by > 0.0 { r / by } else { 0.0 };
+        for (i, p) in paths.iter().enumerate().skip(1) {
+            let rps = rates[i];
+            if Some(i) == nginx_at {
                 report.row(
                     SUITE,
-                    format!("throughput, {label}, {} clients: direct", args.concurrency),
-                    format!("{rps:.0} req/s"),
+                    format!("throughput, {label}: {}", p.name),
+                    format!("{rps:.0} req/s = {:.2}× direct", of(rps, direct)),
                 );
-            } else {
-                let ratio = if direct > 0.0 { rps / direct } else { 0.0 };
+                continue;
+            }
+            report.goal(
+                SUITE,
+                format!("throughput, {label}: {}", p.name),
+                format!("{rps:.0} req/s = {:.2}× direct", of(rps, direct)),
+                format!("≥ {GOAL_THROUGHPUT}× direct"),
+                of(rps, direct) >= GOAL_THROUGHPUT,
+            );
+            if let Some(n) = nginx_at {
+                let ratio = of(rps, rates[n]);
                 report.goal(
                     SUITE,
-                    format!("throughput, {label}: {}", p.name),
-                    format!("{rps:.0} req/s = {ratio:.2}× direct"),
-                    format!("≥ {GOAL_THROUGHPUT}× direct"),
-                    ratio >= GOAL_THROUGHPUT,
+                    format!("throughput, {label}: {} vs nginx", p.name),
+                    format!("{ratio:.2}× nginx's {:.0} req/s", rates[n]),
+                    format!("≥ {GOAL_VS_NGINX_THROUGHPUT}× nginx's"),
+                    ratio >= GOAL_VS_NGINX_THROUGHPUT,
                 );
             }
         }

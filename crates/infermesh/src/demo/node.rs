@@ -40,12 +40,16 @@ impl Node {
         index: usize,
         role: NodeRole,
         root: &Path,
+        config: &str,
         args: &[OsString],
     ) -> Result<Node> {
         let name = format!("node-{index}");
         let data_dir = root.join(&name);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let config_path = data_dir.join("config.toml");
+        std::fs::write(&config_path, config)
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
         let mut node = Node {
             index,
             log: root.join(format!("{name}.log")),
