@@ -339,6 +339,8 @@
     renderSidebar(s, model.statusAt);
     renderTopology(s);
     renderWakeable(s.wakeable);
+    // The "Try it" card (try.js) follows the same status.
+    document.dispatchEvent(new CustomEvent("infermesh:status", { detail: s }));
     document.body.setAttribute("data-node-state", s.node_state || "");
   }
 

@@ -117,6 +117,36 @@ impl Session<'_> {
         )
     }
 
+    /// The WebDriver element for a CSS selector.
+    fn element(&self, css: &str) -> String {
+        let v = self.driver.call(
+            "POST",
+            &self.path("/element"),
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    /// Types `text` into the element as a user's keyboard would.
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css);
+        self.driver.call(
+            "POST",
+            &self.path(&format!("/element/{e}/value")),
+            Some(json!({"text": text})),
+        );
+    }
+
+    /// Clicks the element with the pointer.
+    fn click(&self, css: &str) {
+        let e = self.element(css);
+        self.driver
+            .call("POST", &self.path(&format!("/element/{e}/click")), Some(json!({})));
+    }
+
     fn screenshot(&self, to: &std::path::Path) {
         let b64 = self.driver.call("GET", &self.path("/screenshot"), None);
         let png = base64_decode(b64.as_str().unwrap());
@@ -200,6 +230,11 @@ return {
   lost: document.body.hasAttribute('data-lost'),
   layoutFilter: getComputedStyle(q('.layout')).filter,
   validation: q('#self-validation') ? q('#self-validation').textContent : null,
+  chatModels: Array.from(document.querySelectorAll('#chat-model option')).map((o) => o.value),
+  chatAnswer: q('#chat-answer').textContent,
+  chatMeta: q('#chat-meta').textContent,
+  baseUrl: q('#base-url').textContent,
+  curl: q('#curl-cmd').textContent,
   countdown: q('#self-countdown') ? q('#self-countdown').textContent : null,
 };
 "#;
@@ -393,6 +428,22 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     // The request tail.
     let row = page["requests"][0].as_str().unwrap();
     assert!(row.contains(MODEL) && row.contains("200"), "{row}");
+
+    // Try it: the chat box streams an answer from the mesh, and the commands to use it are there.
+    assert_eq!(page["chatModels"], json!([MODEL]), "{page}");
+    assert_eq!(page["baseUrl"], format!("{}/v1", a.url));
+    assert!(page["curl"].as_str().unwrap_or("").contains(MODEL), "{page}");
+    session.type_into("#chat-input", "What is the capital of France?");
+    session.click("#chat-send");
+    let chat = wait_page(&session, "the streamed answer", Duration::from_secs(60), |v| {
+        v["chatMeta"].as_str().is_some_and(|m| m.contains("tokens in"))
+    });
+    assert!(
+        !chat["chatAnswer"].as_str().unwrap_or("").trim().is_empty(),
+        "{chat}"
+    );
+    let meta = chat["chatMeta"].as_str().unwrap();
+    assert!(meta.contains("first token after") && meta.contains(MODEL), "{meta}");
 
     let shot = artifacts_dir().join("dashboard.png");
     session.screenshot(&shot);
