@@ -143,8 +143,11 @@ impl Session<'_> {
     /// Clicks the element with the pointer.
     fn click(&self, css: &str) {
         let e = self.element(css);
-        self.driver
-            .call("POST", &self.path(&format!("/element/{e}/click")), Some(json!({})));
+        self.driver.call(
+            "POST",
+            &self.path(&format!("/element/{e}/click")),
+            Some(json!({})),
+        );
     }
 
     fn screenshot(&self, to: &std::path::Path) {
@@ -432,18 +435,31 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     // Try it: the chat box streams an answer from the mesh, and the commands to use it are there.
     assert_eq!(page["chatModels"], json!([MODEL]), "{page}");
     assert_eq!(page["baseUrl"], format!("{}/v1", a.url));
-    assert!(page["curl"].as_str().unwrap_or("").contains(MODEL), "{page}");
+    assert!(
+        page["curl"].as_str().unwrap_or("").contains(MODEL),
+        "{page}"
+    );
     session.type_into("#chat-input", "What is the capital of France?");
     session.click("#chat-send");
-    let chat = wait_page(&session, "the streamed answer", Duration::from_secs(60), |v| {
-        v["chatMeta"].as_str().is_some_and(|m| m.contains("tokens in"))
-    });
+    let chat = wait_page(
+        &session,
+        "the streamed answer",
+        Duration::from_secs(60),
+        |v| {
+            v["chatMeta"]
+                .as_str()
+                .is_some_and(|m| m.contains("tokens in"))
+        },
+    );
     assert!(
         !chat["chatAnswer"].as_str().unwrap_or("").trim().is_empty(),
         "{chat}"
     );
     let meta = chat["chatMeta"].as_str().unwrap();
-    assert!(meta.contains("first token after") && meta.contains(MODEL), "{meta}");
+    assert!(
+        meta.contains("first token after") && meta.contains(MODEL),
+        "{meta}"
+    );
 
     let shot = artifacts_dir().join("dashboard.png");
     session.screenshot(&shot);

@@ -292,3 +292,55 @@ fn missing_model_file_is_a_clear_cli_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_second_node_on_a_data_dir_in_use_exits_1_naming_the_first_and_the_fix() {
+    let first = NodeProc::start(&["--standby", "--name", "first"]);
+    first.wait_state("standby", Duration::from_secs(60));
+    let before = std::fs::read_dir(first.data_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect::<std::collections::BTreeSet<_>>();
+    let mut second = std::process::Command::new(bin())
+        .args([
+            "up",
+            "--standby",
+            "--port",
+            "0",
+            "--gossip-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(first.data_dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A second node that starts anyway must fail this test, not hang it.
+    let t0 = std::time::Instant::now();
+    while second.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = second.kill();
+            panic!("a second node started on a data dir in use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid = first.child.id().to_string();
+    assert!(
+        err.contains("is in use by a running node")
+            && err.contains(&format!("(pid {pid})"))
+            && err.contains("--data-dir"),
+        "{err}"
+    );
+    // Nothing of the first node was touched: same files, still answering as before.
+    let after = std::fs::read_dir(first.data_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(before, after);
+    assert_eq!(first.status()["name"], "first");
+    assert_eq!(first.status()["node_state"], "standby");
+}
