@@ -373,24 +373,32 @@ fn onboarding_tab_shows_state_sentence_countdown_and_schedule_syncing() {
 fn onboarding_confirm_modal_then_spinner_then_result_table() {
     let mut m = fixtures::model(2, 0);
     with_admin(&mut m);
+    // The serving backend is not offered a test: the footer says why.
+    ch(&mut m, 't');
+    assert_shows(
+        &screen(&m, 200, 60),
+        "backend embedded serves SmolLM2-135M-Instruct now",
+    );
+    ch(&mut m, 'j');
     ch(&mut m, 't');
     let s = screen(&m, 200, 60);
     assert_shows(
         &s,
-        "Run a test of backend embedded on node box-self: loads each model, one inference, stops it. [y/N]",
+        "Run a test of backend gpu-llama on node box-self: loads each model, one inference, stops it. [y/N]",
     );
+    assert_shows(&s, "It loads 1 model (llama-8b) into memory in turn");
     let narrow = screen(&m, 80, 24);
     assert_shows(&narrow, "[y/N]");
     ch(&mut m, 'y');
     let s = screen(&m, 200, 60);
-    assert_shows(&s, "testing… backend embedded on node box-self");
+    assert_shows(&s, "testing… backend gpu-llama on node box-self");
     update(
         &mut m,
         Msg::TestDone {
             node_id: fixtures::SELF_ID.into(),
-            backend_id: "embedded".into(),
+            backend_id: "gpu-llama".into(),
             result: Ok(serde_json::from_str(
-                r#"{"ok": false, "backend_id": "embedded", "models": [
+                r#"{"ok": false, "backend_id": "gpu-llama", "models": [
                     {"model": "a", "load_ms": 120, "health_ms": 2, "infer_ms": 95, "error": null},
                     {"model": "b", "load_ms": 0, "health_ms": 0, "infer_ms": 0, "error": "load failed: file not found"}],
                    "failing_model": "b"}"#,

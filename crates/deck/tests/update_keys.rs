@@ -274,6 +274,17 @@ fn confirm_modal_posts_only_on_y() {
             result: Ok(fixtures::admin_nodes()),
         },
     );
+    // The first backend serves: the node would refuse its test (409), so the deck says so and
+    // asks nothing.
+    assert_eq!(ch(&mut m, 't'), vec![]);
+    assert!(m.confirm.is_none());
+    let flash = &m.flash.as_ref().unwrap().0;
+    assert!(
+        flash.contains("backend embedded serves SmolLM2-135M-Instruct now")
+            && flash.contains("409"),
+        "{flash}"
+    );
+    ch(&mut m, 'j');
     for no in [
         KeyCode::Char('n'),
         KeyCode::Char('N'),
@@ -291,12 +302,26 @@ fn confirm_modal_posts_only_on_y() {
         assert!(m.confirm.is_none());
         assert!(m.onboarding.test.is_none());
     }
-    ch(&mut m, 'j');
     ch(&mut m, 't');
+    let Some(Confirm::Test(t)) = &m.confirm else {
+        panic!("{:?}", m.confirm)
+    };
+    assert_eq!(t.backend_id, "gpu-llama");
+    assert_eq!(t.models, ["llama-8b"]);
+    assert_eq!(t.others_serve, ["SmolLM2-135M-Instruct"]);
+    assert_eq!(t.in_flight, 1);
+    let lines = m.confirm.as_ref().unwrap().lines().join("\n");
     assert!(
-        matches!(&m.confirm, Some(Confirm::Test(t)) if t.backend_id == "gpu-llama"),
-        "{:?}",
-        m.confirm
+        lines.contains("It loads 1 model (llama-8b) into memory in turn"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("box-self keeps serving SmolLM2-135M-Instruct from its other backends"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("1 request in flight there are not touched"),
+        "{lines}"
     );
     let cmds = ch(&mut m, 'y');
     assert_eq!(

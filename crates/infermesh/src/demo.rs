@@ -125,6 +125,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     outcome
 }
 
+/// One wakeable machine on node 0, so the WAKEABLE tab and card have an entry. Its wake command
+/// fails on purpose, saying why: a demo has no cloud account to wake anything with.
+const DEMO_WAKEABLE: &str = "\n[[wakeable]]\nid = \"demo-gpu\"\nprovider = \"example\"\n\
+    models = [\"llama-70b\"]\nvram_gb = 80\n\
+    wake_command = \"echo 'demo: no cloud account is configured, so nothing wakes' >&2; exit 1\"\n";
+
 struct Demo {
     root: PathBuf,
     model_dir: PathBuf,
@@ -163,7 +169,7 @@ impl Demo {
                 0,
                 roles[0],
                 &self.root,
-                &self.operator_config,
+                &format!("{}{DEMO_WAKEABLE}", self.operator_config),
                 &self.args((0, 0), None),
             )
             .await?,

@@ -194,6 +194,10 @@ fn demo_boots_a_mesh_chatters_and_leaves_nothing_behind() {
         }
     });
 
+    // Node 0 lists one wakeable machine, so the WAKEABLE tab and card are not empty.
+    let (_, s0) = get_json(&format!("{}/api/status", rows[0].url));
+    assert_eq!(s0["wakeable"][0]["id"], "demo-gpu", "{s0}");
+
     // The demo's nodes trust its throwaway operator key: a signed change is accepted (a group of
     // 3 replicas, which the 3 serving nodes already are), and the same change signed with any
     // other key is refused.

@@ -114,23 +114,53 @@ pub enum Confirm {
     Migrate(MigrateConfirm),
 }
 
-/// A backend test on one node.
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A backend test on one node, with what the blast radius needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestConfirm {
     pub node_id: String,
     pub node_name: String,
     pub base: String,
     pub backend_id: String,
+    /// The models the test loads, one after the other.
+    pub models: Vec<String>,
+    /// What the node's other backends serve meanwhile (untouched by the test).
+    pub others_serve: Vec<String>,
+    /// Requests in flight on the node now.
+    pub in_flight: u64,
 }
 
 impl Confirm {
     /// Says exactly what pressing `y` will do, before anything is signed or sent.
     pub fn lines(&self) -> Vec<String> {
         match self {
-            Confirm::Test(t) => vec![format!(
-                "Run a test of backend {} on node {}: loads each model, one inference, stops it. [y/N]",
-                t.backend_id, t.node_name
-            )],
+            Confirm::Test(t) => {
+                let serving = if t.others_serve.is_empty() {
+                    format!("{} serves nothing else now", t.node_name)
+                } else {
+                    format!(
+                        "{} keeps serving {} from its other backends",
+                        t.node_name,
+                        t.others_serve.join(", ")
+                    )
+                };
+                vec![
+                    format!(
+                        "Run a test of backend {} on node {}: loads each model, one inference, stops it. [y/N]",
+                        t.backend_id, t.node_name
+                    ),
+                    format!(
+                        "It loads {} ({}) into memory in turn; the backend serves nothing now, so no client loses a replica. {serving}; {} request{} in flight there are not touched.",
+                        plural(t.models.len(), "model"),
+                        t.models.join(", "),
+                        t.in_flight,
+                        if t.in_flight == 1 { "" } else { "s" }
+                    ),
+                ]
+            }
             Confirm::Migrate(c) => c.lines(),
         }
     }

@@ -118,7 +118,7 @@ fn onboarding_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
                 ));
                 return Vec::new();
             }
-            let Some(b) = m.onboarding.backends.get(m.onboarding.selected) else {
+            let Some(b) = m.onboarding.backends.get(m.onboarding.selected).cloned() else {
                 return Vec::new();
             };
             let Some((node_id, node_name, base)) = m.target_node() else {
@@ -127,11 +127,43 @@ fn onboarding_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
             if m.onboarding.node_id.as_deref() != Some(&node_id) {
                 return Vec::new();
             }
+            // The node refuses a test of a backend that serves (409): say so before asking.
+            let state = b
+                .onboarding
+                .as_ref()
+                .and_then(|o| o.backend_state.as_deref());
+            if state == Some("serving") || b.node.loaded.is_some() {
+                let what = b.node.loaded.as_deref().unwrap_or("a model");
+                m.flash = Some((
+                    format!(
+                        "backend {} serves {what} now; a test would take it from its clients, so the node refuses it (409). Test a backend that serves nothing.",
+                        b.node.id
+                    ),
+                    m.now_ms + FLASH_MS,
+                ));
+                return Vec::new();
+            }
+            let others_serve = m
+                .onboarding
+                .backends
+                .iter()
+                .filter(|o| o.node.id != b.node.id)
+                .filter_map(|o| o.node.loaded.clone())
+                .collect();
+            let in_flight = m
+                .node_rows()
+                .iter()
+                .find(|r| r.node_id == node_id)
+                .and_then(|r| r.load)
+                .unwrap_or(0);
             m.confirm = Some(Confirm::Test(TestConfirm {
                 node_id,
                 node_name,
                 base,
                 backend_id: b.node.id.clone(),
+                models: b.node.models.iter().map(|x| x.name.clone()).collect(),
+                others_serve,
+                in_flight,
             }));
             Vec::new()
         }
