@@ -226,18 +226,9 @@ impl Client {
             Cmd::FetchAdmin(t) => {
                 tokio::spawn(async move {
                     // Signed: a node on another machine opens admin reads to operators only.
-                    let rb = admin_request(
-                        &me.http,
-                        me.signer.as_ref(),
-                        Method::GET,
-                        (&t.node_id, &t.base),
-                        "/admin/v1/nodes",
-                        Vec::new(),
-                    );
-                    let result = match rb.timeout(FETCH_TIMEOUT).send().await {
-                        Ok(resp) => json_body::<Vec<AdminNode>>(resp).await,
-                        Err(e) => Err(describe(&e)),
-                    };
+                    let result = me
+                        .admin::<Vec<AdminNode>>(Method::GET, &t, "/admin/v1/nodes", FETCH_TIMEOUT)
+                        .await;
                     me.send(Msg::Admin {
                         node_id: t.node_id,
                         result,
@@ -247,23 +238,24 @@ impl Client {
             Cmd::PostTest { target, backend_id } => {
                 tokio::spawn(async move {
                     let path = format!("/admin/v1/nodes/{backend_id}/test");
-                    let rb = admin_request(
-                        &me.http,
-                        me.signer.as_ref(),
-                        Method::POST,
-                        (&target.node_id, &target.base),
-                        &path,
-                        Vec::new(),
-                    );
-                    let result = match rb.timeout(TEST_TIMEOUT).send().await {
-                        Ok(resp) => json_body::<TestResult>(resp).await,
-                        Err(e) => Err(describe(&e)),
-                    };
+                    let result = me
+                        .admin::<TestResult>(Method::POST, &target, &path, TEST_TIMEOUT)
+                        .await;
                     me.send(Msg::TestDone {
                         node_id: target.node_id,
                         backend_id,
                         result,
                     });
+                });
+            }
+            Cmd::Wake { target, id } => {
+                tokio::spawn(async move {
+                    let path = format!("/admin/v1/wakeable/{}/wake", migrate::encode(&id));
+                    let result = me
+                        .admin::<crate::api::Wakeable>(Method::POST, &target, &path, FETCH_TIMEOUT)
+                        .await
+                        .map(|w| w.state.unwrap_or_else(|| "waking".into()));
+                    me.send(Msg::WakeDone { id, result });
                 });
             }
             Cmd::Migrate { model, from, to } => {
@@ -295,6 +287,28 @@ impl Client {
                     me.send(Msg::Exported(result));
                 });
             }
+        }
+    }
+
+    /// One signed admin call without a body; a refusal comes back as "HTTP 409: <sentence>".
+    async fn admin<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        t: &Target,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, String> {
+        let rb = admin_request(
+            &self.http,
+            self.signer.as_ref(),
+            method,
+            (&t.node_id, &t.base),
+            path,
+            Vec::new(),
+        );
+        match rb.timeout(timeout).send().await {
+            Ok(resp) => json_body::<T>(resp).await,
+            Err(e) => Err(describe(&e)),
         }
     }
 

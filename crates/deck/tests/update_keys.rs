@@ -523,3 +523,65 @@ fn migrate_refuses_up_front_when_nothing_can_move() {
     let flash = &m.flash.as_ref().unwrap().0;
     assert!(flash.contains("no node serves it now"), "{flash}");
 }
+
+#[test]
+fn wake_asks_with_what_it_costs_and_sends_only_on_y() {
+    let mut m = fixtures::model(1, 0);
+    let mut st = fixtures::status(1);
+    st.wakeable = fixtures::wakeable();
+    update(&mut m, Msg::Status(Box::new(st.clone())));
+    ch(&mut m, '6');
+    assert_eq!(ch(&mut m, 'w'), vec![]);
+    let lines = m.confirm.as_ref().expect("a confirm").lines().join("\n");
+    assert!(
+        lines.contains("Wake gpu-7 (example, 80.0G) through node box-self. [y/N]"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("joins the mesh as gpu-7 and serves llama-70b once its peers admit it"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("Nothing that serves now is touched"),
+        "{lines}"
+    );
+    assert_eq!(
+        key(&mut m, KeyCode::Esc),
+        vec![],
+        "Esc cancels, sends nothing"
+    );
+    assert!(m.confirm.is_none());
+    ch(&mut m, 'w');
+    assert_eq!(
+        ch(&mut m, 'y'),
+        vec![Cmd::Wake {
+            target: Target {
+                node_id: SELF_ID.into(),
+                base: fixtures::URL.into()
+            },
+            id: "gpu-7".into()
+        }]
+    );
+    update(
+        &mut m,
+        Msg::WakeDone {
+            id: "gpu-7".into(),
+            result: Err("HTTP 401: bad signature".into()),
+        },
+    );
+    assert_eq!(
+        m.flash.as_ref().unwrap().0,
+        "wake of gpu-7 refused: HTTP 401: bad signature"
+    );
+    // An entry already waking is not offered again: the node would answer 409.
+    st.wakeable[0].state = Some("waking".into());
+    update(&mut m, Msg::Status(Box::new(st)));
+    assert_eq!(ch(&mut m, 'w'), vec![]);
+    assert!(m.confirm.is_none());
+    assert!(m
+        .flash
+        .as_ref()
+        .unwrap()
+        .0
+        .contains("gpu-7 is waking already"));
+}

@@ -124,25 +124,30 @@ fn deck_shows_the_node_switches_tabs_and_quits() {
 }
 
 #[test]
-fn the_decks_migrate_action_moves_a_replica_after_its_confirm() {
+fn the_decks_migrate_and_wake_actions_do_what_their_confirm_said() {
     let operator = ed25519_dalek::SigningKey::from_bytes(&[23; 32]);
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("operator.key");
     std::fs::write(&key, format!("{}\n", hex::encode(operator.to_bytes()))).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let trusted = |extra: &[&str]| {
+    // deck-a also knows one wakeable machine, whose wake command fails saying why.
+    let trusted = |extra: &[&str], more: &str| {
         let dir = tempfile::tempdir().unwrap();
         let public = hex::encode(operator.verifying_key().as_bytes());
         std::fs::write(
             dir.path().join("config.toml"),
-            format!("[[operator]]\nname = \"deck-tests\"\npublic_key = \"{public}\"\n"),
+            format!("[[operator]]\nname = \"deck-tests\"\npublic_key = \"{public}\"\n{more}"),
         )
         .unwrap();
         NodeProc::start_in(dir, &[extra, &["--admin-open=false"]].concat())
     };
-    let a = trusted(&["--name", "deck-a"]);
+    let a = trusted(
+        &["--name", "deck-a"],
+        "[[wakeable]]\nid = \"gpu-9\"\nprovider = \"example\"\nmodels = [\"big\"]\n\
+         wake_command = \"echo 'no capacity in region' >&2; exit 1\"\n",
+    );
     a.wait_state("serving", Duration::from_secs(60));
-    let b = trusted(&["--standby", "--name", "deck-b", "--join", &a.invite]);
+    let b = trusted(&["--standby", "--name", "deck-b", "--join", &a.invite], "");
     poll(
         "deck-b standby in deck-a's view",
         Duration::from_secs(60),
@@ -193,4 +198,20 @@ fn the_decks_migrate_action_moves_a_replica_after_its_confirm() {
         "deck-a stopped serving it: {a_now}"
     );
     assert_eq!(a_now["node_state"], "standby", "{a_now}");
+
+    // WAKEABLE: `w` asks, `y` sends the signed wake; the node runs the command, which fails.
+    t.keys("6");
+    t.wait_for("gpu-9");
+    t.keys("w");
+    let modal = t.wait_for("y signs and sends");
+    assert!(modal.contains("Wake gpu-9"), "{modal}");
+    t.keys("y");
+    t.wait_for("wake of gpu-9 started");
+    poll(
+        "the failed wake on deck-a",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || a.status(),
+        |s| s["wakeable"][0]["state"] == "failed",
+    );
 }

@@ -11,8 +11,10 @@ use infermesh_state::NodeState;
 
 use crate::api::{base_url, AdminNode, GroupView, RequestRecord, Status, TestResult};
 
+mod confirm;
 mod logs;
 pub mod migrate;
+pub use confirm::{Confirm, TestConfirm, WakeConfirm};
 pub use logs::{Level, LogStore, LogsView, LOG_CAP};
 pub use migrate::{Choice, MigrateConfirm, MigrationRun};
 
@@ -107,75 +109,6 @@ impl SortCol {
     }
 }
 
-/// The mutating action waiting for the operator's y/N.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confirm {
-    Test(TestConfirm),
-    Migrate(MigrateConfirm),
-}
-
-fn plural(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
-}
-
-/// A backend test on one node, with what the blast radius needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TestConfirm {
-    pub node_id: String,
-    pub node_name: String,
-    pub base: String,
-    pub backend_id: String,
-    /// The models the test loads, one after the other.
-    pub models: Vec<String>,
-    /// What the node's other backends serve meanwhile (untouched by the test).
-    pub others_serve: Vec<String>,
-    /// Requests in flight on the node now.
-    pub in_flight: u64,
-}
-
-impl Confirm {
-    /// Says exactly what pressing `y` will do, before anything is signed or sent.
-    pub fn lines(&self) -> Vec<String> {
-        match self {
-            Confirm::Test(t) => {
-                let serving = if t.others_serve.is_empty() {
-                    format!("{} serves nothing else now", t.node_name)
-                } else {
-                    format!(
-                        "{} keeps serving {} from its other backends",
-                        t.node_name,
-                        t.others_serve.join(", ")
-                    )
-                };
-                vec![
-                    format!(
-                        "Run a test of backend {} on node {}: loads each model, one inference, stops it. [y/N]",
-                        t.backend_id, t.node_name
-                    ),
-                    format!(
-                        "It loads {} ({}) into memory in turn; the backend serves nothing now, so no client loses a replica. {serving}; {} request{} in flight there are not touched.",
-                        plural(t.models.len(), "model"),
-                        t.models.join(", "),
-                        t.in_flight,
-                        if t.in_flight == 1 { "" } else { "s" }
-                    ),
-                ]
-            }
-            Confirm::Migrate(c) => c.lines(),
-        }
-    }
-
-    /// The keys the modal takes.
-    pub fn keys(&self) -> &'static str {
-        match self {
-            Confirm::Test(_) => "y runs it · any other key cancels, nothing is sent",
-            Confirm::Migrate(_) => {
-                "←/→ source · ↑/↓ target · y signs and sends · any other key cancels, nothing is sent"
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum TestRun {
     Running {
@@ -263,6 +196,7 @@ pub struct Model {
     pub selected_hint: usize,
     pub detail: bool,
     pub models_sel: usize,
+    pub wakeable_sel: usize,
 
     pub logs: LogStore,
     pub logs_view: LogsView,
@@ -299,6 +233,7 @@ impl Model {
             selected_hint: 0,
             detail: false,
             models_sel: 0,
+            wakeable_sel: 0,
             logs: LogStore::default(),
             logs_view: LogsView {
                 follow: true,

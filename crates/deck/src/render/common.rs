@@ -164,7 +164,7 @@ fn hints(m: &Model) -> &'static str {
             "f node  v level  p pause  / search  e export  j/k PgUp/PgDn g/G scroll  ? help  q quit"
         }
         Tab::Requests => "j/k scroll  1-6/Tab tabs  ? help  q quit",
-        Tab::Wakeable => "1-6/Tab tabs  ? help  q quit",
+        Tab::Wakeable => "j/k move  w wake  1-6/Tab tabs  ? help  q quit",
     }
 }
 
@@ -214,6 +214,7 @@ pub const HELP: &[(&str, &str)] = &[
         "MODELS: migrate the selected model to a standby node (asks)",
     ),
     ("t", "ONBOARDING: test the selected backend (asks first)"),
+    ("w", "WAKEABLE: wake the selected machine (asks first)"),
     ("r", "ONBOARDING: refresh now"),
     ("f", "LOGS: cycle node filter"),
     ("v", "LOGS: cycle minimum level"),

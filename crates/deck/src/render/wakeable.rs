@@ -1,12 +1,12 @@
 //! WAKEABLE: suspended capacity the node knows how to wake; never routed to.
 
 use ratatui::layout::{Constraint, Rect};
-use ratatui::style::{Color, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Span;
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
-use super::common::clip;
+use super::common::{clip, page_offset};
 use crate::fmt::gb;
 use crate::model::Model;
 
@@ -30,16 +30,29 @@ pub fn render(m: &Model, f: &mut Frame, area: Rect) {
         return;
     }
     let height = usize::from(area.height.saturating_sub(3));
-    let rows = list.iter().take(height).map(|w| {
-        let state = w.state.as_deref().unwrap_or("unknown");
-        Row::new(vec![
-            Cell::from(clip(&w.id, 16)),
-            Cell::from(clip(&w.provider, 12)),
-            Cell::from(w.models.join(",")),
-            Cell::from(gb(w.vram_gb)),
-            Cell::from(Span::styled(state.to_string(), Color::Yellow)),
-        ])
-    });
+    let sel = m.wakeable_sel.min(list.len() - 1);
+    let offset = page_offset(sel, height);
+    let rows = list
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(height)
+        .map(|(i, w)| {
+            let state = w.state.as_deref().unwrap_or("unknown");
+            let style = if i == sel {
+                Style::new().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::new()
+            };
+            Row::new(vec![
+                Cell::from(clip(&w.id, 16)),
+                Cell::from(clip(&w.provider, 12)),
+                Cell::from(w.models.join(",")),
+                Cell::from(gb(w.vram_gb)),
+                Cell::from(Span::styled(state.to_string(), Color::Yellow)),
+            ])
+            .style(style)
+        });
     let header = Row::new(["ID", "PROVIDER", "MODELS", "VRAM", "STATE"])
         .style(Style::new().bold().fg(Color::Gray));
     let table = Table::new(
@@ -54,7 +67,7 @@ pub fn render(m: &Model, f: &mut Frame, area: Rect) {
     )
     .header(header)
     .block(Block::bordered().title(format!(
-        " WAKEABLE ({}) — suspended capacity, never routed to ",
+        " WAKEABLE ({}) — suspended capacity, never routed to; w wakes the selected one ",
         list.len()
     )));
     f.render_widget(table, area);

@@ -6,7 +6,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use super::{fetch_admin, Cmd, Target, FLASH_MS};
 use crate::fmt::{export_line, file_stamp};
 use crate::model::{
-    Confirm, Level, MigrateConfirm, MigrationRun, Model, Tab, TestConfirm, TestRun,
+    Confirm, Level, MigrateConfirm, MigrationRun, Model, Tab, TestConfirm, TestRun, WakeConfirm,
 };
 
 pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
@@ -54,7 +54,7 @@ pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
                 m.requests_scroll = step(m.requests_scroll, m.requests.len(), code, m.page_rows());
                 Vec::new()
             }
-            Tab::Wakeable => Vec::new(),
+            Tab::Wakeable => wakeable_key(m, code),
         },
     }
 }
@@ -200,8 +200,50 @@ fn confirm_key(m: &mut Model, c: Confirm, code: KeyCode) -> Vec<Cmd> {
             }
             Vec::new()
         }
-        Confirm::Test(_) => Vec::new(),
+        Confirm::Wake(w) if yes => {
+            m.flash = Some((format!("waking {}…", w.id), m.now_ms + FLASH_MS));
+            vec![Cmd::Wake {
+                target: Target {
+                    node_id: w.node_id,
+                    base: w.base,
+                },
+                id: w.id,
+            }]
+        }
+        Confirm::Test(_) | Confirm::Wake(_) => Vec::new(),
     }
+}
+
+fn wakeable_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
+    let Some(s) = &m.status else {
+        return Vec::new();
+    };
+    let len = s.wakeable.len();
+    if code != KeyCode::Char('w') {
+        m.wakeable_sel = step(m.wakeable_sel, len, code, m.page_rows());
+        return Vec::new();
+    }
+    let Some(w) = s.wakeable.get(m.wakeable_sel.min(len.saturating_sub(1))) else {
+        return Vec::new();
+    };
+    // The node answers 409 for these; say why instead of asking.
+    if let Some(state @ ("waking" | "joined")) = w.state.as_deref() {
+        m.flash = Some((
+            format!("{} is {state} already; nothing to wake", w.id),
+            m.now_ms + FLASH_MS,
+        ));
+        return Vec::new();
+    }
+    m.confirm = Some(Confirm::Wake(WakeConfirm {
+        node_id: s.node_id.clone(),
+        node_name: s.name.clone(),
+        base: m.url.clone(),
+        id: w.id.clone(),
+        provider: w.provider.clone(),
+        models: w.models.clone(),
+        vram_gb: w.vram_gb.map(|g| crate::fmt::gb(Some(g))),
+    }));
+    Vec::new()
 }
 
 fn models_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {

@@ -54,6 +54,11 @@ pub enum Msg {
         result: Result<TestResult, String>,
     },
     Exported(Result<(String, usize), String>),
+    /// The node's answer to `Cmd::Wake`: the entry's new state, or why it refused.
+    WakeDone {
+        id: String,
+        result: Result<String, String>,
+    },
     /// Progress of the migration `Cmd::Migrate` started.
     Migration(migrate::Step),
     MigrationDone(Result<migrate::Outcome, String>),
@@ -78,6 +83,11 @@ pub enum Cmd {
         path: PathBuf,
         contents: String,
         lines: usize,
+    },
+    /// Signed `POST /admin/v1/wakeable/:id/wake` on the node that lists the entry.
+    Wake {
+        target: Target,
+        id: String,
     },
     /// Signed admin calls on both nodes, in order (see [`crate::migrate`]).
     Migrate {
@@ -128,6 +138,15 @@ pub fn update(m: &mut Model, msg: Msg) -> Vec<Cmd> {
             let text = match r {
                 Ok((path, n)) => format!("exported {n} lines to {path}"),
                 Err(e) => format!("export failed: {e}"),
+            };
+            m.flash = Some((text, m.now_ms + FLASH_MS));
+        }
+        Msg::WakeDone { id, result } => {
+            let text = match result {
+                Ok(state) => format!(
+                    "wake of {id} started ({state}): the node runs its command and watches for it to join"
+                ),
+                Err(e) => format!("wake of {id} refused: {e}"),
             };
             m.flash = Some((text, m.now_ms + FLASH_MS));
         }
