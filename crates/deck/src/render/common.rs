@@ -11,10 +11,13 @@ use ratatui::Frame;
 
 use crate::model::{Conn, Model, Tab, Via};
 
+/// The dashboard's palette (client grey, standby blue, loading amber, serving green), in colours
+/// that read both as text on a dark terminal and as a badge behind black text: a dark blue badge
+/// made `client` nearly unreadable.
 pub fn state_color(s: Option<NodeState>) -> Color {
     match s {
-        Some(NodeState::Client) => Color::Blue,
-        Some(NodeState::Standby) => Color::Cyan,
+        Some(NodeState::Client) => Color::Gray,
+        Some(NodeState::Standby) => Color::LightBlue,
         Some(NodeState::Loading) => Color::Yellow,
         Some(NodeState::Serving) => Color::Green,
         None => Color::Magenta,
