@@ -88,7 +88,7 @@ pub fn countdown(t: &Timing, fetched_ms: i64, now_ms: i64) -> String {
         return match t.round_ends_at_ms {
             Some(end) if end > now_ms => {
                 format!(
-                    "round running, ends in {}",
+                    "running, ends in {}",
                     format_duration((end - now_ms + 999) / 1_000)
                 )
             }
@@ -152,6 +152,6 @@ mod tests {
         assert_eq!(countdown(&t, 0, 999_000), "round starting");
         t.in_round = true;
         t.round_ends_at_ms = Some(60_000);
-        assert_eq!(countdown(&t, 0, 30_000), "round running, ends in 30s");
+        assert_eq!(countdown(&t, 0, 30_000), "running, ends in 30s");
     }
 }

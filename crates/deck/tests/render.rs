@@ -413,6 +413,26 @@ fn onboarding_confirm_modal_then_spinner_then_result_table() {
 }
 
 #[test]
+fn onboarding_next_round_column_holds_a_running_rounds_countdown_whole() {
+    let mut m = fixtures::model(1, 0);
+    ch(&mut m, '3');
+    let node_id = m.onboarding.node_id.clone().unwrap();
+    let mut nodes = fixtures::admin_nodes();
+    if let Some(o) = nodes[0].onboarding.as_mut() {
+        o.timing.in_round = true;
+        o.timing.round_ends_at_ms = Some(NOW_MS + (23 * 3_600 + 59 * 60) * 1_000);
+    }
+    update(
+        &mut m,
+        Msg::Admin {
+            node_id,
+            result: Ok(nodes),
+        },
+    );
+    assert_shows(&screen(&m, 160, 45), "running, ends in 23h 59m");
+}
+
+#[test]
 fn onboarding_errors_and_client_nodes_are_explained() {
     let mut m = fixtures::model(1, 0);
     ch(&mut m, '3');

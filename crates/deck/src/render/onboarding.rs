@@ -139,7 +139,8 @@ fn backends_table(m: &Model, f: &mut Frame, area: Rect) {
             Constraint::Length(12),
             Constraint::Length(11),
             Constraint::Length(28),
-            Constraint::Length(18),
+            // "running, ends in 23h 59m" whole: a cut countdown reads as a different time.
+            Constraint::Length(24),
             Constraint::Length(10),
             Constraint::Fill(1),
         ],
