@@ -26,6 +26,9 @@
     // When the node stopped answering (0 while it answers): the page then greys out, says since
     // when, and its countdowns stop, because what it shows is only true as of that moment.
     lostAt: 0,
+    // The node's clock minus this page's (ms), learnt from each status: countdowns to the same
+    // round then agree, whichever fetch they came from.
+    skewMs: 0,
   };
 
   function $(id) {
@@ -94,15 +97,35 @@
     return d.toLocaleTimeString([], { hour12: false });
   }
 
-  /** Countdown element: seconds as of `at` (page clock), ticking down locally. */
+  /**
+   * Countdown element. With the round's start time from the node (`next_round_at_ms`) it counts
+   * down to that instant on one page-wide estimate of the node's clock, so every countdown to the
+   * same round reads the same whichever fetch it came from; otherwise from `at` (page clock).
+   */
   function countdown(id, timing, at) {
     var secs = timing ? timing.seconds_until_next_round : -1;
     var inRound = timing && timing.in_round;
+    var target = timing && secs >= 0 && typeof timing.next_round_at_ms === "number" ? timing.next_round_at_ms : 0;
+    if (target) secs = secondsTo(target, Date.now());
     return (
       '<span class="countdown" ' + (id ? 'id="' + id + '" ' : "") + 'data-seconds="' + esc(secs) +
-      '" data-at="' + at + '" data-in-round="' + (inRound ? "1" : "0") + '">' +
+      '" data-at="' + at + '" data-target="' + target + '" data-in-round="' + (inRound ? "1" : "0") + '">' +
       esc(countdownText(secs, inRound, 0)) + "</span>"
     );
+  }
+
+  /** Whole seconds (rounded up, as the node counts) from page time `now` to node time `target`. */
+  function secondsTo(target, now) {
+    return Math.max(1, Math.ceil((target - (now + model.skewMs)) / 1000));
+  }
+
+  /** The node's clock minus the page's, from a status. `seconds_until_next_round` is rounded up,
+   *  so the node's now lay in the second starting at `next_round_at_ms - seconds * 1000`: take
+   *  its middle. */
+  function learnSkew(timing) {
+    if (!timing || typeof timing.next_round_at_ms !== "number" || !(timing.seconds_until_next_round > 0)) return;
+    var nodeNow = timing.next_round_at_ms - timing.seconds_until_next_round * 1000 + 500;
+    model.skewMs = nodeNow - Date.now();
   }
 
   function countdownText(secs, inRound, elapsedS) {
@@ -118,10 +141,16 @@
     var els = document.querySelectorAll(".countdown[data-seconds]");
     for (var i = 0; i < els.length; i++) {
       var el = els[i];
+      var inRound = el.getAttribute("data-in-round") === "1";
+      var target = Number(el.getAttribute("data-target"));
+      if (target) {
+        el.textContent = countdownText(secondsTo(target, now), inRound, 0);
+        continue;
+      }
       var secs = Number(el.getAttribute("data-seconds"));
       var at = Number(el.getAttribute("data-at")) || now;
       var elapsed = Math.floor((now - at) / 1000);
-      el.textContent = countdownText(secs, el.getAttribute("data-in-round") === "1", elapsed);
+      el.textContent = countdownText(secs, inRound, elapsed);
     }
   }
 
@@ -336,6 +365,7 @@
     if (!s || typeof s !== "object") return;
     model.status = s;
     model.statusAt = Date.now();
+    learnSkew(s.timing);
     renderSidebar(s, model.statusAt);
     renderTopology(s);
     renderWakeable(s.wakeable);

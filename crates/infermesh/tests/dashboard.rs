@@ -365,6 +365,13 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
         },
     );
 
+    // The sidebar's countdown and the backend's come from two fetches but count down to the
+    // same round on one clock: they read the same.
+    assert_eq!(
+        page["countdown"], page["onboarding"][0]["countdown"],
+        "{page}"
+    );
+
     // The node's own round result, from /api/status (none yet: no round since it started).
     let v = page["validation"].as_str().unwrap_or("");
     assert!(
