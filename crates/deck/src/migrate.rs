@@ -64,49 +64,33 @@ pub async fn run(
     let body = json!({"model": model, "replaces": from.node_id})
         .to_string()
         .into_bytes();
-    let reply = send(
+    call(
         http,
         signer,
-        Method::POST,
-        to,
-        "/admin/v1/replicas",
+        (Method::POST, to, "/admin/v1/replicas"),
         body,
         START_TIMEOUT,
+        &format!("{} could not be asked to start {model}", to.name),
+        &format!("{} refused", to.name),
     )
-    .await
-    .map_err(|e| format!("{} could not be asked to start {model}: {e}", to.name))?;
-    if !reply.0.is_success() {
-        return Err(format!(
-            "{} refused: {}",
-            to.name,
-            error_sentence(reply.0, &reply.1)
-        ));
-    }
+    .await?;
     progress(Step::Loading);
     wait_admitted(http, model, from, to, admit_limit, &mut progress).await?;
     progress(Step::Admitted(started.elapsed().as_secs_f64()));
     let path = format!("/admin/v1/replicas/{}/drain", encode(model));
-    let reply = send(
+    let reply = call(
         http,
         signer,
-        Method::POST,
-        from,
-        &path,
+        (Method::POST, from, &path),
         Vec::new(),
         DRAIN_TIMEOUT,
+        &format!("{} could not be asked to drain", from.name),
+        &format!("{} did not drain", from.name),
     )
-    .await
-    .map_err(|e| format!("{} could not be asked to drain: {e}", from.name))?;
-    if !reply.0.is_success() {
-        return Err(format!(
-            "{} did not drain: {}",
-            from.name,
-            error_sentence(reply.0, &reply.1)
-        ));
-    }
+    .await?;
     Ok(Outcome {
-        finished: reply.1["in_flight_at_start"].as_u64().unwrap_or(0),
-        cut_off: reply.1["cut_off"].as_u64().unwrap_or(0),
+        finished: reply["in_flight_at_start"].as_u64().unwrap_or(0),
+        cut_off: reply["cut_off"].as_u64().unwrap_or(0),
         secs: started.elapsed().as_secs_f64(),
     })
 }
@@ -172,16 +156,17 @@ fn seen_by(from: &str, to: &str, peer: &Value) -> String {
     }
 }
 
-async fn send(
+/// One signed admin call; `Err` is "<unreachable>: why" or "<refused>: the node's sentence".
+async fn call(
     http: &reqwest::Client,
     signer: &dyn Signer,
-    method: Method,
-    node: &Endpoint,
-    path: &str,
+    (method, node, path): (Method, &Endpoint, &str),
     body: Vec<u8>,
     timeout: Duration,
-) -> Result<(reqwest::StatusCode, Value), String> {
-    let rb = admin_request(
+    unreachable: &str,
+    refused: &str,
+) -> Result<Value, String> {
+    let resp = admin_request(
         http,
         signer,
         method,
@@ -189,11 +174,20 @@ async fn send(
         path,
         body,
     )
-    .timeout(timeout);
-    let resp = rb.send().await.map_err(|e| describe(&e))?;
+    .timeout(timeout)
+    .send()
+    .await
+    .map_err(|e| format!("{unreachable}: {}", describe(&e)))?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| describe(&e))?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("{unreachable}: {}", describe(&e)))?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(format!("{refused}: {}", error_sentence(status, &body)));
+    }
+    Ok(body)
 }
 
 /// A model name as one path segment.
