@@ -2,7 +2,7 @@
 //! panics, a refusal says why, and an accepted config round-trips.
 #![no_main]
 
-use infermesh_api::config::parse_backend;
+use infermesh_state::backend_config::decode_backend as parse_backend;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

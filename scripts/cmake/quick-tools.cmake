@@ -13,9 +13,16 @@ include_guard(GLOBAL)
 if(NOT CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     return()
 endif()
+# INFERMESH_QUICK_LIBLLAMA (scripts/build-llama-server in CI only, never the embedded engine's
+# build): libllama too, whose graph building and sampling run per token but are not where a small
+# model's time goes; ggml's kernels stay at -O3 either way.
 function(_infermesh_quick_tools)
-    foreach(t llama-common llama-common-base mtmd server-context llama-server-impl cpp-httplib
+    set(quick llama-common llama-common-base mtmd server-context llama-server-impl cpp-httplib
               llama-server)
+    if(INFERMESH_QUICK_LIBLLAMA)
+        list(APPEND quick llama)
+    endif()
+    foreach(t ${quick})
         if(TARGET ${t})
             get_target_property(kind ${t} TYPE)
             if(NOT kind STREQUAL "INTERFACE_LIBRARY")

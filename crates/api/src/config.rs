@@ -4,176 +4,41 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use infermesh_backend::config::ModelSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// How a backend is reached. The tag is the `driver` field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "driver", rename_all = "snake_case")]
-pub enum DriverConfig {
-    /// In-process llama.cpp. A model's `path` arg names its GGUF file; without one the model
-    /// must be a known model (fetched into the model cache).
-    Embedded,
-    /// A managed `llama-server` child process.
-    LlamaServer {
-        binary: PathBuf,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ctx: Option<u32>,
-    },
-    /// Any OpenAI-compatible server, by its versioned base URL (e.g. `http://host:8000/v1`).
-    Openai {
-        url: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        api_key: Option<String>,
-        /// PEM file of CA certificates trusted for an `https://` url besides the system's.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ca_cert: Option<PathBuf>,
-    },
-}
+pub use infermesh_state::backend_config::{BackendConfig, DriverConfig};
 
-impl DriverConfig {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Embedded => "embedded",
-            Self::LlamaServer { .. } => "llama_server",
-            Self::Openai { .. } => "openai",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackendConfig {
-    pub id: String,
-    #[serde(flatten)]
-    pub driver: DriverConfig,
-    pub models: Vec<ModelSpec>,
-    /// The model to load and serve; `None` keeps the backend as tested, idle capacity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serve: Option<String>,
-}
-
-/// Fields each driver accepts, so a misspelt field is a 400 naming it rather than silently
-/// ignored.
-fn allowed_fields(driver: &str) -> Option<&'static [&'static str]> {
-    const COMMON: [&str; 4] = ["id", "driver", "models", "serve"];
-    match driver {
-        "embedded" => Some(&COMMON),
-        "llama_server" => Some(&["id", "driver", "models", "serve", "binary", "ctx"]),
-        "openai" => Some(&[
-            "id", "driver", "models", "serve", "url", "api_key", "ca_cert",
-        ]),
-        _ => None,
-    }
-}
-
-/// Decodes and validates an admin request body. `path_id` is the id from `PUT /…/:id`, which
-/// the body may repeat but not contradict. Errors name the offending field.
+/// Decodes and validates an admin request body: [`decode_backend`]'s checks, then the ones that
+/// read a file. Errors name the offending field.
+///
+/// [`decode_backend`]: infermesh_state::backend_config::decode_backend
 pub fn parse_backend(body: &[u8], path_id: Option<&str>) -> Result<BackendConfig, String> {
-    let mut v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
-    let obj = v
-        .as_object_mut()
-        .ok_or("body must be a JSON object describing the backend")?;
-    if let Some(id) = path_id {
-        match obj.get("id") {
-            None => {
-                obj.insert("id".into(), Value::String(id.to_string()));
-            }
-            Some(Value::String(s)) if s == id => {}
-            Some(other) => {
-                return Err(format!(
-                    "`id` in the body ({other}) differs from the id in the path (`{id}`)"
-                ))
-            }
-        }
-    }
-    let driver = match obj.get("driver") {
-        Some(Value::String(d)) => d.clone(),
-        Some(_) => return Err("`driver` must be a string".into()),
-        None => return Err("missing `driver` (embedded | llama_server | openai)".into()),
-    };
-    let allowed = allowed_fields(&driver).ok_or_else(|| {
-        format!("unknown `driver` `{driver}` (expected embedded | llama_server | openai)")
-    })?;
-    if let Some(bad) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown field `{bad}` for driver `{driver}` (allowed: {})",
-            allowed.join(", ")
-        ));
-    }
-    let cfg: BackendConfig = serde_path_to_error::deserialize(v)
-        .map_err(|e| format!("invalid `{}`: {}", e.path(), e.inner()))?;
-    validate(&cfg)?;
+    let cfg = infermesh_state::backend_config::decode_backend(body, path_id)?;
+    check_files(&cfg)?;
     Ok(cfg)
 }
 
-/// Semantic checks serde cannot express.
+/// Every check of a backend config, for one read from `config.toml`.
 pub fn validate(cfg: &BackendConfig) -> Result<(), String> {
-    let id_ok = !cfg.id.is_empty()
-        && cfg.id.len() <= 64
-        && cfg
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !id_ok {
-        return Err(format!(
-            "invalid `id` `{}`: use 1-64 letters, digits, `-`, `_` or `.`",
-            cfg.id
-        ));
+    infermesh_state::backend_config::check_backend(cfg)?;
+    check_files(cfg)
+}
+
+/// A `ca_cert` must be a readable PEM file holding at least one certificate.
+fn check_files(cfg: &BackendConfig) -> Result<(), String> {
+    if let DriverConfig::Openai {
+        ca_cert: Some(path),
+        ..
+    } = &cfg.driver
+    {
+        infermesh_backend::openai::load_ca_certs(path)
+            .map_err(|e| format!("invalid `ca_cert`: {e}"))?;
     }
-    if cfg.models.is_empty() {
-        return Err("`models` must list at least one model".into());
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, m) in cfg.models.iter().enumerate() {
-        if m.name.trim().is_empty() {
-            return Err(format!("`models[{i}].name` must not be empty"));
-        }
-        if !seen.insert(&m.name) {
-            return Err(format!("`models[{i}].name` `{}` is listed twice", m.name));
-        }
-        let path = m.args.get("path");
-        if path.is_some_and(|p| !p.is_string()) {
-            return Err(format!("`models[{i}].args.path` must be a string"));
-        }
-        if matches!(cfg.driver, DriverConfig::LlamaServer { .. }) && path.is_none() {
-            return Err(format!(
-                "`models[{i}].args.path` is required for llama_server (the GGUF file)"
-            ));
-        }
-    }
-    if let Some(serve) = &cfg.serve {
-        if !cfg.models.iter().any(|m| &m.name == serve) {
-            return Err(format!("`serve` names `{serve}`, which is not in `models`"));
-        }
-    }
-    match &cfg.driver {
-        DriverConfig::Openai { url, ca_cert, .. } => {
-            let base = infermesh_backend::openai::normalize_base_url(url)
-                .map_err(|e| format!("invalid `url`: {e}"))?;
-            if let Some(path) = ca_cert {
-                if !base.starts_with("https://") {
-                    return Err(format!("`ca_cert` is for https:// urls; `url` is {base}"));
-                }
-                infermesh_backend::openai::load_ca_certs(path)
-                    .map_err(|e| format!("invalid `ca_cert`: {e}"))?;
-            }
-            Ok(())
-        }
-        DriverConfig::LlamaServer { binary, ctx } => {
-            if binary.as_os_str().is_empty() {
-                return Err("`binary` must name the llama-server executable".into());
-            }
-            if ctx == &Some(0) {
-                return Err("`ctx` must be positive".into());
-            }
-            Ok(())
-        }
-        DriverConfig::Embedded => Ok(()),
-    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -270,99 +135,29 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(v: Value) -> Result<BackendConfig, String> {
-        parse_backend(v.to_string().as_bytes(), None)
-    }
-
     #[test]
-    fn each_driver_parses() {
-        let e = parse(json!({"id": "e", "driver": "embedded", "models": [{"name": "m"}]})).unwrap();
-        assert_eq!(e.driver, DriverConfig::Embedded);
-        let o = parse(
-            json!({"id": "o", "driver": "openai", "url": "http://127.0.0.1:1/v1",
-            "api_key": "k", "models": [{"name": "m", "args": {"top_k": 4}}], "serve": "m"}),
-        )
-        .unwrap();
-        assert_eq!(o.serve.as_deref(), Some("m"));
-        assert_eq!(o.models[0].args["top_k"], 4);
-        let l = parse(
-            json!({"id": "l", "driver": "llama_server", "binary": "llama-server",
-            "models": [{"name": "m", "args": {"path": "/m.gguf"}}]}),
-        )
-        .unwrap();
-        assert!(matches!(
-            l.driver,
-            DriverConfig::LlamaServer { ctx: None, .. }
-        ));
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        let cases = [
-            (json!([1]), "JSON object"),
-            (json!({"id": "x", "models": []}), "`driver`"),
-            (
-                json!({"id": "x", "driver": "vllm", "models": []}),
-                "unknown `driver` `vllm`",
-            ),
-            (
-                json!({"id": "x", "driver": "embedded", "models": [{"name": "m"}], "urll": 1}),
-                "`urll`",
-            ),
-            (
-                json!({"id": "x", "driver": "openai", "models": [{"name": "m"}]}),
-                "url",
-            ),
-            (
-                json!({"id": "x", "driver": "openai", "url": "ftp://h", "models": [{"name": "m"}]}),
-                "`url`",
-            ),
-            (
-                json!({"id": "x", "driver": "embedded", "models": [{"name": 3}]}),
-                "models[0].name",
-            ),
-            (
-                json!({"id": "x", "driver": "embedded", "models": []}),
-                "`models`",
-            ),
-            (
-                json!({"id": "x", "driver": "embedded", "models": [{"name": "m"}, {"name": "m"}]}),
-                "twice",
-            ),
-            (
-                json!({"id": "a b", "driver": "embedded", "models": [{"name": "m"}]}),
-                "`id`",
-            ),
-            (
-                json!({"id": "x", "driver": "embedded", "models": [{"name": "m"}], "serve": "n"}),
-                "`serve`",
-            ),
-            (
-                json!({"id": "x", "driver": "llama_server", "binary": "b", "models": [{"name": "m"}]}),
-                "args.path",
-            ),
-            (
-                json!({"id": "x", "driver": "embedded", "models": [{"name": "m", "args": {"path": 1}}]}),
-                "args.path",
-            ),
-        ];
-        for (body, want) in cases {
-            let err = parse(body.clone()).unwrap_err();
-            assert!(err.contains(want), "{body}: {err}");
-        }
-        assert!(parse_backend(b"{not json", None)
-            .unwrap_err()
-            .contains("JSON"));
-    }
-
-    #[test]
-    fn path_id_fills_or_must_match() {
-        let body = json!({"driver": "embedded", "models": [{"name": "m"}]}).to_string();
-        assert_eq!(parse_backend(body.as_bytes(), Some("p")).unwrap().id, "p");
-        let body = json!({"id": "q", "driver": "embedded", "models": [{"name": "m"}]}).to_string();
-        assert!(parse_backend(body.as_bytes(), Some("p"))
-            .unwrap_err()
-            .contains("differs"));
+    fn a_ca_cert_must_be_a_readable_pem_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |path: &Path| {
+            json!({"id": "o", "driver": "openai", "url": "https://127.0.0.1:1/v1",
+                "ca_cert": path, "models": [{"name": "m"}]})
+            .to_string()
+        };
+        let missing = dir.path().join("missing.pem");
+        let err = parse_backend(body(&missing).as_bytes(), None).unwrap_err();
+        assert!(
+            err.contains("invalid `ca_cert`") && err.contains("missing.pem"),
+            "{err}"
+        );
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let err = parse_backend(body(&not_pem).as_bytes(), None).unwrap_err();
+        assert!(err.contains("invalid `ca_cert`"), "{err}");
+        // The pure decoder leaves the file alone: it is the api's check.
+        assert!(
+            infermesh_state::backend_config::decode_backend(body(&missing).as_bytes(), None)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -379,9 +174,12 @@ mod tests {
             .into(),
         );
         cfg.backends.push(
-            parse(
+            parse_backend(
                 json!({"id": "o", "driver": "openai", "url": "http://127.0.0.1:9/v1",
-            "models": [{"name": "m", "args": {"top_k": 5}}]}),
+            "models": [{"name": "m", "args": {"top_k": 5}}]})
+                .to_string()
+                .as_bytes(),
+                None,
             )
             .unwrap(),
         );

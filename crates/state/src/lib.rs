@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod admission;
 pub mod assign;
+pub mod backend_config;
 pub mod backend_state;
 pub mod constants;
 pub mod demand;

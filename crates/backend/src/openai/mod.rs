@@ -88,16 +88,7 @@ pub struct OpenAiBackend {
 
 /// `base_url` without surrounding whitespace and trailing slashes, checked to be HTTP(S).
 pub fn normalize_base_url(base_url: &str) -> Result<String, BackendError> {
-    let base = base_url.trim().trim_end_matches('/');
-    let rest = base
-        .strip_prefix("http://")
-        .or_else(|| base.strip_prefix("https://"));
-    match rest {
-        Some(rest) if !rest.is_empty() => Ok(base.to_string()),
-        _ => Err(BackendError::BadRequest(format!(
-            "`{base_url}` is not an http:// or https:// URL (expected e.g. http://127.0.0.1:8080/v1)"
-        ))),
-    }
+    infermesh_state::backend_config::normalize_base_url(base_url).map_err(BackendError::BadRequest)
 }
 
 /// The CA certificates of a `ca_cert` PEM file; errors name the file and what is wrong with it.

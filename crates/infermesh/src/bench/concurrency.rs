@@ -275,6 +275,16 @@ pub async fn run(model_path: &Path, model_dir: &Path, report: &mut Report) -> Re
             ratios.join(", "),
         );
     }
+    if let Some(quick) = llama_server()
+        .and_then(|bin| std::fs::read_to_string(bin.with_file_name("QUICK_BUILD")).ok())
+    {
+        // CI's build: comparing against it would flatter infermesh.
+        report.note(format!(
+            "the llama-server used below was {}; scripts/build-llama-server without \
+             INFERMESH_QUICK_TOOLS rebuilds it at full optimisation",
+            quick.trim().trim_start_matches("built ")
+        ));
+    }
     match llama_server() {
         Some(bin) => match with_llama_server(&bin, model_path, report).await {
             Ok(theirs) => {
