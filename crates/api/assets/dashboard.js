@@ -1,6 +1,7 @@
 // infermesh dashboard: renders what the node's API says, never invents state text.
 // Live through /api/events (SSE: `status`, `request`, `log`); polls /api/status every 2 s
-// whenever the stream is not delivering, so the page works without it.
+// whenever the stream is not delivering, so the page works without it. The whole mesh's requests
+// come from /api/mesh/requests every 2 s.
 (function () {
   "use strict";
 
@@ -16,6 +17,11 @@
     statusAt: 0,
     nodes: null,
     requests: [],
+    // The Requests card's scope: "mesh" (every member's requests, merged by this node from
+    // /api/mesh/requests, each once) or "node" (this node's own ring).
+    scope: "mesh",
+    mesh: null,
+    meshError: "",
     logs: [],
     sseOpen: false,
     sseStatusAt: 0,
@@ -322,17 +328,63 @@
 
   // ---- requests and logs --------------------------------------------------------------------
 
+  function nodeName(id) {
+    var known = ((model.mesh && model.mesh.nodes) || []).concat((model.status && model.status.peers) || []);
+    for (var i = 0; i < known.length; i++) if (known[i].node_id === id && known[i].name) return known[i].name;
+    if (model.status && model.status.node_id === id) return model.status.name || id;
+    return id || "—";
+  }
+
+  function scopeNote() {
+    if (model.scope === "node") return "this node's own requests (and those peers routed to it)";
+    if (!model.mesh) return model.meshError ? "whole mesh unavailable (" + model.meshError + "); this node's own requests" : "whole mesh: loading";
+    var nodes = model.mesh.nodes || [];
+    var unread = nodes.filter(function (n) { return n.error; });
+    var text = "whole mesh: " + nodes.length + " node" + (nodes.length === 1 ? "" : "s") + ", each request once";
+    if (unread.length) {
+      text += "; not read: " + unread.map(function (n) { return (n.name || n.node_id) + " (" + n.error + ")"; }).join(", ");
+    }
+    if (model.meshError) text += "; last pull failed: " + model.meshError;
+    return text;
+  }
+
   function renderRequests() {
-    var rows = model.requests.slice().reverse().map(function (r) {
+    var mesh = model.scope === "mesh" && model.mesh;
+    var list = mesh ? model.mesh.requests || [] : model.requests;
+    $("requests-card").dataset.scope = mesh ? "mesh" : "node";
+    $("scope-mesh").setAttribute("aria-pressed", String(model.scope === "mesh"));
+    $("scope-node").setAttribute("aria-pressed", String(model.scope === "node"));
+    $("requests-scope").textContent = scopeNote();
+    var rows = list.slice().reverse().map(function (r) {
       var okClass = r.status >= 200 && r.status < 300 ? "ok" : "bad";
+      var key = (r.node || "") + ":" + r.id;
       return (
-        '<tr data-request-id="' + esc(r.id) + '"><td>' + esc(clock(r.at_ms)) + "</td><td>" + esc(r.model) + "</td><td>" +
-        esc(r.endpoint) + (r.stream ? " (stream)" : "") + "</td><td>" + esc(r.to_name || r.to || "—") + '</td><td class="' + okClass + '">' +
+        '<tr data-request-id="' + esc(key) + '"><td>' + esc(clock(r.at_ms)) + "</td><td>" + esc(r.model) + "</td><td>" +
+        esc(r.endpoint) + (r.stream ? " (stream)" : "") + (r.admission_check ? " (admission check)" : "") + "</td><td>" + esc(nodeName(r.from)) +
+        "</td><td>" + esc(r.to_name || r.to || "—") + '</td><td class="' + okClass + '">' +
         esc(r.status) + "</td><td>" + esc(r.latency_ms) + " ms</td><td>" + (r.ttft_ms === null || r.ttft_ms === undefined ? "—" : esc(r.ttft_ms) + " ms") +
         "</td><td>" + esc(r.tokens) + "</td><td>" + esc(r.attempts) + '</td><td class="bad">' + esc(r.error || "") + "</td></tr>"
       );
     });
-    $("requests").innerHTML = rows.length ? rows.join("") : '<tr><td colspan="10" class="muted">No requests yet.</td></tr>';
+    $("requests").innerHTML = rows.length ? rows.join("") : '<tr><td colspan="11" class="muted">No requests yet.</td></tr>';
+  }
+
+  function pullMesh() {
+    return getJson("/api/mesh/requests?limit=" + MAX_REQUESTS).then(function (b) {
+      model.mesh = b;
+      model.meshError = "";
+      renderRequests();
+    }, function (e) {
+      // The mesh view is an extra: its failure is said on the card, never a lost node.
+      model.meshError = e.status ? "HTTP " + e.status : "no answer";
+      renderRequests();
+    });
+  }
+
+  function setScope(scope) {
+    model.scope = scope;
+    renderRequests();
+    if (scope === "mesh") pullMesh();
   }
 
   function addRequest(r) {
@@ -429,6 +481,8 @@
         }));
       }
     }
+    // Every pull, stream or not: the mesh's requests are not on this node's event stream.
+    if (model.scope === "mesh") pullMesh();
     if (!model.adminLocked) {
       jobs.push(getJson("/admin/v1/nodes").then(function (list) {
         model.nodes = list;
@@ -493,6 +547,8 @@
       initial = null;
     }
     if (initial) applyStatus(initial);
+    $("scope-mesh").addEventListener("click", function () { setScope("mesh"); });
+    $("scope-node").addEventListener("click", function () { setScope("node"); });
     renderRequests();
     setConn();
     connectEvents();

@@ -1,4 +1,4 @@
-//! The node's HTTP surface (one port): `/api/status`, `/api/requests`, `/v1/*` (OpenAI-compatible,
+//! The node's HTTP surface (one port): `/api/status`, `/api/requests`, `/api/mesh/requests`, `/v1/*` (OpenAI-compatible,
 //! routed across the mesh).
 
 pub mod admin;
@@ -16,6 +16,7 @@ pub mod events;
 pub mod health;
 pub mod logs;
 pub mod members;
+pub mod mesh_requests;
 pub mod metrics;
 pub mod node;
 pub mod openai;
@@ -66,6 +67,7 @@ pub fn router_with(app: Arc<App>, limits: Limits) -> Router {
     Router::new()
         .route("/api/status", get(status::get_status))
         .route("/api/requests", get(get_requests))
+        .route("/api/mesh/requests", get(mesh_requests::get_mesh_requests))
         .route("/api/logs", get(events::get_logs))
         .route("/api/events", get(events::get_events))
         .route("/admin/v1/nodes", get(admin::list).post(admin::register))
@@ -112,6 +114,8 @@ pub fn peer_router(app: Arc<App>, limits: Limits) -> Router {
         .route("/v1/chat/completions", post(route::chat_completions))
         .route("/v1/completions", post(route::completions))
         .route("/v1/embeddings", post(route::embeddings))
+        // Request metadata (no prompts, no answers) for the mesh-wide views.
+        .route(mesh_requests::PEER_PATH, get(mesh_requests::peer_ring))
         // Members only, and only the worker's own host gets through (see the handler).
         .route(
             split::tunnel::PATH,

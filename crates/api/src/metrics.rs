@@ -402,7 +402,7 @@ mod tests {
             to: Some("b".into()),
             to_name: None,
             model: model.into(),
-            endpoint: "chat",
+            endpoint: "chat".into(),
             status,
             latency_ms,
             ttft_ms: None,

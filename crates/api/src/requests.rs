@@ -21,7 +21,7 @@ pub struct RequestRecord {
     pub to_name: Option<String>,
     pub model: String,
     /// `chat` or `completion`.
-    pub endpoint: &'static str,
+    pub endpoint: String,
     pub status: u16,
     pub latency_ms: u64,
     /// Time until the first byte of the answer reached the client.
@@ -181,7 +181,7 @@ mod tests {
             to: Some("b".into()),
             to_name: None,
             model: model.into(),
-            endpoint: "chat",
+            endpoint: "chat".into(),
             status: 200,
             latency_ms: 1,
             ttft_ms: None,

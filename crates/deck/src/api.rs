@@ -193,6 +193,29 @@ pub struct RequestRecord {
     pub attempts: Option<u32>,
     pub stream: Option<bool>,
     pub error: Option<String>,
+    /// In the mesh view: the node whose ring the record came from.
+    pub node: Option<String>,
+    /// A peer's admission check of the node, not client traffic.
+    pub admission_check: bool,
+}
+
+/// `/api/mesh/requests`: the whole mesh's requests, and which members' rings are in it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MeshRequestsBody {
+    #[serde(deserialize_with = "null_default")]
+    pub requests: Vec<RequestRecord>,
+    #[serde(deserialize_with = "null_default")]
+    pub nodes: Vec<NodeRead>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct NodeRead {
+    pub node_id: String,
+    pub name: String,
+    /// Why this member's ring is missing from the view.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

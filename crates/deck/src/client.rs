@@ -13,7 +13,9 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::api::{AdminNode, ErrorBody, LogLine, LogsBody, RequestsBody, Status, TestResult};
+use crate::api::{
+    AdminNode, ErrorBody, LogLine, LogsBody, MeshRequestsBody, RequestsBody, Status, TestResult,
+};
 use crate::migrate;
 use crate::model::Via;
 use crate::request::{admin_request, describe};
@@ -33,6 +35,8 @@ const PEER_LOG_CONCURRENCY: usize = 16;
 /// DESIGN §2 caps a test at 5 min on the node; the deck waits a little longer than that.
 const TEST_TIMEOUT: Duration = Duration::from_secs(330);
 pub const LOG_TAIL: usize = 200;
+/// Records of the whole mesh's view: the node's cap, enough for the tab and MODELS' req/s.
+const MESH_REQUESTS: usize = 1000;
 /// As `infermesh migrate`'s default: loading plus the admission check of a large model.
 const MIGRATE_ADMIT_LIMIT: Duration = Duration::from_secs(300);
 
@@ -222,6 +226,14 @@ impl Client {
             Cmd::Quit => {}
             Cmd::FetchLogs(targets) => {
                 tokio::spawn(async move { me.fetch_logs(targets).await });
+            }
+            Cmd::FetchMeshRequests(base) => {
+                let url = format!("{base}/api/mesh/requests?limit={MESH_REQUESTS}");
+                tokio::spawn(async move {
+                    // The node gives each member 1.5 s; this waits for that and a margin.
+                    let r = me.get_json::<MeshRequestsBody>(&url, FETCH_TIMEOUT).await;
+                    me.send(Msg::MeshRequests(r));
+                });
             }
             Cmd::FetchAdmin(t) => {
                 tokio::spawn(async move {

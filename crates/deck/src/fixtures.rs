@@ -125,6 +125,8 @@ pub fn requests(n: usize) -> Vec<RequestRecord> {
             attempts: Some(1),
             stream: Some(true),
             error: None,
+            node: None,
+            admission_check: false,
         })
         .collect()
 }

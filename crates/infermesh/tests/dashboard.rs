@@ -224,6 +224,8 @@ return {
     card: !!tr.closest('#wakeable-card')})),
   wakeableInTopology: !!q('#topology-card [data-node-name="gpu-7"]'),
   requests: Array.from(document.querySelectorAll('#requests tr[data-request-id]')).map((tr) => tr.textContent),
+  scope: q('#requests-card').dataset.scope,
+  scopeNote: q('#requests-scope').textContent,
   onboarding: Array.from(document.querySelectorAll('#onboarding .backend')).map((b) => ({
     id: b.dataset.backendId, state: (b.querySelector('.badge') || {dataset: {}}).dataset.state,
     message: (b.querySelector('.message') || {}).textContent,
@@ -438,6 +440,50 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     // The request tail.
     let row = page["requests"][0].as_str().unwrap();
     assert!(row.contains(MODEL) && row.contains("200"), "{row}");
+
+    // The whole mesh's requests, the card's default: a request dash-b received and could not
+    // serve is on dash-a's page with dash-b as its origin; "this node" leaves it out.
+    let (code, _) = common::post_json(
+        &format!("{}/v1/chat/completions", b.url),
+        &json!({"model": "no-such-model", "max_tokens": 1,
+                "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(code, 404);
+    let from_b = |v: &Value| {
+        v["requests"].as_array().is_some_and(|r| {
+            r.iter().any(|t| {
+                let t = t.as_str().unwrap_or("");
+                t.contains("no-such-model") && t.contains("dash-b") && t.contains("404")
+            })
+        })
+    };
+    let page = wait_page(
+        &session,
+        "dash-b's request in the whole mesh's view",
+        Duration::from_secs(10),
+        |v| v["scope"] == "mesh" && from_b(v),
+    );
+    assert!(
+        page["scopeNote"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("whole mesh: 3 nodes"),
+        "{page}"
+    );
+    session.click("#scope-node");
+    wait_page(
+        &session,
+        "this node's own requests",
+        Duration::from_secs(5),
+        |v| v["scope"] == "node" && !from_b(v) && !v["requests"].as_array().unwrap().is_empty(),
+    );
+    session.click("#scope-mesh");
+    wait_page(
+        &session,
+        "the whole mesh again",
+        Duration::from_secs(5),
+        |v| v["scope"] == "mesh" && from_b(v),
+    );
 
     // Try it: the chat box streams an answer from the mesh, and the commands to use it are there.
     assert_eq!(page["chatModels"], json!([MODEL]), "{page}");

@@ -57,6 +57,13 @@ lp = client.chat.completions.create(
 content = lp.choices[0].logprobs.content
 assert content and all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in content), lp
 
+two = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, n=2, seed=5,
+)
+assert [ch.index for ch in two.choices] == [0, 1], two
+assert all(ch.message.content for ch in two.choices), two
+assert two.usage.completion_tokens >= 2, two.usage
+
 emb = client.embeddings.create(model=model, input=["hello", "world"])
 assert [d.index for d in emb.data] == [0, 1] and len(emb.data[0].embedding) > 0, emb
 assert emb.usage.prompt_tokens >= 2, emb.usage

@@ -218,3 +218,92 @@ fn embeddings_are_unit_vectors_in_input_order_and_bad_input_is_400() {
     let (code, e) = embed(&node, json!({"model": "no-such-model", "input": "x"}));
     assert_eq!(code, 404, "{e}");
 }
+
+#[test]
+fn n_choices_come_back_indexed_streamed_and_not_with_usage_for_all() {
+    let node = NodeProc::start(&[]);
+    node.wait_state("serving", Duration::from_secs(180));
+
+    // Not streamed: three choices, indexed 0..3, usage counting every choice's tokens.
+    let (code, v) = chat(
+        &node,
+        json!({"n": 3, "max_tokens": 6, "temperature": 0.9, "seed": 11}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{v}");
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i, "{v}");
+        assert!(!c["message"]["content"].as_str().unwrap().is_empty(), "{v}");
+    }
+    let usage = &v["usage"];
+    let done = usage["completion_tokens"].as_u64().unwrap();
+    assert!((3..=18).contains(&done), "{v}");
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + done
+    );
+    // The same seed gives the same choices: each sub-request's seed is derived from it.
+    let (_, again) = chat(
+        &node,
+        json!({"n": 3, "max_tokens": 6, "temperature": 0.9, "seed": 11}),
+    );
+    assert_eq!(again["choices"], v["choices"], "{again}");
+
+    // Streamed: every choice's deltas under its index, one usage chunk, one [DONE].
+    let (code, body) = post_raw(
+        &format!("{}/v1/chat/completions", node.url),
+        &json!({"model": MODEL, "max_tokens": 5, "stream": true, "n": 2, "seed": 3,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "Hi"}]})
+        .to_string(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let data = sse_data(&body);
+    assert_eq!(data.iter().filter(|d| *d == "[DONE]").count(), 1, "{body}");
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let mut text = [String::new(), String::new()];
+    let mut usage_chunks = 0;
+    for c in &chunks {
+        assert_eq!(c["id"], chunks[0]["id"], "one stream, one id: {body}");
+        for choice in c["choices"].as_array().unwrap() {
+            let i = choice["index"].as_u64().unwrap() as usize;
+            text[i] += choice["delta"]["content"].as_str().unwrap_or("");
+        }
+        if c["usage"].is_object() {
+            usage_chunks += 1;
+            assert!(
+                c["usage"]["completion_tokens"].as_u64().unwrap() >= 2,
+                "{c}"
+            );
+        }
+    }
+    assert_eq!(usage_chunks, 1, "{body}");
+    assert!(text.iter().all(|t| !t.is_empty()), "{text:?}");
+
+    // Legacy completions take `n` too.
+    let (code, v) = post_json(
+        &format!("{}/v1/completions", node.url),
+        &json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4, "n": 2}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let idx: Vec<u64> = v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, vec![0, 1], "{v}");
+
+    // Beyond the bound: 400 naming `n`; and a sub-request's refusal is the request's.
+    let (code, v) = chat(&node, json!({"n": 9}));
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["param"], "n");
+    let (code, v) = chat(&node, json!({"n": 2, "model": "no-such-model"}));
+    assert_eq!(code, 404, "{v}");
+}

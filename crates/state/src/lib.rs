@@ -13,6 +13,7 @@ pub mod demand;
 pub mod first_seen;
 pub mod labels;
 pub mod membership;
+pub mod mesh_requests;
 pub mod message;
 pub mod node;
 pub mod participation;

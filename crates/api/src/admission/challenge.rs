@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::http::header;
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::error::error_chain;
@@ -48,7 +47,7 @@ pub async fn challenge(
             .await
             .map_err(|e| format!("{UNREACHABLE}: {}", error_chain(&e)))?;
         let status = resp.status();
-        let bytes = read_bounded(resp).await?;
+        let bytes = crate::peer::read_bounded(resp, MAX_ANSWER_BYTES, "answer").await?;
         let answer: Value = serde_json::from_slice(&bytes)
             .map_err(|_| format!("answered HTTP {status} with a body that is not JSON"))?;
         if !status.is_success() {
@@ -64,19 +63,6 @@ pub async fn challenge(
             budget.as_secs_f32().ceil() as u64
         )),
     }
-}
-
-async fn read_bounded(resp: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("answer cut off: {}", error_chain(&e)))?;
-        if out.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 /// The shape check of a challenge answer (pure, so it is tested without a peer).

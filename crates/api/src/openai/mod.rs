@@ -1,6 +1,7 @@
 //! OpenAI-compatible answers produced by this node's own backends. Which node answers is decided
 //! in [`crate::route`].
 
+pub mod choices;
 pub mod parse;
 mod shape;
 

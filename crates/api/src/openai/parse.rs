@@ -19,6 +19,7 @@ use infermesh_backend::grammar::json_grammar;
 use infermesh_backend::{ChatMessage, GenParams, InferRequest, Priority, Prompt};
 use serde::de::DeserializeOwned;
 
+use super::choices::MAX_N;
 use crate::error::OpenAiError;
 
 /// A validated request plus the response options the handler needs.
@@ -27,6 +28,8 @@ pub struct Parsed {
     pub req: InferRequest,
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices asked for (1..=[`MAX_N`]); more than one is answered by that many sub-requests.
+    pub n: u8,
 }
 
 /// Deserializes with the JSON path of the first bad field in the message and in `param`.
@@ -67,11 +70,10 @@ struct Common {
 
 fn params(c: Common) -> Result<GenParams, OpenAiError> {
     let bad = |m: &str, p: Option<&str>| OpenAiError::bad_request(m, p);
-    if let Some(n) = c.n.filter(|n| *n != 1) {
+    if let Some(n) = c.n.filter(|n| !(1..=MAX_N).contains(n)) {
         return Err(bad(
             &format!(
-                "`n` must be 1 (got {n}): each request returns one choice; send {n} requests \
-                 (with different `seed`s) for {n} samples"
+                "`n` must be between 1 and {MAX_N} (got {n}): each choice is a full generation"
             ),
             Some("n"),
         ));
@@ -266,6 +268,7 @@ pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
         .enumerate()
         .map(|(i, m)| message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
+    let n = r.n.unwrap_or(1);
     let params = params(Common {
         max_tokens: r.max_completion_tokens.or(r.max_tokens),
         temperature: r.temperature,
@@ -293,6 +296,7 @@ pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
             .stream_options
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
+        n,
     })
 }
 
@@ -308,6 +312,7 @@ pub fn completion(body: &[u8]) -> Result<Parsed, OpenAiError> {
             ))
         }
     };
+    let n = r.n.unwrap_or(1);
     let params = params(Common {
         // The legacy endpoint's documented default.
         max_tokens: Some(r.max_tokens.unwrap_or(16)),
@@ -346,6 +351,7 @@ pub fn completion(body: &[u8]) -> Result<Parsed, OpenAiError> {
             .stream_options
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
+        n,
     })
 }
 
@@ -414,7 +420,11 @@ mod tests {
                 "max_tokens",
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":9}"#,
+                "n",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
                 "n",
             ),
             (

@@ -57,6 +57,27 @@ impl reqwest::dns::Resolve for MemberResolver {
     }
 }
 
+/// A member's answer body, read up to `max` bytes: a member holding the mesh secret is still
+/// not trusted with this node's memory. `what` names the body in the error.
+pub async fn read_bounded(
+    resp: reqwest::Response,
+    max: usize,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| format!("{what} cut off: {}", crate::error::error_chain(&e)))?;
+        if out.len() + chunk.len() > max {
+            return Err(format!("{what} larger than {max} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// The HTTP client for the peer channel.
 pub fn client(key: &ed25519_dalek::SigningKey, dir: Directory) -> anyhow::Result<reqwest::Client> {
     let tls = tls::client_config(key, dir.clone())?;

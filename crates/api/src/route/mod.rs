@@ -2,6 +2,7 @@
 //! replica while nothing has reached the client yet.
 
 mod embed;
+mod fanout;
 mod proxy;
 mod record;
 
@@ -159,6 +160,9 @@ pub async fn chat_completions(
             if peer.is_some() && headers.contains_key(crate::admission::challenge::CHECK_HEADER) {
                 p.req.priority = Priority::Validation;
             }
+            if p.n > 1 {
+                return fanout::choices(app, peer, &body, p.n, p.stream, Shape::Chat).await;
+            }
             dispatch(app, p, Shape::Chat, body, peer).await
         }
         Err(e) => e.into_response(),
@@ -167,6 +171,7 @@ pub async fn chat_completions(
 
 pub async fn completions(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes) -> Response {
     match parse::completion(&body) {
+        Ok(p) if p.n > 1 => fanout::choices(app, peer, &body, p.n, p.stream, Shape::Text).await,
         Ok(p) => dispatch(app, p, Shape::Text, body, peer).await,
         Err(e) => e.into_response(),
     }

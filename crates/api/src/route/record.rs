@@ -47,7 +47,7 @@ impl Pending {
                 to: None,
                 to_name: None,
                 model: model.to_string(),
-                endpoint,
+                endpoint: endpoint.to_string(),
                 status: 0,
                 latency_ms: 0,
                 ttft_ms: None,

@@ -13,9 +13,11 @@ use crate::api::{base_url, AdminNode, GroupView, RequestRecord, Status, TestResu
 
 mod confirm;
 mod logs;
+mod mesh;
 pub mod migrate;
 pub use confirm::{Confirm, TestConfirm, WakeConfirm};
 pub use logs::{Level, LogStore, LogsView, LOG_CAP};
+pub use mesh::{MeshRequests, Scope};
 pub use migrate::{Choice, MigrateConfirm, MigrationRun};
 
 /// Bounds that keep a deck left open for days at a constant footprint.
@@ -207,6 +209,7 @@ pub struct Model {
 
     pub requests: Vec<RequestRecord>,
     pub requests_scroll: usize,
+    pub mesh: MeshRequests,
 
     pub onboarding: OnboardingView,
     /// The migration started from MODELS, while it runs and after it ended.
@@ -244,12 +247,18 @@ impl Model {
             log_errors: HashMap::new(),
             requests: Vec::new(),
             requests_scroll: 0,
+            mesh: MeshRequests::default(),
             onboarding: OnboardingView {
                 last_fetch_ms: i64::MIN / 2,
                 ..OnboardingView::default()
             },
             migration: None,
         }
+    }
+
+    /// REQUESTS' records in the chosen scope (the mesh's, or this node's own), oldest first.
+    pub fn shown_requests(&self) -> &[RequestRecord] {
+        self.mesh.shown(&self.requests)
     }
 
     pub fn name_of<'a>(&'a self, node_id: &'a str) -> &'a str {
@@ -359,7 +368,7 @@ impl Model {
             }
         }
         // Requests for a model nobody lists still show: that is a routing failure worth seeing.
-        for req in &self.requests {
+        for req in self.shown_requests() {
             groups
                 .entry(req.model.as_str())
                 .or_insert_with(|| ModelGroup {
@@ -385,7 +394,7 @@ impl Model {
         }
         let mut out: Vec<ModelGroup> = groups.into_values().collect();
         for g in &mut out {
-            g.rps = requests_per_second(&self.requests, &g.model, self.data_ms());
+            g.rps = requests_per_second(self.shown_requests(), &g.model, self.data_ms());
         }
         out.retain(|g| !g.replicas.is_empty() || g.rps > 0.0 || g.declared.is_some());
         out

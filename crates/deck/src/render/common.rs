@@ -166,7 +166,7 @@ fn hints(m: &Model) -> &'static str {
         Tab::Logs => {
             "f node  v level  p pause  / search  e export  j/k PgUp/PgDn g/G scroll  ? help  q quit"
         }
-        Tab::Requests => "j/k scroll  1-6/Tab tabs  ? help  q quit",
+        Tab::Requests => "j/k scroll  a this node/whole mesh  1-6/Tab tabs  ? help  q quit",
         Tab::Wakeable => "j/k move  w wake  1-6/Tab tabs  ? help  q quit",
     }
 }

@@ -1,4 +1,5 @@
-//! REQUESTS: the routed-request tail, newest first, under a latency sparkline.
+//! REQUESTS: the routed-request tail, newest first, under a latency sparkline; the whole mesh's
+//! (merged by the node from every member) or this node's own, switched with `a`.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -8,16 +9,47 @@ use ratatui::Frame;
 
 use super::common::clip;
 use crate::fmt::hms;
-use crate::model::Model;
+use crate::model::{Model, Scope};
+
+/// What the tab shows, and the other choice `a` gives.
+pub fn scope_title(m: &Model) -> String {
+    match (m.mesh.scope, &m.mesh.view) {
+        (Scope::Node, _) => "this node · a: whole mesh".into(),
+        (Scope::Mesh, None) => match &m.mesh.error {
+            Some(e) => format!("this node (whole mesh unavailable: {e}) · a: this node only"),
+            None => "this node (whole mesh loading) · a: this node only".into(),
+        },
+        (Scope::Mesh, Some(v)) => {
+            let mut t = format!("whole mesh, {} nodes", v.nodes.len());
+            let unread = m.mesh.unread();
+            if !unread.is_empty() {
+                let names: Vec<String> = unread.iter().map(|(n, e)| format!("{n} ({e})")).collect();
+                t.push_str(&format!(", {} unread: {}", unread.len(), names.join(", ")));
+            }
+            if let Some(e) = &m.mesh.error {
+                t.push_str(&format!(", as of {} (last pull: {e})", hms(m.mesh.view_ms)));
+            }
+            t + " · a: this node only"
+        }
+    }
+}
 
 pub fn render(m: &Model, f: &mut Frame, area: Rect) {
-    if m.requests.is_empty() {
+    let reqs = m.shown_requests();
+    let title = clip(
+        &format!(" REQUESTS · {} ", scope_title(m)),
+        usize::from(area.width.saturating_sub(2)),
+    );
+    if reqs.is_empty() {
+        let text = match (m.mesh.scope, &m.mesh.view) {
+            (Scope::Mesh, Some(_)) => {
+                "No routed requests in the mesh yet. Requests any node routes (/v1/*) appear here within 2 s."
+            }
+            _ => "No routed requests yet. Requests this node routes (/v1/*) appear here live.",
+        };
         f.render_widget(
-            Paragraph::new(Span::styled(
-                "No routed requests yet. Requests this node routes (/v1/*) appear here live.",
-                Color::DarkGray,
-            ))
-            .block(Block::bordered().title(" REQUESTS ")),
+            Paragraph::new(Span::styled(text, Color::DarkGray))
+                .block(Block::bordered().title(title)),
             area,
         );
         return;
@@ -26,8 +58,8 @@ pub fn render(m: &Model, f: &mut Frame, area: Rect) {
         Layout::vertical([Constraint::Length(5), Constraint::Min(3)]).areas(area);
 
     let width = usize::from(spark_area.width.saturating_sub(2));
-    let start = m.requests.len().saturating_sub(width);
-    let data: Vec<u64> = m.requests[start..].iter().map(|r| r.latency_ms).collect();
+    let start = reqs.len().saturating_sub(width);
+    let data: Vec<u64> = reqs[start..].iter().map(|r| r.latency_ms).collect();
     let max = data.iter().copied().max().unwrap_or(0);
     let spark = Sparkline::default()
         .data(&data)
@@ -39,8 +71,7 @@ pub fn render(m: &Model, f: &mut Frame, area: Rect) {
     f.render_widget(spark, spark_area);
 
     let height = usize::from(table_area.height.saturating_sub(3));
-    let rows = m
-        .requests
+    let rows = reqs
         .iter()
         .rev()
         .skip(m.requests_scroll)
@@ -58,6 +89,9 @@ pub fn render(m: &Model, f: &mut Frame, area: Rect) {
                 if ok { Color::Green } else { Color::Red },
             );
             let mut tail = r.tokens.map_or("-".into(), |t| t.to_string());
+            if r.admission_check {
+                tail = format!("{tail} admission check");
+            }
             if let Some(e) = &r.error {
                 tail = format!("{tail} {e}");
             }
@@ -84,6 +118,10 @@ pub fn render(m: &Model, f: &mut Frame, area: Rect) {
         ],
     )
     .header(header)
-    .block(Block::bordered().title(format!(" REQUESTS ({}) newest first ", m.requests.len())));
+    .block(
+        Block::bordered()
+            .title(title)
+            .title_bottom(format!(" {} newest first ", reqs.len())),
+    );
     f.render_widget(table, table_area);
 }

@@ -3,10 +3,11 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::{fetch_admin, Cmd, Target, FLASH_MS};
+use super::{fetch_admin, fetch_mesh_requests, Cmd, Target, FLASH_MS};
 use crate::fmt::{export_line, file_stamp};
 use crate::model::{
-    Confirm, Level, MigrateConfirm, MigrationRun, Model, Tab, TestConfirm, TestRun, WakeConfirm,
+    Confirm, Conn, Level, MigrateConfirm, MigrationRun, Model, Scope, Tab, TestConfirm, TestRun,
+    WakeConfirm,
 };
 
 pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
@@ -50,13 +51,29 @@ pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
             Tab::Models => models_key(m, code),
             Tab::Onboarding => onboarding_key(m, code),
             Tab::Logs => logs_key(m, code),
-            Tab::Requests => {
-                m.requests_scroll = step(m.requests_scroll, m.requests.len(), code, m.page_rows());
-                Vec::new()
-            }
+            Tab::Requests => requests_key(m, code),
             Tab::Wakeable => wakeable_key(m, code),
         },
     }
+}
+
+fn requests_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
+    if code == KeyCode::Char('a') {
+        m.requests_scroll = 0;
+        m.mesh.scope = match m.mesh.scope {
+            Scope::Mesh => Scope::Node,
+            Scope::Node => Scope::Mesh,
+        };
+        // The whole mesh now, not at the next pull (unless a pull is already out).
+        if m.mesh.scope == Scope::Mesh && !m.mesh.in_flight && matches!(m.conn, Conn::Connected(_))
+        {
+            return vec![fetch_mesh_requests(m)];
+        }
+        return Vec::new();
+    }
+    let len = m.shown_requests().len();
+    m.requests_scroll = step(m.requests_scroll, len, code, m.page_rows());
+    Vec::new()
 }
 
 fn switch_tab(m: &mut Model, tab: Tab) -> Vec<Cmd> {

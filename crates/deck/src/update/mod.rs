@@ -9,9 +9,11 @@ use std::path::PathBuf;
 
 use crossterm::event::KeyEvent;
 
-use crate::api::{base_url, AdminNode, LogLine, RequestRecord, Status, TestResult};
+use crate::api::{
+    base_url, AdminNode, LogLine, MeshRequestsBody, RequestRecord, Status, TestResult,
+};
 use crate::migrate;
-use crate::model::{Conn, Model, Tab, TestRun, Via, REQUEST_CAP};
+use crate::model::{Conn, Model, Scope, Tab, TestRun, Via, REQUEST_CAP};
 
 /// How often peers' logs and the ONBOARDING view are re-pulled.
 pub const PULL_EVERY_MS: i64 = 2_000;
@@ -44,6 +46,8 @@ pub enum Msg {
     LogsDone,
     Request(RequestRecord),
     Requests(Vec<RequestRecord>),
+    /// The connected node's answer to `Cmd::FetchMeshRequests`.
+    MeshRequests(Result<MeshRequestsBody, String>),
     Admin {
         node_id: String,
         result: Result<Vec<AdminNode>, String>,
@@ -74,6 +78,8 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd {
     FetchLogs(Vec<Target>),
+    /// `GET /api/mesh/requests` on the connected node (its base URL).
+    FetchMeshRequests(String),
     FetchAdmin(Target),
     PostTest {
         target: Target,
@@ -128,6 +134,17 @@ pub fn update(m: &mut Model, msg: Msg) -> Vec<Cmd> {
         Msg::LogsDone => m.logs_in_flight = false,
         Msg::Request(r) => merge_requests(m, vec![r]),
         Msg::Requests(rs) => merge_requests(m, rs),
+        Msg::MeshRequests(r) => {
+            m.mesh.in_flight = false;
+            match r {
+                Ok(view) => {
+                    m.mesh.view = Some(view);
+                    m.mesh.view_ms = m.now_ms;
+                    m.mesh.error = None;
+                }
+                Err(e) => m.mesh.error = Some(e),
+            }
+        }
         Msg::Admin { node_id, result } => on_admin(m, node_id, result),
         Msg::TestDone {
             node_id: _,
@@ -214,10 +231,24 @@ fn on_tick(m: &mut Model, now: i64) -> Vec<Cmd> {
             cmds.push(Cmd::FetchLogs(targets));
         }
     }
+    // REQUESTS and MODELS' req/s read the mesh view, so it is pulled whatever the tab.
+    if matches!(m.conn, Conn::Connected(_))
+        && m.mesh.scope == Scope::Mesh
+        && !m.mesh.in_flight
+        && now - m.mesh.last_fetch_ms >= PULL_EVERY_MS
+    {
+        cmds.push(fetch_mesh_requests(m));
+    }
     if m.tab == Tab::Onboarding && now - m.onboarding.last_fetch_ms >= PULL_EVERY_MS {
         cmds.extend(fetch_admin(m));
     }
     cmds
+}
+
+pub(crate) fn fetch_mesh_requests(m: &mut Model) -> Cmd {
+    m.mesh.in_flight = true;
+    m.mesh.last_fetch_ms = m.now_ms;
+    Cmd::FetchMeshRequests(m.url.clone())
 }
 
 /// Every peer but the connected node, whose own lines arrive on the live feed.
