@@ -115,6 +115,12 @@ fn requests_and_models_show_the_whole_mesh_and_name_a_member_missing_from_it() {
         .find(|g| g.model == "model-mesh")
         .expect("the mesh's model is listed");
     assert!((g.rps - 6.0 / 60.0).abs() < 1e-9, "rps {}", g.rps);
+    assert!((g.tok_s - 42.0 / 60.0).abs() < 1e-9, "tok/s {}", g.tok_s);
+    ch(&mut m, '2');
+    let s = screen(&m, 160, 40);
+    assert_shows(&s, "TOK/S");
+    assert_shows(&s, "over 60 s, whole mesh");
+    ch(&mut m, '5');
 
     // `a`: this node's own requests only.
     ch(&mut m, 'a');

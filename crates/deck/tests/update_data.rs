@@ -5,7 +5,7 @@ mod common;
 use common::ch;
 use infermesh_deck::api::{LogLine, RequestRecord};
 use infermesh_deck::fixtures::{self, NOW_MS, SELF_ID};
-use infermesh_deck::model::{requests_per_second, Conn, Via};
+use infermesh_deck::model::{rates, Conn, Via};
 use infermesh_deck::update::PULL_EVERY_MS;
 use infermesh_deck::{update, Cmd, Model, Msg};
 
@@ -111,9 +111,10 @@ fn requests_per_second_counts_the_last_minute_per_model() {
         rec(6, now - 10, "b"),
         rec(7, now + 5_000, "a"), // from a clock ahead of ours: not yet
     ];
-    assert!((requests_per_second(&reqs, "a", now) - 3.0 / 60.0).abs() < 1e-9);
-    assert!((requests_per_second(&reqs, "b", now) - 1.0 / 60.0).abs() < 1e-9);
-    assert_eq!(requests_per_second(&reqs, "c", now), 0.0);
+    let rps = |model| rates(&reqs, model, now).req_per_s;
+    assert!((rps("a") - 3.0 / 60.0).abs() < 1e-9);
+    assert!((rps("b") - 1.0 / 60.0).abs() < 1e-9);
+    assert_eq!(rps("c"), 0.0);
 
     let mut m = fixtures::model(0, 0);
     update(&mut m, Msg::Requests(reqs.clone()));

@@ -46,6 +46,11 @@ impl MeshRequests {
         }
     }
 
+    /// Whether what is shown is the mesh's view (chosen, and received at least once).
+    pub fn showing_mesh(&self) -> bool {
+        self.scope == Scope::Mesh && self.view.is_some()
+    }
+
     /// Members whose rings the last view lacks, with why: (name, error).
     pub fn unread(&self) -> Vec<(&str, &str)> {
         self.view

@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
+use infermesh_state::mesh_requests::Rates;
 use infermesh_state::NodeState;
 
 use crate::api::{base_url, AdminNode, GroupView, RequestRecord, Status, TestResult};
@@ -171,6 +172,8 @@ pub struct ModelGroup {
     /// Replicas in `serving`: what the router can actually send to.
     pub routable: usize,
     pub rps: f64,
+    /// Completion tokens per second over the same window.
+    pub tok_s: f64,
     /// The operator's workload group for this model, when one is declared.
     pub declared: Option<GroupView>,
 }
@@ -361,6 +364,7 @@ impl Model {
                     replicas: Vec::new(),
                     routable: 0,
                     rps: 0.0,
+                    tok_s: 0.0,
                     declared: None,
                 });
                 g.replicas.push((r.name.to_string(), r.state));
@@ -376,6 +380,7 @@ impl Model {
                     replicas: Vec::new(),
                     routable: 0,
                     rps: 0.0,
+                    tok_s: 0.0,
                     declared: None,
                 });
         }
@@ -388,13 +393,15 @@ impl Model {
                     replicas: Vec::new(),
                     routable: 0,
                     rps: 0.0,
+                    tok_s: 0.0,
                     declared: None,
                 })
                 .declared = Some(d.clone());
         }
         let mut out: Vec<ModelGroup> = groups.into_values().collect();
         for g in &mut out {
-            g.rps = requests_per_second(self.shown_requests(), &g.model, self.data_ms());
+            let r = rates(self.shown_requests(), &g.model, self.data_ms());
+            (g.rps, g.tok_s) = (r.req_per_s, r.tok_per_s);
         }
         out.retain(|g| !g.replicas.is_empty() || g.rps > 0.0 || g.declared.is_some());
         out
@@ -431,14 +438,18 @@ impl Model {
     }
 }
 
-/// Requests for `model` in the last [`RATE_WINDOW_MS`], per second.
-pub fn requests_per_second(reqs: &[RequestRecord], model: &str, now_ms: i64) -> f64 {
-    let from = now_ms - RATE_WINDOW_MS;
-    let n = reqs
+/// Requests and completion tokens for `model` in the last [`RATE_WINDOW_MS`], per second.
+pub fn rates(reqs: &[RequestRecord], model: &str, now_ms: i64) -> Rates {
+    let of_model = reqs
         .iter()
-        .filter(|r| r.model == model && r.at_ms > from && r.at_ms <= now_ms)
-        .count();
-    n as f64 / (RATE_WINDOW_MS as f64 / 1000.0)
+        .filter(|r| r.model == model && !r.admission_check)
+        .map(|r| {
+            (
+                r.at_ms,
+                r.tokens.unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+            )
+        });
+    infermesh_state::mesh_requests::rates(of_model, now_ms, RATE_WINDOW_MS)
 }
 
 /// ASCII case-insensitive substring test; `needle` must already be lowercase.

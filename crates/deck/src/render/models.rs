@@ -83,11 +83,12 @@ pub fn render(m: &crate::model::Model, f: &mut Frame, area: Rect) {
                 Cell::from(routable),
                 Cell::from(wanted),
                 Cell::from(format!("{:.2}", g.rps)),
+                Cell::from(format!("{:.1}", g.tok_s)),
                 Cell::from(Line::from(names)),
             ])
             .style(style)
         });
-    let header = Row::new(["MODEL", "ROUTABLE", "GROUP", "REQ/S", "REPLICAS"])
+    let header = Row::new(["MODEL", "ROUTABLE", "GROUP", "REQ/S", "TOK/S", "REPLICAS"])
         .style(Style::new().bold().fg(Color::Gray));
     let table = Table::new(
         rows,
@@ -96,13 +97,15 @@ pub fn render(m: &crate::model::Model, f: &mut Frame, area: Rect) {
             Constraint::Length(8),
             Constraint::Length(6),
             Constraint::Length(7),
+            Constraint::Length(7),
             Constraint::Min(10),
         ],
     )
     .header(header)
     .block(Block::bordered().title(format!(
-        " MODELS ({}) — routable = serving replicas; group = serving/wanted (`infermesh group set`); req/s over 60 s ",
-        groups.len()
+        " MODELS ({}) — routable = serving replicas; group = serving/wanted (`infermesh group set`); req/s, tok/s over 60 s, {} ",
+        groups.len(),
+        if m.mesh.showing_mesh() { "whole mesh" } else { "this node" }
     )));
     f.render_widget(table, area);
 }
