@@ -22,6 +22,7 @@
     scope: "mesh",
     mesh: null,
     meshError: "",
+    meshPulling: false,
     logs: [],
     sseOpen: false,
     sseStatusAt: 0,
@@ -370,13 +371,17 @@
   }
 
   function pullMesh() {
-    return getJson("/api/mesh/requests?limit=" + MAX_REQUESTS).then(function (b) {
+    // One pull at a time: the node waits up to 1.5 s per member, near the 2 s poll.
+    if (model.meshPulling) return;
+    model.meshPulling = true;
+    getJson("/api/mesh/requests?limit=" + MAX_REQUESTS).then(function (b) {
       model.mesh = b;
       model.meshError = "";
-      renderRequests();
     }, function (e) {
       // The mesh view is an extra: its failure is said on the card, never a lost node.
       model.meshError = e.status ? "HTTP " + e.status : "no answer";
+    }).then(function () {
+      model.meshPulling = false;
       renderRequests();
     });
   }

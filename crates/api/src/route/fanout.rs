@@ -23,7 +23,7 @@ use crate::openai::{parse, Shape};
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// Each sub-request holds its own copy of the body while it runs, outside the shared body
 /// budget; this bounds what one request for several choices can hold.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Answers a request for `n` choices from `n` sub-requests.
 pub(super) async fn choices(
