@@ -360,7 +360,7 @@ impl App {
             vram_gb: node.vram_gb(),
             ram_gb,
             version: node.info.version.clone(),
-            load: node.in_flight(),
+            load: node.client_load(),
             mem_offer_bytes: node.mem_offer(),
             split: node.split_part().map(|p| p.claim),
             ..NodeRecord::default()

@@ -135,6 +135,8 @@ pub struct Node {
     pub info: NodeInfo,
     slots: RwLock<BTreeMap<String, BackendSlot>>,
     in_flight: AtomicU32,
+    /// The part of `in_flight` that is client traffic: admission checks excluded.
+    client_load: AtomicU32,
     /// Source of config revisions, node-wide: an id that is removed and registered again must
     /// never reuse a revision a still-running test holds.
     next_rev: AtomicU64,
@@ -172,12 +174,18 @@ impl Drop for SlotsWrite<'_> {
     }
 }
 
-/// Decrements the in-flight counter when a request ends, however it ends.
-pub struct InFlight(Arc<Node>);
+/// Decrements the in-flight counters when a request ends, however it ends.
+pub struct InFlight {
+    node: Arc<Node>,
+    client: bool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.node.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.client {
+            self.node.client_load.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -187,6 +195,7 @@ impl Node {
             info,
             slots: RwLock::new(BTreeMap::new()),
             in_flight: AtomicU32::new(0),
+            client_load: AtomicU32::new(0),
             next_rev: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
             split: RwLock::new(None),
@@ -551,13 +560,28 @@ impl Node {
             .fold(0.0, |acc, s| acc + s.backend.describe().mem_gb)
     }
 
-    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+    /// Counts a request until the guard drops. `client` = false for an admission check: it is
+    /// waited for by a drain but is not load, or every verifier checking a new replica would
+    /// read as demand for one more.
+    pub fn begin_request(self: &Arc<Self>, client: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        if client {
+            self.client_load.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight {
+            node: self.clone(),
+            client,
+        }
     }
 
+    /// Every request running here, admission checks included (what a drain waits for).
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Client requests running here: the load routing balances and demand judges.
+    pub fn client_load(&self) -> u32 {
+        self.client_load.load(Ordering::Relaxed)
     }
 
     /// Stops every backend (node shutdown).

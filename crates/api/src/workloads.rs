@@ -29,7 +29,7 @@ pub struct Placement {
     origins: Mutex<BTreeMap<String, Origin>>,
     on_disk: Mutex<Vec<DiskModel>>,
     demand: Mutex<BTreeMap<String, u32>>,
-    /// Models a start or stop task is working on here now.
+    /// The model a start or stop task is working on here now (at most one).
     busy: Mutex<BTreeSet<String>>,
     pub policy: DemandPolicy,
 }
@@ -148,8 +148,12 @@ impl Placement {
     }
 
     /// Claims `model` for one start/stop task; `false` when one already runs.
+    /// Claims this node for one start or stop of `model`: false while any start or stop runs
+    /// (one engine, one change at a time), so two callers racing for an idle node cannot both
+    /// think they started it.
     pub fn begin(&self, model: &str) -> bool {
-        lock(&self.busy).insert(model.to_string())
+        let mut busy = lock(&self.busy);
+        busy.is_empty() && busy.insert(model.to_string())
     }
 
     pub fn end(&self, model: &str) {
@@ -208,5 +212,18 @@ mod tests {
         let broken = Placement::load(Some(dir.path()), DemandPolicy::default());
         assert!(broken.groups().is_empty());
         assert!(dir.path().join("groups.json.bad").exists());
+    }
+
+    #[test]
+    fn one_start_or_stop_at_a_time_whatever_the_model() {
+        let p = Placement::default();
+        assert!(p.begin("a"));
+        assert!(
+            !p.begin("a") && !p.begin("b"),
+            "a second claim while one runs"
+        );
+        assert!(p.is_busy());
+        p.end("a");
+        assert!(!p.is_busy() && p.begin("b"));
     }
 }

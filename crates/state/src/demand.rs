@@ -151,6 +151,24 @@ impl DemandTracker {
     pub fn retain(&mut self, models: &BTreeSet<String>) {
         self.models.retain(|model, _| models.contains(model));
     }
+
+    /// Stops judging `model` (another node is its judge now). Kept, a stale `extra` would come
+    /// back as demand the day this node is judge again.
+    pub fn forget(&mut self, model: &str) {
+        self.models.remove(model);
+    }
+
+    /// Starts judging `model` from the `extra` its previous judge published, so a change of
+    /// judge (a replica with a smaller id became serving, often the very replica demand added)
+    /// neither drops the extra replicas nor adds more. Does nothing while `model` is tracked.
+    pub fn adopt(&mut self, model: &str, extra: u32) {
+        self.models
+            .entry(model.to_string())
+            .or_insert_with(|| ModelDemand {
+                extra,
+                ..ModelDemand::default()
+            });
+    }
 }
 
 /// The window's start, opening it now when none is open or when the clock went back past it
@@ -370,5 +388,27 @@ mod tests {
         assert!(t.extras().is_empty());
         t.retain(&BTreeSet::new());
         assert!(t.models.is_empty());
+    }
+
+    #[test]
+    fn a_new_judge_adopts_the_published_extra_and_a_former_one_forgets_its_own() {
+        let mut t = DemandTracker::default();
+        t.adopt(M, 2);
+        assert_eq!(t.extra(M), 2);
+        // Already judging: what another node published changes nothing.
+        t.adopt(M, 0);
+        assert_eq!(t.extra(M), 2);
+        // Calm windows start from the adoption, not from some earlier era.
+        assert_eq!(t.observe(M, 0, 0, 2, true, &policy()), None);
+        assert_eq!(t.observe(M, 29_999, 0, 2, true, &policy()), None);
+        assert_eq!(
+            t.observe(M, 30_000, 0, 2, true, &policy()).map(|c| c.extra),
+            Some(1)
+        );
+        t.forget(M);
+        assert_eq!(t.extra(M), 0);
+        assert!(t.extras().is_empty());
+        t.adopt(M, 0);
+        assert_eq!(t.extra(M), 0);
     }
 }

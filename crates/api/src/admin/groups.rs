@@ -107,7 +107,11 @@ pub async fn start_replica(State(app): State<Arc<App>>, body: Bytes) -> Response
     if b.model.is_empty() || b.model.len() > 128 {
         return plain_error(StatusCode::BAD_REQUEST, "model must be 1–128 characters");
     }
-    match replica::check(&app, &b.model) {
+    let origin = Origin {
+        placed: false,
+        replaces: b.replaces.clone(),
+    };
+    match replica::start(&app, &b.model, origin) {
         Ok(()) => {}
         Err(Refusal::Busy(why)) => {
             return plain_error(
@@ -118,11 +122,6 @@ pub async fn start_replica(State(app): State<Arc<App>>, body: Bytes) -> Response
         Err(Refusal::NoFile(why)) => return plain_error(StatusCode::NOT_FOUND, why),
     }
     tracing::info!(model = %b.model, replaces = ?b.replaces, "operator: start a replica of {} here", b.model);
-    let origin = Origin {
-        placed: false,
-        replaces: b.replaces,
-    };
-    tokio::spawn(replica::start(app.clone(), b.model.clone(), origin));
     (
         StatusCode::ACCEPTED,
         Json(json!({ "model": b.model, "state": "loading" })),

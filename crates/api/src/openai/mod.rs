@@ -91,7 +91,7 @@ pub async fn serve_local(
     shape: Shape,
 ) -> Result<Response, LocalFailure> {
     let backend = local_backend(&node, &p.req.model)?;
-    let guard = node.begin_request();
+    let guard = node.begin_request(p.req.priority != infermesh_state::Priority::Validation);
     // A whole answer the remote already shaped as OpenAI JSON goes out as it came.
     if !p.stream {
         if let Some(answer) = backend.complete(&p.req).await {

@@ -60,19 +60,28 @@ pub fn check(app: &App, model: &str) -> Result<(), Refusal> {
     }
 }
 
-/// Starts `model` here (the caller checked [`check`]); returns when it serves or failed.
-pub async fn start(app: Arc<App>, model: String, origin: Origin) {
-    if !app.placement.begin(&model) {
-        return;
+/// Claims this node for `model` now and loads it in the background. The claim is taken before
+/// this returns, so of two starts racing for one idle node (placement's own and an operator's
+/// migration) exactly one wins and the other hears why, instead of both being told "loading".
+pub fn start(app: &Arc<App>, model: &str, origin: Origin) -> Result<(), Refusal> {
+    check(app, model)?;
+    if !app.placement.begin(model) {
+        return Err(Refusal::Busy(
+            "is already starting or stopping a replica".into(),
+        ));
     }
-    app.placement.set_origin(&model, Some(origin));
-    let result = load(&app, &model).await;
-    app.placement.end(&model);
-    if let Err(e) = result {
-        app.placement.set_origin(&model, None);
-        tracing::error!(model, "replica not started: {e}");
-    }
-    app.node.changed.notify_one();
+    app.placement.set_origin(model, Some(origin));
+    let (app, model) = (app.clone(), model.to_string());
+    tokio::spawn(async move {
+        let result = load(&app, &model).await;
+        app.placement.end(&model);
+        if let Err(e) = result {
+            app.placement.set_origin(&model, None);
+            tracing::error!(model, "replica not started: {e}");
+        }
+        app.node.changed.notify_one();
+    });
+    Ok(())
 }
 
 async fn load(app: &Arc<App>, model: &str) -> Result<(), String> {

@@ -112,8 +112,16 @@ impl Loop {
         self.demand.retain(&models);
         for spec in &snap.specs {
             if judge(&snap.nodes, &spec.model) != Some(own_id) {
+                self.demand.forget(&spec.model);
                 continue;
             }
+            let published = snap
+                .peers
+                .values()
+                .filter_map(|p| p.record.demand.get(&spec.model).copied())
+                .max()
+                .unwrap_or(0);
+            self.demand.adopt(&spec.model, published);
             let serving: Vec<_> = snap
                 .nodes
                 .iter()
@@ -167,16 +175,14 @@ pub fn accept(app: &App, d: &GroupDecl, how: &str) -> Result<bool, String> {
 fn act(app: &Arc<App>, d: Decision) {
     match d.action {
         Action::Start => {
-            if let Err(why) = replica::check(app, &d.model) {
-                tracing::debug!(model = %d.model, ?why, "placement start skipped");
-                return;
-            }
-            tracing::info!(model = %d.model, "placement: {}", d.reason);
             let origin = Origin {
                 placed: true,
                 replaces: None,
             };
-            tokio::spawn(replica::start(app.clone(), d.model, origin));
+            match replica::start(app, &d.model, origin) {
+                Ok(()) => tracing::info!(model = %d.model, "placement: {}", d.reason),
+                Err(why) => tracing::debug!(model = %d.model, ?why, "placement start skipped"),
+            }
         }
         Action::Stop => {
             tracing::info!(model = %d.model, "placement: {}", d.reason);

@@ -135,7 +135,7 @@ fn own_view(app: &App) -> NodeView {
             .map(|d| d.model)
             .collect::<BTreeSet<_>>(),
         free_bytes: app.node.mem_offer(),
-        load: app.node.in_flight(),
+        load: app.node.client_load(),
     }
 }
 

@@ -116,7 +116,7 @@ pub async fn embeddings(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes
 
 async fn local(app: &Arc<App>, req: &EmbedRequest) -> Result<Response, LocalFailure> {
     let backend = local_backend(&app.node, &req.model)?;
-    let _guard = app.node.begin_request();
+    let _guard = app.node.begin_request(true);
     let e = backend.embed(&req.model, &req.inputs).await?;
     let data: Vec<Value> = e
         .vectors

@@ -83,7 +83,7 @@ fn plan(app: &App, model: &str, local_only: bool) -> Plan {
                 is_local: true,
                 state: NodeState::Serving,
                 has_model: true,
-                in_flight: node.in_flight(),
+                in_flight: node.client_load(),
                 // A node's own healthy backend answers the clients that reach this node directly
                 // whatever the round said: the active set governs what the *mesh* routes to a
                 // node (see docs/decisions.md).
