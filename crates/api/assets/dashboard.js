@@ -179,7 +179,8 @@
       "<dt>epoch</dt><dd>" + esc(s.epoch === null || s.epoch === undefined ? "—" : s.epoch) + "</dd>" +
       '<dt>last round check</dt><dd id="self-validation">' + validation(s.validation) + "</dd>" +
       "<dt>models</dt><dd>" + esc(models) + "</dd>" +
-      "<dt>memory</dt><dd>vram " + esc(gb(s.vram_gb)) + " · ram " + esc(gb(s.ram_gb)) + "</dd>" +
+      "<dt>memory</dt><dd>vram " + esc(gb(s.vram_gb)) + " · ram " + esc(gb(s.ram_gb)) + " (the machine's)</dd>" +
+      '<dt>uses</dt><dd id="self-usage">' + usage(s.usage) + "</dd>" +
       "<dt>in flight</dt><dd>" + esc(s.in_flight) + "</dd>" +
       "<dt>api</dt><dd class=\"mono\">" + esc(s.api_addr) + "</dd>" +
       "<dt>version</dt><dd>" + esc(s.version) + "</dd>" +
@@ -187,6 +188,15 @@
     $("sidebar").innerHTML = html;
     $("node-title").textContent = s.name || "";
     document.title = "infermesh · " + (s.name || "") + " · " + (s.node_state || "");
+  }
+
+  /** What the node uses now: "cpu 37% of 2 cores · 232 MiB · machine 6.0 of 24.0 GiB". */
+  function usage(u) {
+    if (!u) return '<span class="muted">not measured yet</span>';
+    var mib = function (b) { return (b / 1048576).toFixed(0) + " MiB"; };
+    var gib = function (b) { return (b / 1073741824).toFixed(1); };
+    return "cpu " + esc(Math.round(u.cpu_pct)) + "% of " + esc(u.cores) + " cores · " + esc(mib(u.rss_bytes)) +
+      " · machine " + esc(gib(u.mem_used_bytes)) + " of " + esc(gib(u.mem_total_bytes)) + " GiB used";
   }
 
   /** The node's own result of its latest round: "passed · epoch 12 · infer 95 ms at 14:05:09". */
@@ -368,6 +378,9 @@
       );
     });
     $("requests").innerHTML = rows.length ? rows.join("") : '<tr><td colspan="11" class="muted">No requests yet.</td></tr>';
+    // The "Live" card (live.js) charts what each node served: the mesh's records when pulled.
+    var records = (model.mesh && model.mesh.requests) || model.requests;
+    document.dispatchEvent(new CustomEvent("infermesh:requests", { detail: { records: records } }));
   }
 
   function pullMesh() {

@@ -11,6 +11,7 @@ use axum::extract::FromRef;
 use ed25519_dalek::SigningKey;
 use infermesh_mesh::schedule::{EmbeddedSchedule, Schedule};
 use infermesh_mesh::{MeshHandle, NodeRecord, PeerView, SignedValidation};
+use infermesh_state::usage::Usage;
 use infermesh_state::{NodeState, Participation, Tunables};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -122,6 +123,8 @@ pub struct App {
     pub balance: Arc<crate::balance::Balance>,
     /// Workload groups and how this node's replicas came to be.
     pub placement: Arc<crate::workloads::Placement>,
+    /// What this node's process and machine use now (sampled by `up`).
+    pub usage: Arc<crate::usage::Meter>,
 }
 
 /// The routers' state. Handlers take the part they use through axum's `FromRef` (the admin
@@ -184,6 +187,9 @@ pub struct PeerStatus {
     /// Models its verifiers admitted it for, as this node's book says: what it is routed for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub admitted_for: Vec<String>,
+    /// What it says it uses of its machine (CPU, memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl PeerStatus {
@@ -213,6 +219,7 @@ impl PeerStatus {
                 .get(&p.record.node_id)
                 .map(|m| m.iter().cloned().collect())
                 .unwrap_or_default(),
+            usage: p.record.usage,
         }
     }
 }
@@ -296,6 +303,7 @@ impl App {
             metrics: Arc::default(),
             join: opts.join,
             placement,
+            usage: Arc::default(),
         });
         app.metrics.spawn_feed(&app.requests);
         app
@@ -337,6 +345,7 @@ impl App {
             replicas: self.placement.claims(self.node.assigned_models()),
             on_disk: self.placement.on_disk(),
             demand: self.placement.demand(),
+            usage: self.usage.get().map(Usage::coarse),
             ..Self::record_of(&self.node, &self.api_addr, self.ram_gb)
         }
     }

@@ -27,6 +27,7 @@ pub mod rounds;
 pub mod route;
 pub mod split;
 pub mod status;
+pub mod usage;
 pub mod wakeable;
 pub mod workloads;
 

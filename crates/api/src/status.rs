@@ -38,6 +38,9 @@ pub struct StatusResponse {
     pub models: Vec<String>,
     pub vram_gb: f32,
     pub ram_gb: f32,
+    /// What this node's process and machine use now; absent until two samples were taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<infermesh_state::usage::Usage>,
     pub in_flight: u32,
     pub backends: Vec<BackendView>,
     pub peers: Vec<PeerStatus>,
@@ -152,6 +155,7 @@ pub fn status(app: &App) -> StatusResponse {
         models: node.serving_models(),
         vram_gb: node.vram_gb(),
         ram_gb: app.ram_gb,
+        usage: app.usage.get(),
         in_flight: node.in_flight(),
         backends,
         peers,

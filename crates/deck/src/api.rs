@@ -6,6 +6,7 @@
 //! does not know still renders (as "unknown") instead of failing the whole status body.
 
 use infermesh_state::split_role::SplitClaim;
+use infermesh_state::usage::Usage;
 use infermesh_state::{classify_legacy, NodeState};
 use serde::{Deserialize, Deserializer};
 
@@ -22,6 +23,13 @@ where
 fn lenient_split<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SplitClaim>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(v.and_then(|v| serde_json::from_value(v).ok()))
+}
+
+/// A node's usage as it claims it: unreadable reads as unknown, numbers are clamped.
+fn lenient_usage<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Usage>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| serde_json::from_value::<Usage>(v).ok())
+        .map(Usage::sanitized))
 }
 
 fn unknown_seconds() -> i64 {
@@ -53,6 +61,9 @@ pub struct Status {
     pub models: Vec<String>,
     pub vram_gb: Option<f64>,
     pub ram_gb: Option<f64>,
+    /// What the node's process and machine use now (CPU, memory).
+    #[serde(default, deserialize_with = "lenient_usage")]
+    pub usage: Option<Usage>,
     pub in_flight: Option<u64>,
     #[serde(deserialize_with = "null_default")]
     pub backends: Vec<BackendView>,
@@ -139,6 +150,8 @@ pub struct Peer {
     pub models: Vec<String>,
     pub vram_gb: Option<f64>,
     pub ram_gb: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_usage")]
+    pub usage: Option<Usage>,
     pub version: Option<String>,
     pub load: Option<u64>,
     pub participation: Option<String>,

@@ -1,5 +1,7 @@
 //! Deterministic sample meshes for tests, the render benchmark and screenshots. Not an API.
 
+use infermesh_state::usage::Usage;
+
 use crate::api::{AdminNode, LogLine, Peer, RequestRecord, Status, Timing, Wakeable};
 use crate::model::{Conn, Model, Via};
 use crate::update::{update, Msg};
@@ -40,6 +42,7 @@ pub fn status(peers: usize) -> Status {
         models: vec!["SmolLM2-135M-Instruct".into()],
         vram_gb: Some(0.1),
         ram_gb: Some(24.0),
+        usage: Some(usage(37.0, 232)),
         in_flight: Some(1),
         backends: Vec::new(),
         peers: (0..peers)
@@ -58,6 +61,8 @@ pub fn status(peers: usize) -> Status {
                     models,
                     vram_gb: Some((i % 9) as f64 * 8.0),
                     ram_gb: Some(64.0),
+                    // Every seventh peer runs a build that does not report usage.
+                    usage: (i % 7 != 6).then(|| usage((i % 10) as f32 * 10.0, 200 + i as u64)),
                     version: Some("0.1.0".into()),
                     load: Some((i % 4) as u64),
                     participation: Some("active".into()),
@@ -70,6 +75,18 @@ pub fn status(peers: usize) -> Status {
         wakeable: Vec::new(),
         split: None,
         groups: Vec::new(),
+    }
+}
+
+/// A node using `cpu_pct` of a 2-core, 24 GiB machine and `rss_mib` of memory itself.
+pub fn usage(cpu_pct: f32, rss_mib: u64) -> Usage {
+    Usage {
+        cpu_pct,
+        machine_cpu_pct: (cpu_pct + 10.0).min(100.0),
+        cores: 2,
+        rss_bytes: rss_mib << 20,
+        mem_used_bytes: 6 << 30,
+        mem_total_bytes: 24 << 30,
     }
 }
 

@@ -431,6 +431,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     // Clients too: they learn and relay groups, so any node can be asked about them.
     tokio::spawn(infermesh_api::placement::run::run(app.clone()));
+    app.usage.spawn();
     tokio::spawn(publish_loop(app.clone()));
     let rounds = tokio::spawn(infermesh_api::rounds::run(app.clone()));
     tokio::spawn(log_membership(app.clone()));

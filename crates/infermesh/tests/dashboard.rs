@@ -241,6 +241,14 @@ return {
   baseUrl: q('#base-url').textContent,
   curl: q('#curl-cmd').textContent,
   countdown: q('#self-countdown') ? q('#self-countdown').textContent : null,
+  usage: q('#self-usage') ? q('#self-usage').textContent : null,
+  live: Array.from(document.querySelectorAll('#live tr[data-node-name]')).map((tr) => ({
+    name: tr.dataset.nodeName, cpu: tr.querySelector('.live-cpu').textContent,
+    mem: tr.querySelector('.live-mem').textContent, toks: tr.querySelector('.live-toks').textContent,
+    p50: tr.querySelector('.live-p50').textContent, p95: tr.querySelector('.live-p95').textContent,
+    count: Number(tr.querySelector('.live-count').textContent),
+    cpuLine: (tr.querySelector('svg.spark-cpu polyline') || {getAttribute: () => ''}).getAttribute('points'),
+    tokLine: (tr.querySelector('svg.spark-tokens polyline') || {getAttribute: () => ''}).getAttribute('points')})),
 };
 "#;
 
@@ -512,6 +520,49 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     assert!(
         meta.contains("first token after") && meta.contains(MODEL),
         "{meta}"
+    );
+
+    // Live numbers: every node's CPU and memory use (not the machine's size) with a CPU chart,
+    // and what dash-a served (the chat above and the first request) as tokens/s and latency.
+    let live = wait_page(
+        &session,
+        "live numbers for the three nodes, dash-a's traffic charted",
+        Duration::from_secs(30),
+        |v| {
+            let rows = v["live"].as_array().cloned().unwrap_or_default();
+            let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+            let a = rows.iter().find(|r| r["name"] == "dash-a");
+            names.len() == 3
+                && rows.iter().all(|r| {
+                    r["cpu"]
+                        .as_str()
+                        .is_some_and(|c| c.contains("% of ") && c.ends_with(" cores"))
+                        && r["cpuLine"]
+                            .as_str()
+                            .is_some_and(|p| p.split(' ').count() >= 2)
+                })
+                && a.is_some_and(|a| {
+                    a["count"].as_u64() >= Some(2)
+                        && a["p50"].as_str().is_some_and(|p| p.ends_with(" ms"))
+                })
+        },
+    );
+    let rows = live["live"].as_array().unwrap();
+    let a_row = rows.iter().find(|r| r["name"] == "dash-a").unwrap();
+    assert!(
+        a_row["mem"].as_str().unwrap().contains("MiB · machine"),
+        "{a_row}"
+    );
+    assert_eq!(
+        a_row["tokLine"].as_str().unwrap().split(' ').count(),
+        30,
+        "one point per 10 s bucket: {a_row}"
+    );
+    let c_row = rows.iter().find(|r| r["name"] == "dash-c").unwrap();
+    assert_eq!(c_row["count"], 0, "a client serves nothing: {c_row}");
+    assert!(
+        live["usage"].as_str().unwrap_or("").starts_with("cpu "),
+        "{live}"
     );
 
     let shot = artifacts_dir().join("dashboard.png");

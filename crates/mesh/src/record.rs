@@ -6,6 +6,7 @@
 
 use infermesh_state::admission::Attestation;
 use infermesh_state::split_role::SplitClaim;
+use infermesh_state::usage::Usage;
 use infermesh_state::{classify_legacy, NodeState, ScheduleSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -146,6 +147,13 @@ pub struct NodeRecord {
         skip_serializing_if = "std::collections::BTreeMap::is_empty"
     )]
     pub demand: std::collections::BTreeMap<String, u32>,
+    /// What the node uses of its machine (CPU, memory): a claim, shown, never acted on. A
+    /// malformed one reads as `None`; out-of-range numbers are clamped.
+    #[serde(
+        deserialize_with = "lenient_usage",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub usage: Option<Usage>,
 }
 
 impl Default for NodeRecord {
@@ -171,6 +179,7 @@ impl Default for NodeRecord {
             replicas: Vec::new(),
             on_disk: Vec::new(),
             demand: std::collections::BTreeMap::new(),
+            usage: None,
         }
     }
 }
@@ -194,6 +203,7 @@ impl NodeRecord {
                 *x = 0.0;
             }
         }
+        r.usage = r.usage.map(Usage::sanitized);
         // Cannot fail: every field is a plain string, number, bool, list or struct of those.
         serde_json::to_string(&r).unwrap_or_else(|_| "{}".to_string())
     }
@@ -277,6 +287,10 @@ fn lenient_validation<'de, D: Deserializer<'de>>(
 
 fn lenient_attestations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attestation>, D::Error> {
     lenient_list(d, MAX_ATTESTATIONS, |_: &Attestation| true)
+}
+
+fn lenient_usage<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Usage>, D::Error> {
+    Ok(lenient_optional::<D, Usage>(d, "usage")?.map(Usage::sanitized))
 }
 
 fn lenient_split<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SplitClaim>, D::Error> {

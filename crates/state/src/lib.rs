@@ -28,6 +28,7 @@ pub mod sse;
 #[cfg(test)]
 mod test_schedule;
 pub mod timing;
+pub mod usage;
 
 pub use addr::{parse_host_port, HostPort};
 pub use assign::{choose_model, Assignment};

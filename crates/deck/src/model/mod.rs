@@ -13,6 +13,7 @@ use infermesh_state::NodeState;
 use crate::api::{base_url, AdminNode, GroupView, RequestRecord, Status, TestResult};
 
 mod confirm;
+pub mod live;
 mod logs;
 mod mesh;
 pub mod migrate;
@@ -155,6 +156,7 @@ pub struct NodeRow<'a> {
     pub models: &'a [String],
     pub vram_gb: Option<f64>,
     pub ram_gb: Option<f64>,
+    pub usage: Option<infermesh_state::usage::Usage>,
     pub load: Option<u64>,
     pub version: &'a str,
     pub participation: Option<&'a str>,
@@ -213,6 +215,8 @@ pub struct Model {
     pub requests: Vec<RequestRecord>,
     pub requests_scroll: usize,
     pub mesh: MeshRequests,
+    /// Each node's CPU use over the last statuses, for NODES' sparklines.
+    pub cpu: live::CpuHistory,
 
     pub onboarding: OnboardingView,
     /// The migration started from MODELS, while it runs and after it ended.
@@ -251,12 +255,24 @@ impl Model {
             requests: Vec::new(),
             requests_scroll: 0,
             mesh: MeshRequests::default(),
+            cpu: live::CpuHistory::default(),
             onboarding: OnboardingView {
                 last_fetch_ms: i64::MIN / 2,
                 ..OnboardingView::default()
             },
             migration: None,
         }
+    }
+
+    /// What `node_id` served lately, from the whole mesh's records when the deck has them
+    /// (whatever REQUESTS' scope), else from this node's own.
+    pub fn served(&self, node_id: &str) -> live::Served {
+        let records = self
+            .mesh
+            .view
+            .as_ref()
+            .map_or(&self.requests, |v| &v.requests);
+        live::served(records, node_id, self.data_ms())
     }
 
     /// REQUESTS' records in the chosen scope (the mesh's, or this node's own), oldest first.
@@ -287,6 +303,7 @@ impl Model {
             models: &s.models,
             vram_gb: s.vram_gb,
             ram_gb: s.ram_gb,
+            usage: s.usage,
             load: s.in_flight,
             version: &s.version,
             participation: s.participation.as_deref(),
@@ -302,6 +319,7 @@ impl Model {
             models: &p.models,
             vram_gb: p.vram_gb,
             ram_gb: p.ram_gb,
+            usage: p.usage,
             load: p.load,
             version: p.version.as_deref().unwrap_or(""),
             participation: p.participation.as_deref(),

@@ -8,19 +8,27 @@ use ratatui::Frame;
 
 use super::common::{badge, clip, page_offset};
 use crate::fmt::{ago, gb};
+use crate::model::live::sparkline;
 use crate::model::{Model, NodeRow, SortCol};
+use infermesh_state::usage::format_pct;
 
-const COLUMNS: [(&str, Option<SortCol>); 9] = [
+const COLUMNS: [(&str, Option<SortCol>); 11] = [
     ("", None),
     ("NAME", Some(SortCol::Name)),
     ("STATE", Some(SortCol::State)),
     ("MODELS", Some(SortCol::Models)),
     ("VRAM", Some(SortCol::Vram)),
-    ("RAM", None),
+    ("CPU", None),
+    ("MEM", None),
+    ("TOK/S", None),
     ("LOAD", Some(SortCol::Load)),
     ("VERSION", None),
     ("SEEN", Some(SortCol::LastSeen)),
 ];
+
+/// Sparkline samples in the CPU cell and in the detail pane.
+const CELL_SPARK: usize = 4;
+const DETAIL_SPARK: usize = 30;
 
 pub fn render(m: &Model, f: &mut Frame, area: Rect) {
     let Some(status) = &m.status else {
@@ -72,7 +80,9 @@ pub fn render(m: &Model, f: &mut Frame, area: Rect) {
             Constraint::Length(9),
             Constraint::Min(10),
             Constraint::Length(6),
-            Constraint::Length(6),
+            Constraint::Length(9),
+            Constraint::Length(5),
+            Constraint::Length(5),
             Constraint::Length(4),
             Constraint::Length(8),
             Constraint::Length(8),
@@ -99,7 +109,9 @@ fn row<'a>(m: &Model, r: &NodeRow<'a>, selected: bool) -> Row<'a> {
         Cell::from(badge(r.state)),
         Cell::from(r.models.join(",")),
         Cell::from(gb(r.vram_gb)),
-        Cell::from(gb(r.ram_gb)),
+        Cell::from(cpu_cell(m, r)),
+        Cell::from(r.usage.map_or("-".into(), |u| bytes(u.rss_bytes))),
+        Cell::from(served_now(m, r.node_id)),
         Cell::from(load),
         Cell::from(clip(r.version, 8)),
         Cell::from(seen),
@@ -110,6 +122,107 @@ fn row<'a>(m: &Model, r: &NodeRow<'a>, selected: bool) -> Row<'a> {
         Style::new()
     };
     Row::new(cells).style(style)
+}
+
+/// "37% ▂▃▅▇": the node's CPU use now and its last few samples.
+fn cpu_cell(m: &Model, r: &NodeRow<'_>) -> String {
+    match r.usage {
+        None => "-".into(),
+        Some(u) => {
+            let history: Vec<f64> = m.cpu.of(r.node_id).iter().map(|x| f64::from(*x)).collect();
+            format!(
+                "{:>4} {}",
+                format_pct(u.cpu_pct),
+                sparkline(&history, CELL_SPARK, Some(100.0)).trim_start()
+            )
+        }
+    }
+}
+
+/// Tokens/s over the last 10 s; "-" for a node that served nothing in the last 5 minutes.
+fn served_now(m: &Model, node_id: &str) -> String {
+    let s = m.served(node_id);
+    if s.requests == 0 {
+        return "-".into();
+    }
+    tok_s(s.tok_s.last().copied())
+}
+
+fn tok_s(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(t) if t >= 100.0 => format!("{t:.0}"),
+        Some(t) => format!("{t:.1}"),
+    }
+}
+
+/// "232M", "3.1G": a process's or machine's memory in a narrow column.
+fn bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = b as f64 / MIB;
+    if mib >= 1024.0 {
+        format!("{:.1}G", mib / 1024.0)
+    } else {
+        format!("{mib:.0}M")
+    }
+}
+
+/// The detail pane's live lines: CPU and memory use, tokens/s and latency, with sparklines.
+fn live_lines(
+    m: &Model,
+    r: &NodeRow<'_>,
+    kv: &dyn Fn(&str, String) -> Line<'static>,
+) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    match r.usage {
+        Some(u) => {
+            let history: Vec<f64> = m.cpu.of(r.node_id).iter().map(|x| f64::from(*x)).collect();
+            lines.push(kv(
+                "cpu",
+                format!(
+                    "{} of {} cores (machine {})  {}",
+                    format_pct(u.cpu_pct),
+                    u.cores,
+                    format_pct(u.machine_cpu_pct),
+                    sparkline(&history, DETAIL_SPARK, Some(100.0)).trim_start()
+                ),
+            ));
+            lines.push(kv(
+                "memory",
+                format!(
+                    "node {} · machine {} of {} used",
+                    bytes(u.rss_bytes),
+                    bytes(u.mem_used_bytes),
+                    bytes(u.mem_total_bytes)
+                ),
+            ));
+        }
+        None => lines.push(kv("cpu / memory", "not reported by this node".into())),
+    }
+    let served = m.served(r.node_id);
+    if served.requests == 0 {
+        lines.push(kv("served", "no request in the last 5 min".into()));
+    } else {
+        lines.push(kv(
+            "tokens/s",
+            format!(
+                "{} now  {}",
+                tok_s(served.tok_s.last().copied()),
+                sparkline(&served.tok_s, DETAIL_SPARK, None)
+            ),
+        ));
+        let ms = |v: Option<u64>| v.map_or("-".into(), |v| format!("{v} ms"));
+        lines.push(kv(
+            "latency",
+            format!(
+                "p50 {} · p95 {} ({} requests, last 5 min)",
+                ms(served.p50_ms),
+                ms(served.p95_ms),
+                served.requests
+            ),
+        ));
+    }
+    lines
 }
 
 fn detail(m: &Model, r: &NodeRow<'_>, f: &mut Frame, area: Rect) {
@@ -143,7 +256,7 @@ fn detail(m: &Model, r: &NodeRow<'_>, f: &mut Frame, area: Rect) {
         ),
         kv(
             "vram / ram",
-            format!("{} / {}", gb(r.vram_gb), gb(r.ram_gb)),
+            format!("{} / {} (the machine's)", gb(r.vram_gb), gb(r.ram_gb)),
         ),
         kv("load", r.load.map_or("-".into(), |l| l.to_string())),
         kv(
@@ -152,6 +265,7 @@ fn detail(m: &Model, r: &NodeRow<'_>, f: &mut Frame, area: Rect) {
                 .map_or("connected node".into(), |t| ago(m.data_ms(), t)),
         ),
     ];
+    lines.extend(live_lines(m, r, &kv));
     if let Some(claim) = r.split {
         let name_of = |id: &str| {
             m.node_rows()

@@ -295,6 +295,11 @@ fn on_status(m: &mut Model, mut s: Status) {
     for p in &s.peers {
         m.names.insert(p.node_id.clone(), p.name.clone());
     }
+    let cpu: Vec<(&str, Option<f32>)> = std::iter::once((s.node_id.as_str(), s.usage))
+        .chain(s.peers.iter().map(|p| (p.node_id.as_str(), p.usage)))
+        .map(|(id, u)| (id, u.map(|u| u.cpu_pct)))
+        .collect();
+    m.cpu.record(&cpu);
     m.status = Some(s);
 }
 
