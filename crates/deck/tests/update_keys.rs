@@ -32,12 +32,17 @@ fn number_keys_tab_and_arrows_switch_tabs() {
     key(&mut m, KeyCode::Right);
     assert_eq!(m.tab, Tab::Wakeable);
     key(&mut m, KeyCode::Right);
+    assert_eq!(m.tab, Tab::Topology);
+    key(&mut m, KeyCode::Right);
     assert_eq!(m.tab, Tab::Nodes, "wraps around");
     key(&mut m, KeyCode::BackTab);
-    assert_eq!(m.tab, Tab::Wakeable);
+    assert_eq!(m.tab, Tab::Topology);
     key(&mut m, KeyCode::Left);
-    assert_eq!(m.tab, Tab::Requests);
-    for (c, t) in ['1', '2', '3', '4', '5', '6'].into_iter().zip(Tab::ALL) {
+    assert_eq!(m.tab, Tab::Wakeable);
+    for (c, t) in ['1', '2', '3', '4', '5', '6', '7']
+        .into_iter()
+        .zip(Tab::ALL)
+    {
         ch(&mut m, c);
         assert_eq!(m.tab, t);
     }

@@ -181,7 +181,10 @@ impl Demo {
             );
         }
         let limit = Duration::from_secs(if fetching { 900 } else { 120 });
-        self.wait_serving(0, limit).await?;
+        // A first fetch reports its progress (bytes, rate, time left) in the node's log every
+        // 2 s: passed on as it comes rather than every 15 s.
+        let every = Duration::from_secs(if fetching { 2 } else { 15 });
+        self.wait_serving(0, limit, every).await?;
 
         let seed = self.nodes[0].invite.clone();
         let mut pending = Vec::new();
@@ -223,9 +226,10 @@ impl Demo {
 
     /// Node `i` answers `serving`; fails early (with its last log lines) if it dies or its model
     /// fails to load.
-    async fn wait_serving(&mut self, i: usize, limit: Duration) -> Result<()> {
+    async fn wait_serving(&mut self, i: usize, limit: Duration, every: Duration) -> Result<()> {
         let t0 = Instant::now();
         let mut said = Instant::now();
+        let mut last_said = String::new();
         loop {
             let node = &mut self.nodes[i];
             if let Some(status) = node.exited() {
@@ -259,15 +263,18 @@ impl Demo {
                     node.log_tail(12)
                 );
             }
-            if said.elapsed() > Duration::from_secs(15) {
+            if said.elapsed() > every {
                 said = Instant::now();
-                let last = node.log_tail(1);
-                eprintln!(
-                    "  … still waiting for {} ({}s): {}",
-                    node.name,
-                    t0.elapsed().as_secs(),
-                    last.trim()
-                );
+                let last = node.log_tail(1).trim().to_string();
+                // The same line again says nothing new; the 15 s beat still shows it is alive.
+                if last != last_said || every >= Duration::from_secs(15) {
+                    eprintln!(
+                        "  … still waiting for {} ({}s): {last}",
+                        node.name,
+                        t0.elapsed().as_secs(),
+                    );
+                    last_said = last;
+                }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -17,6 +17,7 @@ pub mod live;
 mod logs;
 mod mesh;
 pub mod migrate;
+pub mod topology;
 pub use confirm::{Confirm, TestConfirm, WakeConfirm};
 pub use logs::{Level, LogStore, LogsView, LOG_CAP};
 pub use mesh::{MeshRequests, Scope};
@@ -35,16 +36,18 @@ pub enum Tab {
     Logs,
     Requests,
     Wakeable,
+    Topology,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Nodes,
         Tab::Models,
         Tab::Onboarding,
         Tab::Logs,
         Tab::Requests,
         Tab::Wakeable,
+        Tab::Topology,
     ];
 
     pub fn title(self) -> &'static str {
@@ -55,6 +58,7 @@ impl Tab {
             Tab::Logs => "LOGS",
             Tab::Requests => "REQUESTS",
             Tab::Wakeable => "WAKEABLE",
+            Tab::Topology => "TOPOLOGY",
         }
     }
 

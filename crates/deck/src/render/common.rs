@@ -151,23 +151,29 @@ pub fn tab_bar(m: &Model, f: &mut Frame, area: Rect) {
         .iter()
         .enumerate()
         .map(|(i, t)| Line::from(format!("{} {}", i + 1, t.title())));
-    let tabs = Tabs::new(titles)
+    let mut tabs = Tabs::new(titles)
         .select(m.tab.index())
         .highlight_style(Style::new().fg(Color::Black).bg(Color::White).bold())
         .divider(" ");
+    // Seven tabs padded on both sides need 83 columns: an 80-column terminal drops the right pad
+    // rather than the last tab.
+    if area.width < 84 {
+        tabs = tabs.padding(" ", "");
+    }
     f.render_widget(tabs, area);
 }
 
 fn hints(m: &Model) -> &'static str {
     match m.tab {
-        Tab::Nodes => "j/k move  g/G ends  s sort  ⏎ detail  l logs  1-6 tabs  ? help  q quit",
-        Tab::Models => "j/k move  m migrate  1-6/Tab tabs  ? help  q quit",
-        Tab::Onboarding => "j/k backend  t test  r refresh  1-6/Tab tabs  ? help  q quit",
+        Tab::Nodes => "j/k move  g/G ends  s sort  ⏎ detail  l logs  1-7 tabs  ? help  q quit",
+        Tab::Models => "j/k move  m migrate  1-7/Tab tabs  ? help  q quit",
+        Tab::Onboarding => "j/k backend  t test  r refresh  1-7/Tab tabs  ? help  q quit",
         Tab::Logs => {
             "f node  v level  p pause  / search  e export  j/k PgUp/PgDn g/G scroll  ? help  q quit"
         }
-        Tab::Requests => "j/k scroll  a this node/whole mesh  1-6/Tab tabs  ? help  q quit",
-        Tab::Wakeable => "j/k move  w wake  1-6/Tab tabs  ? help  q quit",
+        Tab::Requests => "j/k scroll  a this node/whole mesh  1-7/Tab tabs  ? help  q quit",
+        Tab::Wakeable => "j/k move  w wake  1-7/Tab tabs  ? help  q quit",
+        Tab::Topology => "1-7/Tab tabs  ? help  q quit",
     }
 }
 
@@ -202,8 +208,8 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
 
 pub const HELP: &[(&str, &str)] = &[
     (
-        "1-6",
-        "switch tab (NODES MODELS ONBOARDING LOGS REQUESTS WAKEABLE)",
+        "1-7",
+        "switch tab (NODES MODELS ONBOARDING LOGS REQUESTS WAKEABLE TOPOLOGY)",
     ),
     ("Tab/Shift-Tab ←/→", "next / previous tab"),
     ("j/k ↓/↑", "move selection or scroll"),

@@ -9,6 +9,7 @@ mod models;
 mod nodes;
 mod onboarding;
 mod requests;
+mod topology;
 mod wakeable;
 
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -33,6 +34,7 @@ pub fn render(m: &Model, f: &mut Frame) {
         Tab::Logs => logs::render(m, f, body),
         Tab::Requests => requests::render(m, f, body),
         Tab::Wakeable => wakeable::render(m, f, body),
+        Tab::Topology => topology::render(m, f, body),
     }
     if m.lost_ms.is_some() {
         // Everything but the connection line is as of the loss: say so by greying it.

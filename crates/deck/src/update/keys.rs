@@ -43,7 +43,7 @@ pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
             m.help = true;
             Vec::new()
         }
-        KeyCode::Char(c @ '1'..='6') => switch_tab(m, Tab::ALL[c as usize - '1' as usize]),
+        KeyCode::Char(c @ '1'..='7') => switch_tab(m, Tab::ALL[c as usize - '1' as usize]),
         KeyCode::Tab | KeyCode::Right => switch_tab(m, m.tab.cycle(true)),
         KeyCode::BackTab | KeyCode::Left => switch_tab(m, m.tab.cycle(false)),
         code => match m.tab {
@@ -53,6 +53,8 @@ pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
             Tab::Logs => logs_key(m, code),
             Tab::Requests => requests_key(m, code),
             Tab::Wakeable => wakeable_key(m, code),
+            // A drawing: nothing to select or scroll.
+            Tab::Topology => Vec::new(),
         },
     }
 }
