@@ -181,6 +181,7 @@
       "<dt>models</dt><dd>" + esc(models) + "</dd>" +
       "<dt>memory</dt><dd>vram " + esc(gb(s.vram_gb)) + " · ram " + esc(gb(s.ram_gb)) + " (the machine's)</dd>" +
       '<dt>uses</dt><dd id="self-usage">' + usage(s.usage) + "</dd>" +
+      loading(s.backends) +
       "<dt>in flight</dt><dd>" + esc(s.in_flight) + "</dd>" +
       "<dt>api</dt><dd class=\"mono\">" + esc(s.api_addr) + "</dd>" +
       "<dt>version</dt><dd>" + esc(s.version) + "</dd>" +
@@ -188,6 +189,15 @@
     $("sidebar").innerHTML = html;
     $("node-title").textContent = s.name || "";
     document.title = "infermesh · " + (s.name || "") + " · " + (s.node_state || "");
+  }
+
+  /** "embedded: 45% read, about 12 s left" for each backend reading its model in. */
+  function loading(backends) {
+    var parts = (backends || []).filter(function (b) { return typeof b.load_pct === "number"; }).map(function (b) {
+      return esc(b.id) + ": " + esc(b.load_pct) + "% read" +
+        (typeof b.load_eta_s === "number" ? ", about " + esc(b.load_eta_s) + " s left" : "");
+    });
+    return parts.length ? '<dt>loading</dt><dd id="self-loading">' + parts.join("<br>") + "</dd>" : "";
   }
 
   /** What the node uses now: "cpu 37% of 2 cores · 232 MiB · machine 6.0 of 24.0 GiB". */

@@ -525,6 +525,7 @@ impl Node {
             .iter()
             .map(|(id, s)| {
                 let d = s.backend.describe();
+                let loading = d.loading.filter(|_| s.phase == Phase::Loading);
                 BackendView {
                     id: id.clone(),
                     driver: d.driver,
@@ -532,6 +533,9 @@ impl Node {
                     assigned: s.assigned.clone(),
                     phase: s.phase.clone(),
                     mem_gb: d.mem_gb,
+                    load_pct: loading.map(|l| (l.fraction.clamp(0.0, 1.0) * 100.0) as u32),
+                    load_eta_s: loading
+                        .and_then(|l| infermesh_state::timing::eta_secs(l.fraction, l.elapsed_ms)),
                 }
             })
             .collect()
@@ -610,4 +614,9 @@ pub struct BackendView {
     #[serde(flatten)]
     pub phase: Phase,
     pub mem_gb: f32,
+    /// While its model is read in: percent done and, once there is a pace, seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_pct: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_eta_s: Option<u64>,
 }

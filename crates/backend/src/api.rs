@@ -43,6 +43,15 @@ pub struct BackendInfo {
     pub loaded: Option<String>,
     /// Approximate memory the loaded model occupies, in GB.
     pub mem_gb: f32,
+    /// While a model is being read in: how far (0..1) and for how long.
+    pub loading: Option<LoadProgress>,
+}
+
+/// A model load under way, as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LoadProgress {
+    pub fraction: f32,
+    pub elapsed_ms: u64,
 }
 
 #[async_trait]

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 
-use crate::api::{Backend, BackendError, BackendInfo, InferStream};
+use crate::api::{Backend, BackendError, BackendInfo, InferStream, LoadProgress};
 use crate::engine::{Engine, EngineConfig};
 use crate::model_fetch::{ensure_model, KnownModel};
 use crate::types::{Embeddings, InferRequest};
@@ -54,6 +55,9 @@ pub struct EmbeddedBackend {
     cfg: EngineConfig,
     loaded: Mutex<Option<(String, Arc<Engine>)>>,
     embedding: tokio::sync::Mutex<()>,
+    /// While the engine reads a model in: when it started and how far it is (0..1), from
+    /// llama.cpp's progress callback.
+    progress: Arc<Mutex<Option<(Instant, f32)>>>,
 }
 
 impl EmbeddedBackend {
@@ -68,6 +72,7 @@ impl EmbeddedBackend {
             cfg,
             loaded: Mutex::new(None),
             embedding: tokio::sync::Mutex::new(()),
+            progress: Arc::default(),
         }
     }
 
@@ -104,6 +109,14 @@ impl Backend for EmbeddedBackend {
                 .as_ref()
                 .map_or(0.0, |(_, e)| e.size_bytes as f32 / 1e9),
             loaded: current.map(|(m, _)| m),
+            loading: self
+                .progress
+                .lock()
+                .expect("progress lock")
+                .map(|(t, fraction)| LoadProgress {
+                    fraction,
+                    elapsed_ms: t.elapsed().as_millis() as u64,
+                }),
         }
     }
 
@@ -118,9 +131,20 @@ impl Backend for EmbeddedBackend {
         }
         self.stop().await?;
         let cfg = self.cfg.clone();
+        let progress = self.progress.clone();
         let engine = tokio::task::spawn_blocking(move || {
             let path = source.resolve()?;
-            Engine::load(&path, &cfg, |_| true)
+            // From here on the time is the engine's (a fetch reports its own progress).
+            *progress.lock().expect("progress lock") = Some((Instant::now(), 0.0));
+            let report = progress.clone();
+            let result = Engine::load(&path, &cfg, move |fraction| {
+                if let Some((_, f)) = report.lock().expect("progress lock").as_mut() {
+                    *f = fraction;
+                }
+                true
+            });
+            *progress.lock().expect("progress lock") = None;
+            result
         })
         .await
         .map_err(|e| BackendError::Failed(format!("load task panicked: {e}")))??;

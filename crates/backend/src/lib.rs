@@ -21,7 +21,7 @@ pub mod stop;
 pub mod tester;
 pub mod types;
 
-pub use api::{Backend, BackendError, BackendInfo, InferStream};
+pub use api::{Backend, BackendError, BackendInfo, InferStream, LoadProgress};
 pub use config::{merge_args, ModelSpec};
 pub use types::{
     ChatMessage, Embeddings, FinishReason, GenParams, InferEvent, InferRequest, Priority, Prompt,

@@ -67,6 +67,7 @@ impl Backend for Scripted {
             models: self.scripts.keys().cloned().collect(),
             loaded: self.loaded.lock().unwrap().clone(),
             mem_gb: 0.0,
+            loading: None,
         }
     }
 

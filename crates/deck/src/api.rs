@@ -133,6 +133,23 @@ pub struct BackendView {
     pub phase: Option<String>,
     pub detail: Option<String>,
     pub mem_gb: Option<f64>,
+    /// While its model is read in: percent done and seconds left.
+    pub load_pct: Option<u32>,
+    pub load_eta_s: Option<u64>,
+}
+
+impl BackendView {
+    /// "45% read, about 12s left" while loading; `None` otherwise.
+    pub fn load_words(&self) -> Option<String> {
+        let pct = self.load_pct?;
+        Some(match self.load_eta_s {
+            Some(s) => format!(
+                "{pct}% read, about {} left",
+                infermesh_state::format_duration(i64::try_from(s).unwrap_or(i64::MAX))
+            ),
+            None => format!("{pct}% read"),
+        })
+    }
 }
 
 /// One entry of `status.peers`.

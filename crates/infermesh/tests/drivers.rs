@@ -594,3 +594,52 @@ fn llama_server_missing_binary_is_a_clear_error() {
         Some("load failed: llama-server binary not found at /nonexistent/bin/llama-server (install it or set the backend's `binary`)")
     );
 }
+
+/// While the embedded engine reads a model in, `describe()` says how far it is (llama.cpp's own
+/// progress), rising, and stops saying so once the model is loaded.
+#[test]
+fn the_embedded_engine_reports_its_load_progress() {
+    let _turn = engine_turn();
+    let gguf = ensure_model(&SMOLLM2_135M, &model_dir(), &mut |l| eprintln!("{l}")).unwrap();
+    let models = BTreeMap::from([(
+        SMOLLM2_135M.name.to_string(),
+        infermesh_backend::embedded::ModelSource::File(gguf),
+    )]);
+    let backend = std::sync::Arc::new(infermesh_backend::embedded::EmbeddedBackend::new(
+        "embedded",
+        models,
+        infermesh_backend::engine::EngineConfig::default(),
+    ));
+    let seen = block_on(async {
+        let loader = {
+            let b = backend.clone();
+            tokio::spawn(async move { b.load(SMOLLM2_135M.name).await })
+        };
+        let mut seen: Vec<f32> = Vec::new();
+        while !loader.is_finished() {
+            if let Some(p) = backend.describe().loading {
+                seen.push(p.fraction);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        loader.await.unwrap().unwrap();
+        seen
+    });
+    assert!(
+        seen.iter().any(|f| *f > 0.0 && *f <= 1.0),
+        "no progress seen while loading: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1] >= w[0]),
+        "progress went back: {seen:?}"
+    );
+    assert_eq!(
+        backend.describe().loading,
+        None,
+        "loaded: no progress any more"
+    );
+    assert_eq!(
+        backend.describe().loaded.as_deref(),
+        Some(SMOLLM2_135M.name)
+    );
+}

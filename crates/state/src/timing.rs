@@ -92,6 +92,16 @@ fn ceil_div(n: i64, d: i64) -> i64 {
 /// "45s", "4m", "2h 15m", "3d 4h". Anything of a minute or more is rounded UP to the shown unit,
 /// so a countdown never reads "0m" before its event; zero components are dropped ("2h", "3d").
 /// Negative input means unknown.
+/// Seconds a load that is `fraction` done after `elapsed_ms` still needs at the same pace; `None`
+/// before there is a pace to go by (under 1 %) or once done.
+pub fn eta_secs(fraction: f32, elapsed_ms: u64) -> Option<u64> {
+    if !(0.01..1.0).contains(&fraction) {
+        return None;
+    }
+    let left_ms = elapsed_ms as f64 * f64::from(1.0 - fraction) / f64::from(fraction);
+    Some((left_ms / 1_000.0).ceil() as u64)
+}
+
 pub fn format_duration(secs: i64) -> String {
     if secs < 0 {
         return "unknown".to_string();
@@ -312,5 +322,14 @@ mod tests {
         for (ms, want) in cases {
             assert_eq!(format_clock_utc(ms), want, "ms={ms}");
         }
+    }
+
+    #[test]
+    fn a_loads_time_left_follows_its_pace() {
+        assert_eq!(eta_secs(0.25, 3_000), Some(9));
+        assert_eq!(eta_secs(0.5, 1_001), Some(2));
+        assert_eq!(eta_secs(0.005, 3_000), None, "no pace yet");
+        assert_eq!(eta_secs(1.0, 3_000), None, "done");
+        assert_eq!(eta_secs(f32::NAN, 3_000), None);
     }
 }

@@ -178,6 +178,7 @@ impl Backend for LlamaServerBackend {
             models: self.cfg.models.iter().map(|m| m.name.clone()).collect(),
             loaded: serving.as_ref().map(|s| s.model.clone()),
             mem_gb: serving.map_or(0.0, |s| s.mem_gb),
+            loading: None,
         }
     }
 

@@ -306,6 +306,7 @@ impl Backend for OpenAiBackend {
             loaded: self.loaded(),
             // The weights live on the remote machine, not in this node's memory.
             mem_gb: 0.0,
+            loading: None,
         }
     }
 

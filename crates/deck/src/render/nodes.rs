@@ -295,6 +295,9 @@ fn detail(m: &Model, r: &NodeRow<'_>, f: &mut Frame, area: Rect) {
                 if let Some(d) = &b.detail {
                     text.push_str(&format!(" · {d}"));
                 }
+                if let Some(l) = b.load_words() {
+                    text.push_str(&format!(" · {l}"));
+                }
                 lines.push(kv("backend", text));
             }
         }
