@@ -14,7 +14,11 @@ fn bench(c: &mut Criterion) {
     // 1,001 nodes × 10 lines = 10,010 merged log lines to filter every frame.
     let base = fixtures::model(1_000, 10);
     let mut g = c.benchmark_group("render_1000_nodes_200x60");
-    for (name, tab) in [("nodes", Tab::Nodes), ("logs", Tab::Logs)] {
+    for (name, tab) in [
+        ("nodes", Tab::Nodes),
+        ("logs", Tab::Logs),
+        ("topology", Tab::Topology),
+    ] {
         let mut m = base.clone();
         m.tab = tab;
         let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();

@@ -2,28 +2,12 @@
 
 mod common;
 
-use common::{assert_hides, assert_shows, ch, key, screen};
+use common::{assert_hides, assert_shows, ch, key, screen, with_admin};
 use crossterm::event::KeyCode;
 use infermesh_deck::api::Peer;
 use infermesh_deck::fixtures::{self, MESSAGE, NOW_MS, SELF_NAME, URL};
 use infermesh_deck::model::Tab;
 use infermesh_deck::{update, Model, Msg};
-
-fn with_admin(m: &mut Model) {
-    ch(m, '3');
-    let node_id = m
-        .onboarding
-        .node_id
-        .clone()
-        .expect("onboarding targets a node");
-    update(
-        m,
-        Msg::Admin {
-            node_id,
-            result: Ok(fixtures::admin_nodes()),
-        },
-    );
-}
 
 #[test]
 fn header_shows_url_badge_message_census_and_connection() {

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{assert_shows, ch, screen};
+use common::{assert_shows, ch, screen, with_admin};
 use infermesh_deck::fixtures::{self, SELF_NAME};
 use infermesh_deck::{update, Msg};
 
@@ -50,21 +50,10 @@ fn every_tab_at_80_and_160_columns() {
         ),
     ];
     for (k, title, must) in tabs {
-        ch(&mut m, k);
         if k == '3' {
-            // What the node's admin view lists, as the deck receives it once signed in.
-            let node_id = m
-                .onboarding
-                .node_id
-                .clone()
-                .expect("onboarding targets a node");
-            update(
-                &mut m,
-                Msg::Admin {
-                    node_id,
-                    result: Ok(fixtures::admin_nodes()),
-                },
-            );
+            with_admin(&mut m);
+        } else {
+            ch(&mut m, k);
         }
         for (w, h) in [(80u16, 24u16), (160, 45)] {
             let text = screen(&m, w, h);

@@ -42,3 +42,20 @@ pub fn key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
 pub fn ch(m: &mut Model, c: char) -> Vec<Cmd> {
     key(m, KeyCode::Char(c))
 }
+
+/// ONBOARDING with the node's admin view received, as once the deck is signed in.
+pub fn with_admin(m: &mut Model) {
+    ch(m, '3');
+    let node_id = m
+        .onboarding
+        .node_id
+        .clone()
+        .expect("onboarding targets a node");
+    update(
+        m,
+        Msg::Admin {
+            node_id,
+            result: Ok(infermesh_deck::fixtures::admin_nodes()),
+        },
+    );
+}
