@@ -252,34 +252,9 @@
       if (counts[NODE_STATES[k]]) parts.push(counts[NODE_STATES[k]] + " " + NODE_STATES[k]);
     }
     $("peer-count").textContent = parts.join(" · ");
-    drawGraph(s, peers);
+    // The drawing above the list (topology.js) follows the same status event.
   }
 
-  function fillClass(word) {
-    return NODE_STATES.indexOf(word) >= 0 ? "fill-" + word : "fill-unknown";
-  }
-
-  function drawGraph(s, peers) {
-    var cx = 320, cy = 150, r = peers.length > 0 ? 105 : 0;
-    var out = [];
-    var pos = [];
-    for (var i = 0; i < peers.length; i++) {
-      // Spread evenly; with few peers, start off the vertical so labels clear the edges.
-      var a = -Math.PI / 2 + Math.PI / peers.length + (2 * Math.PI * i) / peers.length;
-      pos.push([cx + 2.2 * r * Math.cos(a), cy + r * Math.sin(a)]);
-      out.push('<line x1="' + cx + '" y1="' + cy + '" x2="' + pos[i][0].toFixed(1) + '" y2="' + pos[i][1].toFixed(1) + '"></line>');
-    }
-    function node(x, y, n, word, self) {
-      return (
-        '<g data-node-name="' + esc(n.name) + '" data-state="' + esc(word) + '"><title>' + esc(n.name + ": " + word) + "</title>" +
-        '<circle cx="' + x.toFixed(1) + '" cy="' + y.toFixed(1) + '" r="' + (self ? 20 : 15) + '" class="' + fillClass(word) + '"></circle>' +
-        '<text x="' + x.toFixed(1) + '" y="' + (y + (self ? 36 : 30)).toFixed(1) + '">' + esc(n.name) + " · " + esc(word) + "</text></g>"
-      );
-    }
-    for (var j = 0; j < peers.length; j++) out.push(node(pos[j][0], pos[j][1], peers[j], peers[j].state, false));
-    out.push(node(cx, cy, s, s.node_state, true));
-    $("topology-svg").innerHTML = out.join("");
-  }
 
   // ---- wakeable -----------------------------------------------------------------------------
 

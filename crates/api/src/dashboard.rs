@@ -19,6 +19,7 @@ const HTML: &str = include_str!("../assets/dashboard.html");
 const JS: &str = include_str!("../assets/dashboard.js");
 const TRY_JS: &str = include_str!("../assets/try.js");
 const LIVE_JS: &str = include_str!("../assets/live.js");
+const TOPOLOGY_JS: &str = include_str!("../assets/topology.js");
 const CSS: &str = include_str!("../assets/dashboard.css");
 
 /// Same-origin only: the page talks to the node that served it and runs no inline script.
@@ -56,6 +57,7 @@ pub async fn asset(Path(name): Path<String>) -> Response {
         "dashboard.js" => (headers("text/javascript; charset=utf-8"), JS).into_response(),
         "try.js" => (headers("text/javascript; charset=utf-8"), TRY_JS).into_response(),
         "live.js" => (headers("text/javascript; charset=utf-8"), LIVE_JS).into_response(),
+        "topology.js" => (headers("text/javascript; charset=utf-8"), TOPOLOGY_JS).into_response(),
         "dashboard.css" => (headers("text/css; charset=utf-8"), CSS).into_response(),
         _ => plain_error(StatusCode::NOT_FOUND, format!("no asset `{name}`")),
     }

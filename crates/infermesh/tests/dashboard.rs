@@ -218,6 +218,8 @@ return {
                 color: getComputedStyle(pill).backgroundColor} : null,
   message: q('#state-message') ? q('#state-message').textContent : null,
   svg: Array.from(document.querySelectorAll('#topology-svg g[data-node-name]')).map((g) => g.dataset.nodeName + ':' + g.dataset.state),
+  svgModels: Array.from(document.querySelectorAll('#topology-svg g[data-model]')).map((g) => g.dataset.model),
+  svgEdges: Array.from(document.querySelectorAll('#topology-svg line[data-edge]')).map((l) => l.dataset.edge).sort(),
   wakeable: Array.from(document.querySelectorAll('#wakeable tr[data-wakeable-id]')).map((tr) => ({
     id: tr.dataset.wakeableId, state: tr.querySelector('.badge').dataset.state,
     title: tr.querySelector('.badge').title, text: tr.textContent,
@@ -405,6 +407,10 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
         .as_array()
         .unwrap()
         .contains(&json!("dash-b:standby")));
+    // Layers, not a star: the client routes to the model, dash-a serves it, dash-b is idle
+    // capacity with no edge.
+    assert_eq!(page["svgModels"], json!([MODEL]), "{page:#}");
+    assert_eq!(page["svgEdges"], json!(["replica", "route"]), "{page:#}");
 
     // The live-state pill: label, colour, and the API's own sentence as its tooltip.
     assert_eq!(page["pill"]["text"], "serving");
