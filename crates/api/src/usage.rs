@@ -1,5 +1,5 @@
 //! Samples what this node's process and machine use (CPU, memory) every few seconds, for
-//! `/api/status`, the gossiped record and `/metrics`. Linux `/proc` only; elsewhere the node
+//! `/api/status` and the gossiped record. Linux `/proc` only; elsewhere the node
 //! reports no usage rather than zeros. Parsing and arithmetic: `infermesh_state::usage`.
 
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ pub const EVERY: Duration = Duration::from_secs(2);
 /// Linux's page size on every platform this runs on; `statm` counts pages.
 const PAGE_BYTES: u64 = 4096;
 
-/// The latest sample, shared by status, record and metrics.
+/// The latest sample, shared by status and record.
 #[derive(Debug, Default)]
 pub struct Meter {
     last: Mutex<Option<CpuSample>>,

@@ -2,7 +2,7 @@
 //! persisted in `groups.json`), and how its own replicas came to be (placed by the mesh or by
 //! an operator, replacing whom), which its record tells the mesh.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -29,8 +29,8 @@ pub struct Placement {
     origins: Mutex<BTreeMap<String, Origin>>,
     on_disk: Mutex<Vec<DiskModel>>,
     demand: Mutex<BTreeMap<String, u32>>,
-    /// The model a start or stop task is working on here now (at most one).
-    busy: Mutex<BTreeSet<String>>,
+    /// The model a start or stop task is working on here now: one engine, one change at a time.
+    busy: Mutex<Option<String>>,
     pub policy: DemandPolicy,
 }
 
@@ -147,21 +147,27 @@ impl Placement {
         *lock(&self.demand) = d;
     }
 
-    /// Claims `model` for one start/stop task; `false` when one already runs.
     /// Claims this node for one start or stop of `model`: false while any start or stop runs
     /// (one engine, one change at a time), so two callers racing for an idle node cannot both
     /// think they started it.
     pub fn begin(&self, model: &str) -> bool {
         let mut busy = lock(&self.busy);
-        busy.is_empty() && busy.insert(model.to_string())
+        if busy.is_some() {
+            return false;
+        }
+        *busy = Some(model.to_string());
+        true
     }
 
     pub fn end(&self, model: &str) {
-        lock(&self.busy).remove(model);
+        let mut busy = lock(&self.busy);
+        if busy.as_deref() == Some(model) {
+            *busy = None;
+        }
     }
 
     pub fn is_busy(&self) -> bool {
-        !lock(&self.busy).is_empty()
+        lock(&self.busy).is_some()
     }
 }
 
