@@ -25,6 +25,7 @@ pub mod situation;
 pub mod split;
 pub mod split_role;
 pub mod sse;
+pub mod stats;
 #[cfg(test)]
 mod test_schedule;
 pub mod timing;

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use infermesh_state::stats::nearest_rank;
+
 use crate::api::RequestRecord;
 
 /// Samples kept per node: at one status a second, the last two minutes.
@@ -78,19 +80,10 @@ pub fn served(records: &[RequestRecord], node_id: &str, now_ms: i64) -> Served {
     let secs = BUCKET_MS as f64 / 1_000.0;
     Served {
         tok_s: tokens.iter().map(|t| *t as f64 / secs).collect(),
-        p50_ms: percentile(&latencies, 50),
-        p95_ms: percentile(&latencies, 95),
+        p50_ms: nearest_rank(&latencies, 50),
+        p95_ms: nearest_rank(&latencies, 95),
         requests: latencies.len(),
     }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
 }
 
 /// The last `width` values as a bar sparkline scaled to `max` (or to the values' own maximum
@@ -156,15 +149,6 @@ mod tests {
         );
         let none = served(&records, "zzz", now);
         assert_eq!((none.requests, none.p50_ms), (0, None));
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let v: Vec<u64> = (1..=20).collect();
-        assert_eq!(percentile(&v, 50), Some(10));
-        assert_eq!(percentile(&v, 95), Some(19));
-        assert_eq!(percentile(&[7], 95), Some(7));
-        assert_eq!(percentile(&[], 50), None);
     }
 
     #[test]

@@ -209,13 +209,9 @@ impl Report {
     }
 }
 
-/// Percentile (nearest rank) of sorted samples.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// Percentile (nearest rank, `p` in 1..=100) of sorted samples; zero for none.
+pub fn percentile(sorted: &[Duration], p: u32) -> Duration {
+    infermesh_state::stats::nearest_rank(sorted, p).unwrap_or(Duration::ZERO)
 }
 
 pub fn ms(d: Duration) -> String {
@@ -335,10 +331,10 @@ mod tests {
     #[test]
     fn percentiles_are_nearest_rank() {
         let xs: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&xs, 50.0), Duration::from_millis(50));
-        assert_eq!(percentile(&xs, 99.0), Duration::from_millis(99));
-        assert_eq!(percentile(&xs, 100.0), Duration::from_millis(100));
-        assert_eq!(percentile(&xs[..1], 99.0), Duration::from_millis(1));
-        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+        assert_eq!(percentile(&xs, 50), Duration::from_millis(50));
+        assert_eq!(percentile(&xs, 99), Duration::from_millis(99));
+        assert_eq!(percentile(&xs, 100), Duration::from_millis(100));
+        assert_eq!(percentile(&xs[..1], 99), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 50), Duration::ZERO);
     }
 }

@@ -294,7 +294,7 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
         for s in &mut samples {
             s.sort();
         }
-        let (d50, d99) = (percentile(&samples[0], 50.0), percentile(&samples[0], 99.0));
+        let (d50, d99) = (percentile(&samples[0], 50), percentile(&samples[0], 99));
         report.row(
             SUITE,
             format!("{mode}: direct p50 / p99 ({} req)", args.requests),
@@ -302,8 +302,8 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
         );
         let added = |i: usize| {
             (
-                percentile(&samples[i], 50.0).saturating_sub(d50),
-                percentile(&samples[i], 99.0).saturating_sub(d99),
+                percentile(&samples[i], 50).saturating_sub(d50),
+                percentile(&samples[i], 99).saturating_sub(d99),
             )
         };
         if let Some(n) = nginx_at {

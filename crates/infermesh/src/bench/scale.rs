@@ -184,7 +184,7 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
         listed.push(peer_count(&v));
     }
     lat.sort();
-    let p50 = percentile(&lat, 50.0);
+    let p50 = percentile(&lat, 50);
     let goal = Duration::from_millis(100);
     report.goal(
         SUITE,
@@ -195,7 +195,7 @@ pub async fn run(args: &BenchArgs, model_dir: &Path, report: &mut Report) -> Res
         format!(
             "{} / {} ({} KiB)",
             ms(p50),
-            ms(percentile(&lat, 99.0)),
+            ms(percentile(&lat, 99)),
             size / 1024
         ),
         format!("p50 ≤ {}", ms(goal)),
