@@ -10,7 +10,9 @@
   var SSE_FRESH_MS = 7000;
   var MAX_REQUESTS = 50;
   var MAX_LOGS = 100;
-  var NODE_STATES = ["client", "standby", "loading", "serving"];
+  var NODE_STATES = window.infermesh.NODE_STATES;
+  var $ = window.infermesh.$;
+  var esc = window.infermesh.esc;
 
   var model = {
     status: null,
@@ -37,19 +39,6 @@
     // round then agree, whichever fetch they came from.
     skewMs: 0,
   };
-
-  function $(id) {
-    return document.getElementById(id);
-  }
-
-  function esc(v) {
-    return String(v === null || v === undefined ? "" : v)
-      .replace(/&/g, "&amp;")
-      .replace(/</g, "&lt;")
-      .replace(/>/g, "&gt;")
-      .replace(/"/g, "&quot;")
-      .replace(/'/g, "&#39;");
-  }
 
   /** A CSS-safe state word; anything unexpected renders as "unknown". */
   function stateClass(word) {

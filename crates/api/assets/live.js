@@ -13,15 +13,8 @@
   var records = [];
   var last = null;
 
-  function $(id) {
-    return document.getElementById(id);
-  }
-
-  function esc(v) {
-    return String(v === null || v === undefined ? "" : v).replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-    });
-  }
+  var $ = window.infermesh.$;
+  var esc = window.infermesh.esc;
 
   function mem(bytes) {
     var mib = bytes / 1048576;

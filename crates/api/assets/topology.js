@@ -4,17 +4,9 @@
 (function () {
   "use strict";
 
-  var NODE_STATES = ["client", "standby", "loading", "serving"];
-
-  function $(id) {
-    return document.getElementById(id);
-  }
-
-  function esc(v) {
-    return String(v === null || v === undefined ? "" : v).replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-    });
-  }
+  var NODE_STATES = window.infermesh.NODE_STATES;
+  var $ = window.infermesh.$;
+  var esc = window.infermesh.esc;
 
   function fillClass(word) {
     return NODE_STATES.indexOf(word) >= 0 ? "fill-" + word : "fill-unknown";

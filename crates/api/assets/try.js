@@ -6,9 +6,7 @@
 
   var last = null;
 
-  function $(id) {
-    return document.getElementById(id);
-  }
+  var $ = window.infermesh.$;
 
   /** Models the mesh answers through this node: its own and those its peers are admitted for. */
   function meshModels(s) {

@@ -17,6 +17,7 @@ use crate::error::plain_error;
 
 const HTML: &str = include_str!("../assets/dashboard.html");
 const JS: &str = include_str!("../assets/dashboard.js");
+const UTIL_JS: &str = include_str!("../assets/util.js");
 const TRY_JS: &str = include_str!("../assets/try.js");
 const LIVE_JS: &str = include_str!("../assets/live.js");
 const TOPOLOGY_JS: &str = include_str!("../assets/topology.js");
@@ -55,6 +56,7 @@ pub async fn index(State(app): State<Arc<App>>) -> Response {
 pub async fn asset(Path(name): Path<String>) -> Response {
     match name.as_str() {
         "dashboard.js" => (headers("text/javascript; charset=utf-8"), JS).into_response(),
+        "util.js" => (headers("text/javascript; charset=utf-8"), UTIL_JS).into_response(),
         "try.js" => (headers("text/javascript; charset=utf-8"), TRY_JS).into_response(),
         "live.js" => (headers("text/javascript; charset=utf-8"), LIVE_JS).into_response(),
         "topology.js" => (headers("text/javascript; charset=utf-8"), TOPOLOGY_JS).into_response(),
