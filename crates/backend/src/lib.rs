@@ -24,6 +24,6 @@ pub mod types;
 pub use api::{Backend, BackendError, BackendInfo, InferStream, LoadProgress};
 pub use config::{merge_args, ModelSpec};
 pub use types::{
-    ChatMessage, Embeddings, FinishReason, GenParams, InferEvent, InferRequest, Priority, Prompt,
-    TokenLogprob, Usage,
+    ChatMessage, Continuation, Embeddings, FinishReason, GenParams, InferEvent, InferRequest,
+    Priority, Prompt, TokenLogprob, Usage,
 };

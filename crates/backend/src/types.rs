@@ -29,6 +29,21 @@ pub struct GenParams {
     /// `grammar`): a backend that speaks OpenAI enforces this itself, as it takes no GBNF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<serde_json::Value>,
+    /// Generate as if the answer already began with this text: the rest of a stream whose node
+    /// went away mid-answer (see [`Continuation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
+}
+
+/// The part of an answer a client already received from a node that then went away. The
+/// continuing backend reads it as the start of its own answer and generates only what follows;
+/// its usage counts the continued text as completion, as if it had written it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Continuation {
+    pub text: String,
+    /// How many chunks carried `text` (about one token each): the count a backend that cannot
+    /// tokenize it here uses for `max_tokens` and usage.
+    pub chunks: u32,
 }
 
 impl Default for GenParams {
@@ -42,6 +57,7 @@ impl Default for GenParams {
             grammar: None,
             logprobs: None,
             response_format: None,
+            continuation: None,
         }
     }
 }

@@ -116,6 +116,8 @@ fn params(c: Common) -> Result<GenParams, OpenAiError> {
         grammar: c.grammar,
         logprobs: c.logprobs,
         response_format: c.response_format,
+        // Only a member's continuation request sets this (route::resume), never a client.
+        continuation: None,
     })
 }
 

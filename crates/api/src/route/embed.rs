@@ -99,7 +99,9 @@ pub async fn embeddings(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes
         pending.attempts += 1;
         let attempt = match &target.addr {
             None => local(&app, &req).await.map_err(|f| (f.error, f.retry)),
-            Some(addr) => proxy::forward(&app, target, addr, "/v1/embeddings", body.clone()).await,
+            Some(addr) => {
+                proxy::forward(&app, target, addr, "/v1/embeddings", body.clone(), false).await
+            }
         };
         match attempt {
             Ok(resp) => return pending.answered(app, target, resp),

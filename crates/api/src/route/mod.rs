@@ -5,6 +5,7 @@ mod embed;
 mod fanout;
 mod proxy;
 mod record;
+mod resume;
 
 pub use embed::embeddings;
 
@@ -160,6 +161,9 @@ pub async fn chat_completions(
             if peer.is_some() && headers.contains_key(crate::admission::challenge::CHECK_HEADER) {
                 p.req.priority = Priority::Validation;
             }
+            if let Err(e) = continuation(&mut p, peer.is_some(), &headers, &body) {
+                return e.into_response();
+            }
             if p.n > 1 {
                 return fanout::choices(app, peer, &body, p.n, p.stream, Shape::Chat).await;
             }
@@ -169,12 +173,46 @@ pub async fn chat_completions(
     }
 }
 
-pub async fn completions(State(app): State<Arc<App>>, peer: FromPeer, body: Bytes) -> Response {
+pub async fn completions(
+    State(app): State<Arc<App>>,
+    peer: FromPeer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match parse::completion(&body) {
         Ok(p) if p.n > 1 => fanout::choices(app, peer, &body, p.n, p.stream, Shape::Text).await,
-        Ok(p) => dispatch(app, p, Shape::Text, body, peer).await,
+        Ok(mut p) => {
+            if let Err(e) = continuation(&mut p, peer.is_some(), &headers, &body) {
+                return e.into_response();
+            }
+            dispatch(app, p, Shape::Text, body, peer).await
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// A member's request to continue a stream another node started (see [`resume`]). Anyone
+/// else's header is ignored: a continuation is only ever asked of a replica by a router.
+fn continuation(
+    p: &mut Parsed,
+    from_peer: bool,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), OpenAiError> {
+    if !from_peer {
+        return Ok(());
+    }
+    let Some(c) = resume::requested(headers, body)? else {
+        return Ok(());
+    };
+    if !p.stream || p.n > 1 {
+        return Err(OpenAiError::bad_request(
+            "a continuation is of a single streamed answer",
+            Some(resume::FIELD),
+        ));
+    }
+    p.req.params.continuation = Some(c);
+    Ok(())
 }
 
 async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: FromPeer) -> Response {
@@ -184,15 +222,30 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
         pending.admission_check();
     }
     let mut failures = Failures::default();
-    for target in &plan.targets {
+    for (i, target) in plan.targets.iter().enumerate() {
         pending.attempts += 1;
         let attempt = match &target.addr {
             None => serve_local(app.node.clone(), &p, shape)
                 .await
                 .map_err(|f| (f.error, f.retry)),
-            Some(addr) => proxy::forward(&app, target, addr, shape.path(), body.clone()).await,
+            Some(addr) => {
+                proxy::forward(&app, target, addr, shape.path(), body.clone(), false).await
+            }
         };
         match attempt {
+            // A stream this node routed is finished by another replica if its node goes away
+            // mid-answer; a hop's stream is its router's to continue.
+            Ok(resp) if p.stream && !hop && resume::is_event_stream(&resp) => {
+                let f = resume::Failover {
+                    app: app.clone(),
+                    parsed: p.clone(),
+                    body: body.clone(),
+                    shape,
+                    current: target.clone(),
+                    rest: plan.targets[i + 1..].to_vec(),
+                };
+                return pending.answered(app, target, resume::relay(resp, f));
+            }
             Ok(resp) => return pending.answered(app, target, resp),
             Err((err, retry)) => {
                 if let Some(err) = failures.book(&app, &model, target, err, retry) {

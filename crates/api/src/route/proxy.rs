@@ -30,6 +30,7 @@ pub async fn forward(
     base: &str,
     path: &str,
     body: Bytes,
+    continuing: bool,
 ) -> Result<Response, (OpenAiError, bool)> {
     let unreachable = |what: String| {
         (
@@ -43,9 +44,13 @@ pub async fn forward(
         ));
     };
     let outstanding = app.balance.begin_outstanding(&target.node_id);
-    let resp = http
+    let mut req = http
         .post(format!("{base}{path}"))
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, "application/json");
+    if continuing {
+        req = req.header(super::resume::CONTINUE_HEADER, "1");
+    }
+    let resp = req
         .body(body)
         .send()
         .await

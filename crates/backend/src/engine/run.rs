@@ -178,18 +178,33 @@ fn run_job(
         |what: &str, e: &dyn std::fmt::Display| BackendError::Failed(format!("{what}: {e}"));
     let text = render_prompt(model, template, &job.prompt)?;
     let vocab = model.vocab();
-    let tokens = vocab.tokenize(text.as_bytes(), true, true);
+    let mut tokens = vocab.tokenize(text.as_bytes(), true, true);
     if tokens.is_empty() {
         return Err(BackendError::BadRequest("prompt is empty".into()));
     }
     let n_prompt = tokens.len() as u32;
-    if n_prompt >= n_ctx {
+    // A continued answer: its text so far follows the prompt as the model's own tokens (never
+    // parsed for special tokens: it is output, not markup).
+    let continued = match &job.params.continuation {
+        Some(c) => vocab.tokenize(c.text.as_bytes(), false, false),
+        None => Vec::new(),
+    };
+    let n_continued = continued.len() as u32;
+    tokens.extend_from_slice(&continued);
+    let n_read = n_prompt + n_continued;
+    if n_read >= n_ctx {
         return Err(BackendError::BadRequest(format!(
-            "prompt is {n_prompt} tokens; this model's context holds {n_ctx}"
+            "prompt is {n_read} tokens; this model's context holds {n_ctx}"
         )));
     }
-    let budget = job.params.max_tokens.min(n_ctx - n_prompt);
+    let budget = job
+        .params
+        .max_tokens
+        .saturating_sub(n_continued)
+        .min(n_ctx - n_read);
     let mut sampler = sampler(model, &job.params)?;
+    // The grammar (structured output) must stand where the earlier node's answer left it.
+    sampler.accept_many(&continued);
     ctx.clear_kv_cache();
 
     let started = Instant::now();
@@ -206,7 +221,7 @@ fn run_job(
 
     let gen_started = Instant::now();
     let mut gate = TextGate::new(&job.params.stop);
-    let mut pos = n_prompt as i32;
+    let mut pos = n_read as i32;
     let mut generated = 0u32;
     let mut finish = FinishReason::Length;
     let mut hit_stop_sequence = false;
@@ -256,7 +271,7 @@ fn run_job(
         finish_reason: finish,
         usage: Usage {
             prompt_tokens: n_prompt,
-            completion_tokens: generated,
+            completion_tokens: n_continued + generated,
         },
         prompt_ms,
         gen_ms: gen_started.elapsed().as_secs_f64() * 1e3,

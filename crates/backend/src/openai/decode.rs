@@ -22,7 +22,39 @@ pub struct StreamDecoder {
     timings: Option<(f64, f64)>,
     first_text_ms: Option<f64>,
     text_chunks: u32,
+    /// Chunks of a continued answer that an earlier node sent (see [`Self::continuing`]).
+    continued: u32,
+    /// The continued text, while the remote may still be sending it back.
+    echo: Option<Echo>,
     done: bool,
+}
+
+/// A continued answer's start, as some servers send it back before what they generate
+/// (llama-server re-sends a prefilled assistant message whole): held until it is known to be
+/// that echo, then dropped; a server that does not echo loses nothing.
+#[derive(Debug)]
+struct Echo {
+    prefix: String,
+    held: String,
+}
+
+impl Echo {
+    /// The text to pass on now, and whether the echo question is settled.
+    fn feed(&mut self, t: &str) -> (String, bool) {
+        self.held.push_str(t);
+        if self.held.len() >= self.prefix.len() {
+            let held = std::mem::take(&mut self.held);
+            return match held.strip_prefix(self.prefix.as_str()) {
+                Some(rest) => (rest.to_string(), true),
+                None => (held, true),
+            };
+        }
+        if self.prefix.starts_with(self.held.as_str()) {
+            (String::new(), false)
+        } else {
+            (std::mem::take(&mut self.held), true)
+        }
+    }
 }
 
 impl StreamDecoder {
@@ -35,8 +67,23 @@ impl StreamDecoder {
             timings: None,
             first_text_ms: None,
             text_chunks: 0,
+            continued: 0,
+            echo: None,
             done: false,
         }
+    }
+
+    /// The remote continues `c`, an answer begun elsewhere: it reads that text as prompt (the
+    /// usage reported moves its chunks back to the completion), and may send it back first.
+    pub fn continuing(mut self, c: Option<&crate::types::Continuation>) -> Self {
+        if let Some(c) = c {
+            self.continued = c.chunks;
+            self.echo = (!c.text.is_empty()).then(|| Echo {
+                prefix: c.text.clone(),
+                held: String::new(),
+            });
+        }
+        self
     }
 
     /// `Done` was emitted; anything the remote sends afterwards is ignored.
@@ -77,10 +124,20 @@ impl StreamDecoder {
             if !lps.is_empty() {
                 events.push(InferEvent::Logprobs(lps));
             }
+            let text = match self.echo.as_mut() {
+                Some(echo) if !text.is_empty() => {
+                    let (out, settled) = echo.feed(text);
+                    if settled {
+                        self.echo = None;
+                    }
+                    out
+                }
+                _ => text.to_string(),
+            };
             if !text.is_empty() {
                 self.first_text_ms.get_or_insert(at_ms);
                 self.text_chunks += 1;
-                events.push(InferEvent::Text(text.to_string()));
+                events.push(InferEvent::Text(text));
             }
             if let Some(reason) = choice["finish_reason"].as_str() {
                 self.finish = Some(finish_reason(reason));
@@ -125,10 +182,16 @@ impl StreamDecoder {
             finish_reason: self.finish.unwrap_or(FinishReason::Stop),
             // A server that ignores `include_usage` still streams about one token per chunk;
             // the prompt size it never said is left at zero rather than guessed.
-            usage: self.usage.unwrap_or(Usage {
-                prompt_tokens: 0,
-                completion_tokens: self.text_chunks,
-            }),
+            usage: self
+                .usage
+                .map(|u| Usage {
+                    prompt_tokens: u.prompt_tokens.saturating_sub(self.continued),
+                    completion_tokens: u.completion_tokens + self.continued,
+                })
+                .unwrap_or(Usage {
+                    prompt_tokens: 0,
+                    completion_tokens: self.text_chunks + self.continued,
+                }),
             prompt_ms,
             gen_ms,
         }
@@ -220,6 +283,7 @@ pub fn finish_reason(reason: &str) -> FinishReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn dec() -> StreamDecoder {
         StreamDecoder::new("m", "http://h/v1")
@@ -348,6 +412,67 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(d.finish(2.0), Ok(Some(InferEvent::Done { .. }))));
+    }
+
+    #[test]
+    fn a_continued_answer_counts_the_text_sent_before_as_completion() {
+        let c = crate::types::Continuation {
+            text: String::new(),
+            chunks: 5,
+        };
+        let mut d = dec().continuing(Some(&c));
+        d.feed(
+            r#"{"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":2}}"#,
+            1.0,
+        )
+        .unwrap();
+        let Ok(Some(InferEvent::Done { usage, .. })) = d.finish(2.0) else {
+            panic!("a finished stream ends with Done")
+        };
+        assert_eq!(
+            usage,
+            Usage {
+                prompt_tokens: 7,
+                completion_tokens: 7
+            }
+        );
+    }
+
+    fn texts(d: &mut StreamDecoder, pieces: &[&str]) -> String {
+        pieces
+            .iter()
+            .flat_map(|p| {
+                let data = json!({"choices": [{"delta": {"content": p}}]}).to_string();
+                d.feed(&data, 1.0).unwrap()
+            })
+            .map(|e| match e {
+                InferEvent::Text(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_echoed_continuation_is_dropped_and_a_fresh_one_kept() {
+        let c = crate::types::Continuation {
+            text: "The sea is".into(),
+            chunks: 3,
+        };
+        // llama-server: the prefilled text comes back first, with the first new token.
+        let mut d = dec().continuing(Some(&c));
+        assert_eq!(
+            texts(&mut d, &["The sea is vast", ",", " deep"]),
+            " vast, deep"
+        );
+        // The echo split over chunks.
+        let mut d = dec().continuing(Some(&c));
+        assert_eq!(texts(&mut d, &["The ", "sea", " is", " blue"]), " blue");
+        // A server that sends only what follows.
+        let mut d = dec().continuing(Some(&c));
+        assert_eq!(texts(&mut d, &[" vast", " and"]), " vast and");
+        // One that starts like the echo but is not it.
+        let mut d = dec().continuing(Some(&c));
+        assert_eq!(texts(&mut d, &["The", " end"]), "The end");
     }
 
     #[test]

@@ -347,7 +347,8 @@ impl Backend for OpenAiBackend {
         let started = Instant::now();
         let resp = self.post(&url, &body, &req.model).await?;
         let (tx, rx) = mpsc::channel(64);
-        let decoder = StreamDecoder::new(&req.model, &url);
+        let decoder =
+            StreamDecoder::new(&req.model, &url).continuing(req.params.continuation.as_ref());
         tokio::spawn(pump(resp, decoder, started, tx));
         Ok(rx)
     }

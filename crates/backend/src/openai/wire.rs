@@ -16,12 +16,23 @@ pub fn request_body(req: &InferRequest, extra: &BTreeMap<String, Value>) -> (&'s
     let p = &req.params;
     let mut body = Map::new();
     body.insert("model".into(), json!(req.model));
+    let cont = p.continuation.as_ref();
     let path = match &req.prompt {
         Prompt::Chat(messages) => {
-            body.insert("messages".into(), json!(messages));
+            let mut messages = json!(messages);
+            // A last assistant message is continued, not answered (llama-server's "prefill"):
+            // the remote streams only what follows it.
+            if let (Some(c), Some(list)) = (cont, messages.as_array_mut()) {
+                list.push(json!({"role": "assistant", "content": c.text}));
+            }
+            body.insert("messages".into(), messages);
             "chat/completions"
         }
         Prompt::Raw(prompt) => {
+            let prompt = match cont {
+                Some(c) => format!("{prompt}{}", c.text),
+                None => prompt.clone(),
+            };
             body.insert("prompt".into(), json!(prompt));
             "completions"
         }
@@ -29,7 +40,12 @@ pub fn request_body(req: &InferRequest, extra: &BTreeMap<String, Value>) -> (&'s
     body.insert("stream".into(), json!(true));
     // Without this the remote never reports token counts on a streamed response.
     body.insert("stream_options".into(), json!({"include_usage": true}));
-    body.insert("max_tokens".into(), json!(p.max_tokens));
+    // What was already sent counts against the client's limit.
+    let max_tokens = match cont {
+        Some(c) => p.max_tokens.saturating_sub(c.chunks).max(1),
+        None => p.max_tokens,
+    };
+    body.insert("max_tokens".into(), json!(max_tokens));
     body.insert("temperature".into(), json!(p.temperature));
     body.insert("top_p".into(), json!(p.top_p));
     if !p.stop.is_empty() {
@@ -149,6 +165,32 @@ mod tests {
                    "stream": true, "stream_options": {"include_usage": true},
                    "max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "stop": ["\n"], "seed": 7})
         );
+    }
+
+    #[test]
+    fn a_continuation_is_asked_as_a_prefilled_answer_with_what_is_left_of_max_tokens() {
+        let cont = Some(crate::types::Continuation {
+            text: "The quick".into(),
+            chunks: 2,
+        });
+        let mut chat = req(Prompt::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }]));
+        chat.params.continuation = cont.clone();
+        let (_, body) = request_body(&chat, &BTreeMap::new());
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": "hi"},
+                   {"role": "assistant", "content": "The quick"}])
+        );
+        assert_eq!(body["max_tokens"], 6);
+        let mut raw = req(Prompt::Raw("Once".into()));
+        raw.params.continuation = cont;
+        raw.params.max_tokens = 2;
+        let (_, body) = request_body(&raw, &BTreeMap::new());
+        assert_eq!(body["prompt"], "OnceThe quick");
+        assert_eq!(body["max_tokens"], 1, "never 0: the remote would reject it");
     }
 
     #[test]

@@ -90,13 +90,48 @@ async fn models() -> Json<Value> {
     ]}))
 }
 
-fn usage() -> Value {
-    json!({"prompt_tokens": 8, "completion_tokens": PIECES.len(),
-           "total_tokens": 8 + PIECES.len()})
+/// Usage of an answer of `n` chunks: one token each, as it counts them.
+fn usage(n: usize) -> Value {
+    json!({"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n})
+}
+
+/// What is left of the fixed answer when its first `written` bytes are already written (a
+/// continued answer, as llama-server continues a last assistant message): the rest of a piece cut
+/// in the middle, then the whole pieces after it.
+fn pieces_after(written: usize) -> Vec<String> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    for p in PIECES {
+        let end = at + p.len();
+        if end > written {
+            out.push(p[written.saturating_sub(at)..].to_string());
+        }
+        at = end;
+    }
+    out
+}
+
+/// How much of the fixed answer the request already holds: the text of a last assistant message
+/// (chat), or the longest start of the answer the prompt ends with (completions).
+fn already_written(req: &Value, chat: bool) -> usize {
+    let text = PIECES.concat();
+    if chat {
+        let last = req["messages"].as_array().and_then(|m| m.last());
+        return last
+            .filter(|m| m["role"] == "assistant")
+            .and_then(|m| m["content"].as_str())
+            .filter(|c| text.starts_with(c))
+            .map_or(0, str::len);
+    }
+    let prompt = req["prompt"].as_str().unwrap_or_default();
+    (1..=text.len())
+        .rev()
+        .find(|&n| text.is_char_boundary(n) && prompt.ends_with(&text[..n]))
+        .unwrap_or(0)
 }
 
 /// The SSE events of one streamed answer, `[DONE]` included.
-fn events(chat: bool, include_usage: bool) -> Vec<String> {
+fn events(chat: bool, include_usage: bool, written: usize) -> Vec<String> {
     let (object, id) = if chat {
         ("chat.completion.chunk", "chatcmpl-bench")
     } else {
@@ -118,13 +153,14 @@ fn events(chat: bool, include_usage: bool) -> Vec<String> {
                "choices": choices, "usage": usage})
         .to_string()
     };
-    let mut out: Vec<String> = PIECES
+    let pieces = pieces_after(written);
+    let mut out: Vec<String> = pieces
         .iter()
         .map(|p| chunk(json!([choice(Some(p), None)]), Value::Null))
         .collect();
     out.push(chunk(json!([choice(None, Some("stop"))]), Value::Null));
     if include_usage {
-        out.push(chunk(json!([]), usage()));
+        out.push(chunk(json!([]), usage(pieces.len())));
     }
     out.push("[DONE]".to_string());
     out
@@ -144,7 +180,8 @@ async fn complete(body: Bytes, chat: bool, opts: FixtureOptions) -> Response {
                 .into_response()
         }
     };
-    let text: String = PIECES.concat();
+    let written = already_written(&req, chat);
+    let text: String = PIECES.concat()[written..].to_string();
     if req["stream"] != json!(true) {
         let choice = if chat {
             json!({"index": 0, "message": {"role": "assistant", "content": text},
@@ -159,12 +196,12 @@ async fn complete(body: Bytes, chat: bool, opts: FixtureOptions) -> Response {
         };
         return Json(
             json!({"id": "bench", "object": object, "created": 0, "model": MODEL,
-                           "choices": [choice], "usage": usage()}),
+                           "choices": [choice], "usage": usage(pieces_after(written).len())}),
         )
         .into_response();
     }
     let include_usage = req["stream_options"]["include_usage"] == json!(true);
-    let frames: Vec<Bytes> = events(chat, include_usage)
+    let frames: Vec<Bytes> = events(chat, include_usage, written)
         .into_iter()
         .map(|e| Bytes::from(format!("data: {e}\n\n")))
         .collect();
@@ -208,7 +245,7 @@ mod tests {
 
     #[test]
     fn stream_is_pieces_then_finish_then_usage_then_done() {
-        let ev = events(true, true);
+        let ev = events(true, true, 0);
         assert_eq!(ev.len(), PIECES.len() + 3);
         assert_eq!(ev.last().unwrap(), "[DONE]");
         let u: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
@@ -226,6 +263,26 @@ mod tests {
             })
             .collect();
         assert_eq!(text, PIECES.concat());
-        assert_eq!(events(false, false).len(), PIECES.len() + 2);
+        assert_eq!(events(false, false, 0).len(), PIECES.len() + 2);
+    }
+
+    #[test]
+    fn a_continued_answer_is_the_rest_of_the_text() {
+        assert_eq!(pieces_after(0).concat(), PIECES.concat());
+        assert_eq!(
+            pieces_after(9),
+            [
+                " brown", " fox", " jumps", " over", " the", " lazy", " dog", " and", " runs",
+                " far", " away", " from", " the", " farm."
+            ]
+        );
+        assert_eq!(pieces_after(5)[0], "ick", "a piece cut in the middle");
+        let chat = json!({"messages": [{"role": "user", "content": "hi"},
+                                       {"role": "assistant", "content": "The quick"}]});
+        assert_eq!(already_written(&chat, true), 9);
+        let other = json!({"messages": [{"role": "assistant", "content": "Hello"}]});
+        assert_eq!(already_written(&other, true), 0);
+        let text = json!({"prompt": "Say: The quick b"});
+        assert_eq!(already_written(&text, false), 11);
     }
 }
