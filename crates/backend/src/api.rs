@@ -32,6 +32,19 @@ pub enum BackendError {
     Failed(String),
 }
 
+/// The 400 for a request with `tools` on a backend that cannot take them: what this node serves
+/// the model on (`on`), and what would.
+pub fn tools_unsupported(model: &str, on: &str) -> BackendError {
+    BackendError::BadParam {
+        message: format!(
+            "`tools` are not supported by this replica: it serves `{model}` on {on}; serve the \
+             model with a `llama_server` backend whose args have `\"jinja\": true` (or an \
+             OpenAI-compatible backend), or send the request without `tools`"
+        ),
+        param: "tools".into(),
+    }
+}
+
 /// What a backend says about itself, for `/api/status` and the admin API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendInfo {

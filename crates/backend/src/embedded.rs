@@ -160,6 +160,12 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError> {
+        if req.params.tools.is_some() {
+            return Err(crate::api::tools_unsupported(
+                &req.model,
+                "its embedded engine, which renders no tool definitions and parses no calls",
+            ));
+        }
         let engine = self.engine_for(&req.model)?;
         engine.submit(req.prompt, req.params, req.priority)
     }

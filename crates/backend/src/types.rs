@@ -33,6 +33,12 @@ pub struct GenParams {
     /// went away mid-answer (see [`Continuation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<Continuation>,
+    /// A request with `tools`: the client's `tools`, `tool_choice`, `parallel_tool_calls` and
+    /// `messages` as it sent them. Only a backend whose chat template renders tool definitions
+    /// and whose server parses the calls back (llama-server with `--jinja`, an OpenAI-compatible
+    /// remote) takes them; the others refuse the request with a 400 that says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The part of an answer a client already received from a node that then went away. The
@@ -58,6 +64,7 @@ impl Default for GenParams {
             logprobs: None,
             response_format: None,
             continuation: None,
+            tools: None,
         }
     }
 }
@@ -84,6 +91,8 @@ pub struct InferRequest {
 pub enum FinishReason {
     Stop,
     Length,
+    /// The model called one or more tools (the answer is `ToolCalls` events).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -91,6 +100,7 @@ impl FinishReason {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
         }
     }
 }
@@ -125,6 +135,10 @@ pub enum InferEvent {
     Text(String),
     /// Log-probabilities of the tokens generated since the last `Text`; sent just before it.
     Logprobs(Vec<TokenLogprob>),
+    /// A piece of the answer's tool calls: a streamed delta's `tool_calls` array as the remote
+    /// sent it (each entry with its `index`; `id`, `type` and `function.name` on the first piece
+    /// of a call, `function.arguments` in pieces).
+    ToolCalls(serde_json::Value),
     Done {
         finish_reason: FinishReason,
         usage: Usage,

@@ -30,6 +30,7 @@ async fn formatted_with_logprobs(b: &dyn Backend, model: &str) {
         match ev.expect("event") {
             InferEvent::Text(t) => text.push_str(&t),
             InferEvent::Logprobs(l) => lps.extend(l),
+            InferEvent::ToolCalls(c) => panic!("tool calls that were not asked for: {c}"),
             InferEvent::Done { .. } => {}
         }
     }

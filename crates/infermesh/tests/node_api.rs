@@ -131,7 +131,7 @@ fn bad_requests_get_openai_errors() {
     let node = NodeProc::start(&[]);
     node.wait_state("serving", Duration::from_secs(180));
     let url = format!("{}/v1/chat/completions", node.url);
-    let cases: [(&str, u16, Option<&str>); 6] = [
+    let cases: [(&str, u16, Option<&str>); 7] = [
         ("{not json", 400, None),
         (
             r#"{"model":"smollm2-135m-instruct"}"#,
@@ -157,6 +157,12 @@ fn bad_requests_get_openai_errors() {
             r#"{"model":"smollm2-135m-instruct","messages":[{"role":"tool","content":"x","tool_call_id":"1"}]}"#,
             400,
             Some("messages[0].role"),
+        ),
+        // The embedded engine renders no tool definitions: a 400 naming what would.
+        (
+            r#"{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+            400,
+            Some("tools"),
         ),
     ];
     for (body, want, param) in cases {

@@ -50,6 +50,8 @@ pub struct Transcript {
     pub chunks: u32,
     /// A chunk said how the answer finished: only the closing usage or `[DONE]` were lost.
     pub finished: bool,
+    /// The answer is calling tools: a call half sent cannot be continued as text.
+    pub tool_calls: bool,
 }
 
 impl Transcript {
@@ -71,6 +73,7 @@ impl Transcript {
                 t.chunks += 1;
             }
             t.finished |= finished;
+            t.tool_calls |= !v["choices"][0]["delta"]["tool_calls"].is_null();
         }
         t
     }
@@ -166,9 +169,14 @@ mod tests {
         assert_eq!(t.id, json!("s1"));
         assert_eq!(t.created, json!(9));
         assert!(!t.finished);
+        assert!(!t.tool_calls);
         let mut done = datas.to_vec();
         done.push(chat("s1", None, Some("stop")));
         assert!(Transcript::of(done.iter().map(String::as_str)).finished);
+        let call = json!({"id": "s1", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": "{"}}]}}]})
+        .to_string();
+        assert!(Transcript::of([call.as_str()]).tool_calls);
     }
 
     #[test]

@@ -125,18 +125,24 @@ async fn collect(
 ) -> Result<Response, LocalFailure> {
     let mut text = String::new();
     let mut lps = Vec::new();
+    let mut calls = Vec::new();
     let mut next: Option<Result<InferEvent, BackendError>> = Some(Ok(first));
     loop {
         match next {
             Some(Ok(InferEvent::Text(t))) => text.push_str(&t),
             Some(Ok(InferEvent::Logprobs(l))) => lps.extend(l),
+            Some(Ok(InferEvent::ToolCalls(c))) => calls.push(c),
             Some(Ok(InferEvent::Done {
                 finish_reason,
                 usage,
                 ..
             })) => {
                 let lps = logprobs.then_some(lps.as_slice());
-                return Ok(Json(meta.full(&text, finish_reason, usage, lps)).into_response());
+                let mut answer = meta.full(&text, finish_reason, usage, lps);
+                if !calls.is_empty() {
+                    answer["choices"][0]["message"]["tool_calls"] = shape::merge_tool_calls(&calls);
+                }
+                return Ok(Json(answer).into_response());
             }
             Some(Err(e)) => return Err(e.into()),
             None => return Err(ended_early("mid-answer")),
@@ -221,6 +227,7 @@ impl Frames {
         let held = self.logprobs.as_mut().map(std::mem::take);
         let at = self.sent_chars;
         let closing = match next {
+            Some(Ok(InferEvent::ToolCalls(c))) => return Some(self.meta.tool_chunk(&c)),
             Some(Ok(InferEvent::Text(t))) => {
                 self.sent_chars += t.chars().count();
                 let lps = held.as_deref().map(|l| (l, at));

@@ -118,6 +118,7 @@ fn params(c: Common) -> Result<GenParams, OpenAiError> {
         response_format: c.response_format,
         // Only a member's continuation request sets this (route::resume), never a client.
         continuation: None,
+        tools: None,
     })
 }
 
@@ -140,7 +141,20 @@ fn text_parts<'a>(
     Ok(out)
 }
 
-fn message(i: usize, m: &Msg) -> Result<ChatMessage, OpenAiError> {
+/// What a backend that takes tools needs of a request with `tools`, as the client sent it: the
+/// tool definitions and choice, and the messages whole (assistant tool calls and tool results
+/// are more than role and text).
+fn tool_fields(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, OpenAiError> {
+    let Ok(serde_json::Value::Object(mut all)) = serde_json::from_slice(body) else {
+        return Err(OpenAiError::bad_request("invalid JSON body", None));
+    };
+    Ok(["tools", "tool_choice", "parallel_tool_calls", "messages"]
+        .into_iter()
+        .filter_map(|k| all.remove_entry(k))
+        .collect())
+}
+
+fn message(i: usize, m: &Msg, tool_use: bool) -> Result<ChatMessage, OpenAiError> {
     let field = format!("messages[{i}].content");
     let (role, content) = match m {
         Msg::System(s) => (
@@ -191,9 +205,14 @@ fn message(i: usize, m: &Msg) -> Result<ChatMessage, OpenAiError> {
                 )?,
             },
         ),
+        // A tool's result travels in the request's own messages (see `tool_fields`).
+        Msg::Tool(_) if tool_use => ("tool", String::new()),
         Msg::Tool(_) | Msg::Function(_) => {
             return Err(OpenAiError::bad_request(
-                format!("`messages[{i}].role`: tool and function messages are not supported"),
+                format!(
+                    "`messages[{i}].role`: tool messages come with the request's `tools` \
+                     (function messages are not supported)"
+                ),
                 Some(&format!("messages[{i}].role")),
             ))
         }
@@ -257,18 +276,15 @@ pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
             Some("messages"),
         ));
     }
-    if r.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(OpenAiError::bad_request(
-            "`tools` are not supported: this mesh's backends receive plain messages (no tool \
-             definitions or tool-call parsing); send the request without `tools`",
-            Some("tools"),
-        ));
-    }
+    let tools = match r.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        true => Some(tool_fields(body)?),
+        false => None,
+    };
     let messages = r
         .messages
         .iter()
         .enumerate()
-        .map(|(i, m)| message(i, m))
+        .map(|(i, m)| message(i, m, tools.is_some()))
         .collect::<Result<Vec<_>, _>>()?;
     let n = r.n.unwrap_or(1);
     let params = params(Common {
@@ -286,6 +302,7 @@ pub fn chat(body: &[u8]) -> Result<Parsed, OpenAiError> {
             .filter(|f| !matches!(f, ResponseFormat::Text))
             .and_then(|f| serde_json::to_value(f).ok()),
     })?;
+    let params = GenParams { tools, ..params };
     Ok(Parsed {
         req: InferRequest {
             model: r.model,
@@ -363,6 +380,31 @@ mod tests {
 
     fn err(body: &str) -> OpenAiError {
         chat(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn tools_travel_as_the_client_sent_them_with_the_whole_conversation() {
+        let body = br#"{"model":"m","tool_choice":"auto","temperature":0,
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+            "messages":[{"role":"user","content":"hi"},
+                        {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                        {"role":"tool","tool_call_id":"c1","content":"42"}]}"#;
+        let p = chat(body).unwrap();
+        let t = p.req.params.tools.expect("tools kept");
+        let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["messages", "tool_choice", "tools"]);
+        assert_eq!(t["messages"][1]["tool_calls"][0]["id"], "c1");
+        assert_eq!(t["messages"][2]["tool_call_id"], "c1");
+        // Without tools, a tool message has no conversation to belong to.
+        let e =
+            err(r#"{"model":"m","messages":[{"role":"tool","tool_call_id":"1","content":"x"}]}"#);
+        assert_eq!(e.param.as_deref(), Some("messages[0].role"));
+        let plain = chat(br#"{"model":"m","tools":[],"messages":[{"role":"user","content":"x"}]}"#);
+        assert_eq!(
+            plain.unwrap().req.params.tools,
+            None,
+            "an empty list is no tools"
+        );
     }
 
     #[test]

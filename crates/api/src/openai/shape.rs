@@ -47,6 +47,7 @@ fn oa_finish(f: FinishReason) -> OaFinish {
     match f {
         FinishReason::Stop => OaFinish::Stop,
         FinishReason::Length => OaFinish::Length,
+        FinishReason::ToolCalls => OaFinish::ToolCalls,
     }
 }
 
@@ -57,6 +58,28 @@ fn oa_usage(u: Usage) -> CompletionUsage {
         total_tokens: u.prompt_tokens + u.completion_tokens,
         ..Default::default()
     }
+}
+
+/// Whole tool calls from their streamed pieces: per `index`, the first piece's `id`, `type`
+/// and `function.name`, and `function.arguments` concatenated.
+pub fn merge_tool_calls(pieces: &[Value]) -> Value {
+    let mut calls: Vec<Value> = Vec::new();
+    for p in pieces.iter().filter_map(Value::as_array).flatten() {
+        let i = p["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
+        if i > calls.len() {
+            continue; // a gap: not a stream of calls this can assemble
+        }
+        if i == calls.len() {
+            calls.push(json!({"id": p["id"], "type": p["type"],
+                              "function": {"name": p["function"]["name"], "arguments": ""}}));
+        }
+        let args = p["function"]["arguments"].as_str().unwrap_or_default();
+        let call = &mut calls[i];
+        if let Some(a) = call["function"]["arguments"].as_str() {
+            call["function"]["arguments"] = Value::String(format!("{a}{args}"));
+        }
+    }
+    Value::Array(calls)
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
@@ -203,6 +226,16 @@ impl Meta {
             })
             .to_string(),
         }
+    }
+
+    /// A streamed piece of the answer's tool calls, as the backend sent it (chat only).
+    pub fn tool_chunk(&self, calls: &Value) -> String {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": null}],
+        })
+        .to_string()
     }
 
     /// The extra chunk sent when `stream_options.include_usage` is set: no choices, only usage.

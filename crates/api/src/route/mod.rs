@@ -222,7 +222,7 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
         pending.admission_check();
     }
     let mut failures = Failures::default();
-    for (i, target) in plan.targets.iter().enumerate() {
+    for target in &plan.targets {
         pending.attempts += 1;
         let attempt = match &target.addr {
             None => serve_local(app.node.clone(), &p, shape)
@@ -242,7 +242,7 @@ async fn dispatch(app: Arc<App>, p: Parsed, shape: Shape, body: Bytes, peer: Fro
                     body: body.clone(),
                     shape,
                     current: target.clone(),
-                    rest: plan.targets[i + 1..].to_vec(),
+                    tried: Vec::new(),
                 };
                 return pending.answered(app, target, resume::relay(resp, f));
             }

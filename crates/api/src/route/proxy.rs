@@ -12,6 +12,12 @@ use super::Target;
 use crate::app::App;
 use crate::error::{error_chain, OpenAiError};
 
+/// Set by a router on a continuation request it sends to a peer (see `resume`). Only honoured
+/// from an authenticated member, and only together with the body's `infermesh_continue`: a
+/// client's body that happens to carry the field is forwarded without the header and continues
+/// nothing.
+pub const CONTINUE_HEADER: &str = "x-infermesh-continue";
+
 /// Statuses that say "this replica cannot answer now" rather than "the request is wrong": the
 /// next replica may succeed. 404 is here because the peer may have dropped the model after our
 /// view of it was gossiped.
@@ -48,7 +54,7 @@ pub async fn forward(
         .post(format!("{base}{path}"))
         .header(header::CONTENT_TYPE, "application/json");
     if continuing {
-        req = req.header(super::resume::CONTINUE_HEADER, "1");
+        req = req.header(CONTINUE_HEADER, "1");
     }
     let resp = req
         .body(body)

@@ -25,10 +25,7 @@ use crate::app::App;
 use crate::error::OpenAiError;
 use crate::openai::{parse::Parsed, serve_local, Shape};
 
-/// Set by a router on a continuation request it sends to a peer. Only honoured from an
-/// authenticated member, and only together with [`FIELD`] in the body: a client's body that
-/// happens to carry the field is forwarded without the header and continues nothing.
-pub const CONTINUE_HEADER: &str = "x-infermesh-continue";
+pub use super::proxy::CONTINUE_HEADER;
 /// The body field of a continuation request: a [`Continuation`].
 pub const FIELD: &str = "infermesh_continue";
 /// A node that sends nothing for this long (not even the keep-alive comment it writes every
@@ -70,8 +67,9 @@ pub struct Failover {
     pub shape: Shape,
     /// Where the stream comes from now.
     pub current: Target,
-    /// Replicas not tried yet, in routing order.
-    pub rest: Vec<Target>,
+    /// Nodes this stream was on, or a failover tried: the next failover goes elsewhere (those
+    /// that failed before answering it stay, last, in the routing order).
+    pub tried: Vec<String>,
 }
 
 /// `resp` (a committed streamed answer from `f.current`) relayed through failover.
@@ -217,8 +215,20 @@ impl Relay {
             text: transcript.text.clone(),
             chunks: transcript.chunks,
         };
-        while !self.f.rest.is_empty() {
-            let target = self.f.rest.remove(0);
+        // A tool call half sent has no text to continue from: another replica would call again.
+        self.f.tried.push(self.f.current.node_id.clone());
+        // The routing view now, not when the stream began: a replica admitted since counts.
+        let targets: Vec<Target> = if transcript.tool_calls {
+            Vec::new()
+        } else {
+            super::plan(&self.f.app, &model, false)
+                .targets
+                .into_iter()
+                .filter(|t| !self.f.tried.contains(&t.node_id))
+                .collect()
+        };
+        for target in targets {
+            self.f.tried.push(target.node_id.clone());
             match continue_on(&self.f, &target, &cont).await {
                 Ok(resp) => {
                     tracing::info!(%model, from = %gone, to = %target.name, %why,
@@ -237,11 +247,21 @@ impl Relay {
                 }
             }
         }
-        tracing::warn!(%model, from = %gone, %why,
-            "a streamed answer was cut: no other replica could continue it");
+        let (log, nobody) = if transcript.tool_calls {
+            (
+                "a streamed tool call was cut: a call half sent cannot be continued",
+                "a tool call half sent cannot be continued elsewhere".to_string(),
+            )
+        } else {
+            (
+                "a streamed answer was cut: no other replica could continue it",
+                format!("no other replica of `{model}` could continue it"),
+            )
+        };
+        tracing::warn!(%model, from = %gone, %why, "{log}");
         self.close(Some(OpenAiError::unavailable(format!(
-            "the answer broke off after {} characters: {gone} went away ({why}) and no other \
-             replica of `{model}` could continue it; retry the request",
+            "the answer broke off after {} characters: {gone} went away ({why}) and {nobody}; \
+             retry the request",
             cont.text.chars().count()
         ))));
     }

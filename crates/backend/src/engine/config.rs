@@ -15,6 +15,9 @@ pub struct EngineConfig {
     pub n_threads: i32,
     /// Parallel slots for user requests: beyond this they wait in the queue.
     pub slots: usize,
+    /// Slots are sequences of one continuous batch (one context, one decode for all running
+    /// answers), rather than contexts of their own each with a share of the cores.
+    pub batched: bool,
     /// One more slot that only validation requests use (see the module docs).
     pub reserved_validation_slot: bool,
     /// How long a user request may wait in the queue.
@@ -28,6 +31,7 @@ impl Default for EngineConfig {
             n_ctx: 2048,
             n_threads: cores as i32,
             slots: 1,
+            batched: true,
             reserved_validation_slot: true,
             queue_patience: DEFAULT_QUEUE_PATIENCE,
         }

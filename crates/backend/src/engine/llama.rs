@@ -1,5 +1,7 @@
 //! The engine itself, over `llama-cpp-2`.
 
+#[path = "batch.rs"]
+mod batch;
 #[path = "embed.rs"]
 mod embed;
 #[path = "run.rs"]
@@ -89,17 +91,28 @@ impl Shared {
     fn take(&self, kind: SlotKind) -> Option<(Job, Priority)> {
         let mut lanes = self.lanes();
         loop {
-            match next_lane(kind, lanes.user.len(), lanes.validation.len()) {
-                Some(Priority::Validation) => {
-                    return lanes
-                        .validation
-                        .pop_front()
-                        .map(|j| (j, Priority::Validation))
-                }
-                Some(Priority::User) => return lanes.user.pop_front().map(|j| (j, Priority::User)),
-                None if lanes.closed => return None,
-                None => lanes = self.wake.wait(lanes).unwrap_or_else(|e| e.into_inner()),
+            if let Some(next) = Self::pop(&mut lanes, kind) {
+                return Some(next);
             }
+            if lanes.closed {
+                return None;
+            }
+            lanes = self.wake.wait(lanes).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The next job for a slot of `kind` if one waits now.
+    fn try_take(&self, kind: SlotKind) -> Option<(Job, Priority)> {
+        Self::pop(&mut self.lanes(), kind)
+    }
+
+    fn pop(lanes: &mut Lanes, kind: SlotKind) -> Option<(Job, Priority)> {
+        match next_lane(kind, lanes.user.len(), lanes.validation.len())? {
+            Priority::Validation => lanes
+                .validation
+                .pop_front()
+                .map(|j| (j, Priority::Validation)),
+            Priority::User => lanes.user.pop_front().map(|j| (j, Priority::User)),
         }
     }
 }
@@ -149,7 +162,11 @@ impl Engine {
             mean_job_ms: Mutex::new(None),
             slots,
         });
-        let kinds = (0..slots)
+        // Batched: the shared slots are sequences of one context, decoded together by one
+        // worker; otherwise each slot is a worker with a context of its own.
+        let batched = cfg.batched && slots > 1;
+        let shared_workers = if batched { 1 } else { slots };
+        let kinds = (0..shared_workers)
             .map(|_| SlotKind::Shared)
             .chain(cfg.reserved_validation_slot.then_some(SlotKind::Reserved));
         let mut engine = Self {
@@ -171,7 +188,11 @@ impl Engine {
             let handle = std::thread::Builder::new()
                 .name(format!("llama-slot-{slot}"))
                 .spawn(move || {
-                    run::worker(backend, &model, n_ctx, threads, kind, &shared, ready_tx)
+                    if batched && kind == SlotKind::Shared {
+                        batch::worker(backend, &model, n_ctx, slots, threads, &shared, ready_tx)
+                    } else {
+                        run::worker(backend, &model, n_ctx, threads, kind, &shared, ready_tx)
+                    }
                 })
                 .map_err(|e| BackendError::Failed(format!("cannot start worker: {e}")))?;
             // On failure `engine` drops here, which closes the queues and joins started slots.

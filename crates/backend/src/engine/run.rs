@@ -49,13 +49,7 @@ pub(super) fn worker(
         .ok();
     let _ = ready.send(Ok(()));
     while let Some((job, priority)) = shared.take(kind) {
-        // A client that already hung up, or a job its wait timer answered, costs nothing more.
-        if job.tx.is_closed()
-            || job
-                .state
-                .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
+        if !claim(&job) {
             continue;
         }
         let user = priority == Priority::User;
@@ -73,6 +67,16 @@ pub(super) fn worker(
             let _ = tx.blocking_send(Err(e));
         }
     }
+}
+
+/// Takes `job` off its wait timer. A client that already hung up, or a job the timer answered,
+/// costs nothing more: `false`.
+pub(super) fn claim(job: &Job) -> bool {
+    !job.tx.is_closed()
+        && job
+            .state
+            .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
 }
 
 fn render_prompt(
@@ -167,15 +171,25 @@ fn logprob(model: &LlamaModel, logits: &[f32], token: LlamaToken, top: u8) -> To
     }
 }
 
-fn run_job(
+/// A job whose prompt is tokenized and checked, ready to decode.
+pub(super) struct Prepared {
+    /// Prompt tokens, then those of a continued answer's text.
+    pub tokens: Vec<LlamaToken>,
+    pub n_prompt: u32,
+    pub n_continued: u32,
+    /// Tokens it may still generate.
+    pub budget: u32,
+    pub sampler: LlamaSampler,
+}
+
+/// Renders and tokenizes `job`'s prompt (and the text of an answer it continues) and checks it
+/// against the context of `n_ctx` tokens.
+pub(super) fn prepare(
     model: &LlamaModel,
     template: Option<&LlamaChatTemplate>,
-    ctx: &mut LlamaContext<'_>,
     n_ctx: u32,
-    job: Job,
-) -> Result<(), BackendError> {
-    let failed =
-        |what: &str, e: &dyn std::fmt::Display| BackendError::Failed(format!("{what}: {e}"));
+    job: &Job,
+) -> Result<Prepared, BackendError> {
     let text = render_prompt(model, template, &job.prompt)?;
     let vocab = model.vocab();
     let mut tokens = vocab.tokenize(text.as_bytes(), true, true);
@@ -205,76 +219,151 @@ fn run_job(
     let mut sampler = sampler(model, &job.params)?;
     // The grammar (structured output) must stand where the earlier node's answer left it.
     sampler.accept_many(&continued);
-    ctx.clear_kv_cache();
+    Ok(Prepared {
+        tokens,
+        n_prompt,
+        n_continued,
+        budget,
+        sampler,
+    })
+}
 
-    let started = Instant::now();
-    let mut batch = LlamaBatch::new(n_ctx as usize, 1);
-    let last = tokens.len() - 1;
-    for (i, t) in tokens.iter().enumerate() {
-        batch
-            .add(*t, i as i32, &[0], i == last)
-            .map_err(|e| failed("batch", &e))?;
-    }
-    ctx.decode(&mut batch)
-        .map_err(|e| failed("prompt decode", &e))?;
-    let prompt_ms = started.elapsed().as_secs_f64() * 1e3;
+/// One answer being generated: what it has produced, and whether it goes on.
+pub(super) struct Generation {
+    pub job: Job,
+    pub sampler: LlamaSampler,
+    gate: TextGate,
+    /// Position of the next token in the sequence.
+    pub pos: i32,
+    generated: u32,
+    budget: u32,
+    n_prompt: u32,
+    n_continued: u32,
+    prompt_ms: f64,
+    gen_started: Instant,
+}
 
-    let gen_started = Instant::now();
-    let mut gate = TextGate::new(&job.params.stop);
-    let mut pos = n_read as i32;
-    let mut generated = 0u32;
-    let mut finish = FinishReason::Length;
-    let mut hit_stop_sequence = false;
-    while generated < budget {
-        let token = sampler.sample(ctx, batch.n_tokens() - 1);
-        if vocab.is_eog(token) {
-            finish = FinishReason::Stop;
-            break;
+/// What a generation does after a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Decode the token and sample the next one.
+    Next(LlamaToken),
+    /// The answer is over (its `Done` is sent) or its client went away.
+    Over,
+}
+
+impl Generation {
+    pub fn new(job: Job, p: Prepared, prompt_ms: f64) -> Self {
+        Self {
+            gate: TextGate::new(&job.params.stop),
+            pos: p.tokens.len() as i32,
+            generated: 0,
+            budget: p.budget,
+            n_prompt: p.n_prompt,
+            n_continued: p.n_continued,
+            sampler: p.sampler,
+            prompt_ms,
+            gen_started: Instant::now(),
+            job,
         }
-        generated += 1;
-        if let Some(top) = job.params.logprobs {
-            let lp = logprob(model, ctx.get_logits_ith(batch.n_tokens() - 1), token, top);
-            if job
-                .tx
-                .blocking_send(Ok(InferEvent::Logprobs(vec![lp])))
-                .is_err()
-            {
-                return Ok(());
+    }
+
+    /// Samples the token after the logits at batch index `idx` and sends what it adds.
+    pub fn step(&mut self, model: &LlamaModel, ctx: &LlamaContext<'_>, idx: i32) -> Step {
+        if self.generated >= self.budget {
+            return self.done(FinishReason::Length, false);
+        }
+        if self.job.tx.is_closed() {
+            return Step::Over; // the client went away: stop spending CPU on it
+        }
+        let token = self.sampler.sample(ctx, idx);
+        if model.vocab().is_eog(token) {
+            return self.done(FinishReason::Stop, false);
+        }
+        self.generated += 1;
+        if let Some(top) = self.job.params.logprobs {
+            let lp = logprob(model, ctx.get_logits_ith(idx), token, top);
+            if self.send(InferEvent::Logprobs(vec![lp])).is_err() {
+                return Step::Over;
             }
         }
-        let feed = gate.feed(&vocab.token_to_piece(token, false, None));
-        if !feed.emit.is_empty()
-            && job
-                .tx
-                .blocking_send(Ok(InferEvent::Text(feed.emit)))
-                .is_err()
-        {
-            return Ok(()); // the client went away: stop spending CPU on it
+        let feed = self
+            .gate
+            .feed(&model.vocab().token_to_piece(token, false, None));
+        if !feed.emit.is_empty() && self.send(InferEvent::Text(feed.emit)).is_err() {
+            return Step::Over;
         }
         if feed.stopped {
-            finish = FinishReason::Stop;
-            hit_stop_sequence = true;
-            break;
+            return self.done(FinishReason::Stop, true);
         }
-        batch.clear();
+        if self.generated >= self.budget {
+            return self.done(FinishReason::Length, false);
+        }
+        self.pos += 1;
+        Step::Next(token)
+    }
+
+    fn send(&self, ev: InferEvent) -> Result<(), ()> {
+        self.job.tx.blocking_send(Ok(ev)).map_err(|_| ())
+    }
+
+    /// Sends the held-back text (unless a stop sequence ended the answer) and `Done`.
+    fn done(&mut self, finish: FinishReason, hit_stop_sequence: bool) -> Step {
+        let rest = self.gate.finish();
+        if !rest.is_empty() && !hit_stop_sequence {
+            let _ = self.send(InferEvent::Text(rest));
+        }
+        let _ = self.send(InferEvent::Done {
+            finish_reason: finish,
+            usage: Usage {
+                prompt_tokens: self.n_prompt,
+                completion_tokens: self.n_continued + self.generated,
+            },
+            prompt_ms: self.prompt_ms,
+            gen_ms: self.gen_started.elapsed().as_secs_f64() * 1e3,
+        });
+        Step::Over
+    }
+}
+
+/// Adds `tokens` to `batch` for sequence `seq` from position `pos`, logits for the last only.
+pub(super) fn add_tokens(
+    batch: &mut LlamaBatch,
+    tokens: &[LlamaToken],
+    pos: i32,
+    seq: i32,
+) -> Result<(), BackendError> {
+    let last = tokens.len().saturating_sub(1);
+    for (i, t) in tokens.iter().enumerate() {
         batch
-            .add(token, pos, &[0], true)
-            .map_err(|e| failed("batch", &e))?;
-        pos += 1;
+            .add(*t, pos + i as i32, &[seq], i == last)
+            .map_err(|e| BackendError::Failed(format!("batch: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs one job alone on `ctx`, sequence 0.
+fn run_job(
+    model: &LlamaModel,
+    template: Option<&LlamaChatTemplate>,
+    ctx: &mut LlamaContext<'_>,
+    n_ctx: u32,
+    job: Job,
+) -> Result<(), BackendError> {
+    let failed =
+        |what: &str, e: &dyn std::fmt::Display| BackendError::Failed(format!("{what}: {e}"));
+    let p = prepare(model, template, n_ctx, &job)?;
+    ctx.clear_kv_cache();
+    let started = Instant::now();
+    let mut batch = LlamaBatch::new(n_ctx as usize, 1);
+    add_tokens(&mut batch, &p.tokens, 0, 0)?;
+    ctx.decode(&mut batch)
+        .map_err(|e| failed("prompt decode", &e))?;
+    let mut g = Generation::new(job, p, started.elapsed().as_secs_f64() * 1e3);
+    while let Step::Next(token) = g.step(model, ctx, batch.n_tokens() - 1) {
+        batch.clear();
+        add_tokens(&mut batch, &[token], g.pos - 1, 0)?;
         ctx.decode(&mut batch).map_err(|e| failed("decode", &e))?;
     }
-    let rest = gate.finish();
-    if !rest.is_empty() && !hit_stop_sequence {
-        let _ = job.tx.blocking_send(Ok(InferEvent::Text(rest)));
-    }
-    let _ = job.tx.blocking_send(Ok(InferEvent::Done {
-        finish_reason: finish,
-        usage: Usage {
-            prompt_tokens: n_prompt,
-            completion_tokens: n_continued + generated,
-        },
-        prompt_ms,
-        gen_ms: gen_started.elapsed().as_secs_f64() * 1e3,
-    }));
     Ok(())
 }

@@ -66,10 +66,34 @@ pub fn cli_flags(args: &BTreeMap<String, Value>) -> Result<Vec<String>, String> 
     Ok(out)
 }
 
+/// Whether llama-server renders chat with the model's own Jinja template: its default (since
+/// llama.cpp made `--jinja` the default), unless the args turn it off (`jinja: false`,
+/// `no-jinja: true`).
+pub fn jinja(args: &BTreeMap<String, Value>) -> bool {
+    let mut on = true;
+    for (key, value) in args {
+        match key.trim_start_matches('-').replace('_', "-").as_str() {
+            "jinja" => on = value.as_bool().unwrap_or(true),
+            "no-jinja" => on = !value.as_bool().unwrap_or(false),
+            _ => {}
+        }
+    }
+    on
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn jinja_is_on_unless_the_args_turn_it_off() {
+        assert!(jinja(&args(json!({"path": "m.gguf"}))));
+        assert!(jinja(&args(json!({"jinja": true}))));
+        assert!(!jinja(&args(json!({"jinja": false}))));
+        assert!(!jinja(&args(json!({"no_jinja": true}))));
+        assert!(!jinja(&args(json!({"--no-jinja": true}))));
+    }
 
     fn args(v: Value) -> BTreeMap<String, Value> {
         serde_json::from_value(v).unwrap()

@@ -92,6 +92,19 @@ impl LlamaServerBackend {
             .ok_or_else(|| BackendError::UnknownModel(model.to_string()))
     }
 
+    /// `req` may go to the child: a request with `tools` only where the child renders them with
+    /// the model's own Jinja template (`--jinja`), which is also what parses the calls back.
+    fn takes(&self, req: &InferRequest) -> Result<(), BackendError> {
+        let spec = self.spec(&req.model)?;
+        if req.params.tools.is_some() && !args::jinja(&spec.args) {
+            return Err(crate::api::tools_unsupported(
+                &req.model,
+                "a llama-server started without `--jinja`",
+            ));
+        }
+        Ok(())
+    }
+
     /// The full command line for `model` on `port`.
     fn command_args(&self, spec: &ModelSpec, port: u16) -> Result<Vec<String>, BackendError> {
         let path = model_path(&spec.name, &spec.args).map_err(BackendError::Failed)?;
@@ -231,6 +244,9 @@ impl Backend for LlamaServerBackend {
         &self,
         req: &InferRequest,
     ) -> Option<Result<serde_json::Value, BackendError>> {
+        if let Err(e) = self.takes(req) {
+            return Some(Err(e));
+        }
         match self.serving() {
             Some(s) if s.model == req.model => s.api.complete(req).await,
             // Not serving it: `infer` says why.
@@ -239,7 +255,7 @@ impl Backend for LlamaServerBackend {
     }
 
     async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError> {
-        self.spec(&req.model)?;
+        self.takes(&req)?;
         match self.serving() {
             Some(s) if s.model == req.model => s.api.infer(req).await,
             _ => Err(BackendError::Unavailable(format!(

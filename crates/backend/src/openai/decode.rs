@@ -139,6 +139,13 @@ impl StreamDecoder {
                 self.text_chunks += 1;
                 events.push(InferEvent::Text(text));
             }
+            if let Some(calls) = choice["delta"]["tool_calls"]
+                .as_array()
+                .filter(|c| !c.is_empty())
+            {
+                self.first_text_ms.get_or_insert(at_ms);
+                events.push(InferEvent::ToolCalls(Value::Array(calls.clone())));
+            }
             if let Some(reason) = choice["finish_reason"].as_str() {
                 self.finish = Some(finish_reason(reason));
             }
@@ -276,6 +283,7 @@ fn logprobs(v: &Value) -> Vec<TokenLogprob> {
 pub fn finish_reason(reason: &str) -> FinishReason {
     match reason {
         "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
         _ => FinishReason::Stop,
     }
 }
@@ -476,6 +484,24 @@ mod tests {
     }
 
     #[test]
+    fn streamed_tool_calls_come_through_as_sent() {
+        let mut d = dec();
+        let calls = json!([{"index": 0, "id": "c1", "type": "function",
+                            "function": {"name": "get_weather", "arguments": "{\"ci"}}]);
+        let data = json!({"choices": [{"delta": {"tool_calls": calls}}]}).to_string();
+        assert_eq!(
+            d.feed(&data, 1.0).unwrap(),
+            vec![InferEvent::ToolCalls(calls)]
+        );
+        let end = json!({"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}).to_string();
+        d.feed(&end, 2.0).unwrap();
+        let Ok(Some(InferEvent::Done { finish_reason, .. })) = d.finish(3.0) else {
+            panic!("a finished stream ends with Done")
+        };
+        assert_eq!(finish_reason, FinishReason::ToolCalls);
+    }
+
+    #[test]
     fn whole_non_streamed_answer_is_accepted() {
         let mut d = dec();
         let body = r#"{"choices":[{"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
@@ -540,7 +566,8 @@ mod tests {
     #[test]
     fn finish_reasons_map_to_stop_unless_cut_by_length() {
         assert_eq!(finish_reason("length"), FinishReason::Length);
-        for r in ["stop", "eos", "tool_calls", "content_filter"] {
+        assert_eq!(finish_reason("tool_calls"), FinishReason::ToolCalls);
+        for r in ["stop", "eos", "content_filter"] {
             assert_eq!(finish_reason(r), FinishReason::Stop);
         }
     }

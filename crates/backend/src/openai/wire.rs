@@ -69,6 +69,13 @@ pub fn request_body(req: &InferRequest, extra: &BTreeMap<String, Value>) -> (&'s
         }
         (None, _) => {}
     }
+    // Tool definitions and the conversation as the client wrote it (tool calls and results
+    // included), which the plain messages above cannot carry.
+    if let Some(tools) = &p.tools {
+        for (k, v) in tools {
+            body.insert(k.clone(), v.clone());
+        }
+    }
     for (k, v) in extra {
         body.entry(k.clone()).or_insert_with(|| v.clone());
     }

@@ -1,4 +1,5 @@
-//! Throughput under concurrent clients: a node's embedded engine at `--slots` 1, 2 and 4, and
+//! Throughput under concurrent clients: a node's embedded engine at `--slots` 1, 2 and 4 (one
+//! continuous batch, and separate contexts), and
 //! llama-server (`-np 4`, continuous batching) on the same GGUF when it is installed, each at
 //! 1, 4 and 8 clients sending streamed chat requests back to back. Aggregate completion tokens/s
 //! and time to first token, measured in the same run on the same machine, one server at a time.
@@ -15,7 +16,21 @@ use super::Report;
 
 const SUITE: &str = "engine";
 const CLIENTS: [usize; 3] = [1, 4, 8];
-const SLOTS: [usize; 3] = [1, 2, 4];
+/// The node configurations measured, the default first (the baseline of the run): slots as one
+/// continuous batch, and as separate contexts.
+const CONFIGS: [(&str, &[&str]); 5] = [
+    ("--slots 1", &["--slots", "1"]),
+    ("--slots 2 (batch)", &["--slots", "2"]),
+    ("--slots 4 (batch)", &["--slots", "4"]),
+    (
+        "--slots 2 --separate-slots",
+        &["--slots", "2", "--separate-slots"],
+    ),
+    (
+        "--slots 4 --separate-slots",
+        &["--slots", "4", "--separate-slots"],
+    ),
+];
 const ANSWER_TOKENS: u32 = 64;
 /// Requests each client sends per measurement.
 const PER_CLIENT: usize = 2;
@@ -232,26 +247,27 @@ pub async fn run(model_path: &Path, model_dir: &Path, report: &mut Report) -> Re
         .build()?;
     let name = infermesh_backend::model_fetch::SMOLLM2_135M.name;
     // tok/s per slot count, at each client count.
-    let mut by_slots: Vec<(usize, Vec<(usize, Load)>)> = Vec::new();
-    for slots in SLOTS {
+    let mut by_slots: Vec<(&str, Vec<(usize, Load)>)> = Vec::new();
+    for (k, (label, flags)) in CONFIGS.iter().enumerate() {
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         let node = BenchNode::serving_file(
-            &format!("bench-slots-{slots}"),
+            &format!("bench-slots-{k}"),
             model_path,
             name,
-            &["--slots".into(), slots.to_string()],
+            &flags,
             model_dir,
             &http,
         )
         .await?;
         let t = Target {
-            label: format!("infermesh --slots {slots}"),
+            label: format!("infermesh {label}"),
             base: format!("{}/v1", node.url),
             model: name.into(),
         };
         let loads = sweep(&http, &t, report).await;
         node.stop().await;
         let loads = loads?;
-        by_slots.push((slots, loads));
+        by_slots.push((label, loads));
     }
     // `--slots 1` (the default) is the baseline of the same run.
     let base = by_slots.first().map(|(_, l)| l.clone()).unwrap_or_default();
@@ -266,7 +282,7 @@ pub async fn run(model_path: &Path, model_dir: &Path, report: &mut Report) -> Re
             .filter_map(|(slots, loads)| {
                 loads
                     .get(k)
-                    .map(|(_, l)| format!("--slots {slots}: {:.2}×", l.tok_s / one))
+                    .map(|(_, l)| format!("{slots}: {:.2}×", l.tok_s / one))
             })
             .collect();
         report.row(
@@ -288,21 +304,23 @@ pub async fn run(model_path: &Path, model_dir: &Path, report: &mut Report) -> Re
     match llama_server() {
         Some(bin) => match with_llama_server(&bin, model_path, report).await {
             Ok(theirs) => {
-                let ratios: Vec<String> = theirs
-                    .iter()
-                    .zip(&base)
-                    .map(|((clients, l), (_, ours))| {
-                        format!(
-                            "{clients}: {:.2}×",
-                            ours.tok_s / l.tok_s.max(f64::MIN_POSITIVE)
-                        )
-                    })
-                    .collect();
-                report.row(
-                    SUITE,
-                    "infermesh --slots 1 tok/s against llama-server -np 4, by clients",
-                    ratios.join(", "),
-                );
+                for (label, ours) in &by_slots {
+                    let ratios: Vec<String> = theirs
+                        .iter()
+                        .zip(ours)
+                        .map(|((clients, l), (_, ours))| {
+                            format!(
+                                "{clients}: {:.2}×",
+                                ours.tok_s / l.tok_s.max(f64::MIN_POSITIVE)
+                            )
+                        })
+                        .collect();
+                    report.row(
+                        SUITE,
+                        format!("infermesh {label} tok/s against llama-server -np 4, by clients"),
+                        ratios.join(", "),
+                    );
+                }
             }
             Err(e) => report.note(format!("llama-server comparison skipped: {e:#}")),
         },

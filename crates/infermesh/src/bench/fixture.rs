@@ -276,7 +276,7 @@ mod tests {
                 " far", " away", " from", " the", " farm."
             ]
         );
-        assert_eq!(pieces_after(5)[0], "ick", "a piece cut in the middle");
+        assert_eq!(pieces_after(5)[0], "uick", "a piece cut in the middle");
         let chat = json!({"messages": [{"role": "user", "content": "hi"},
                                        {"role": "assistant", "content": "The quick"}]});
         assert_eq!(already_written(&chat, true), 9);

@@ -26,7 +26,7 @@ pub enum Suite {
     /// Added latency and throughput of routing (local and through a peer) vs a direct backend.
     Router,
     /// Embedded llama.cpp tokens/s (prompt and generation), directly and through the HTTP API,
-    /// and under 1, 4 and 8 concurrent clients at --slots 1, 2, 4 and against llama-server.
+    /// and under 1, 4 and 8 concurrent clients at --slots 1, 2, 4 (one batch, and separate) and against llama-server.
     Engine,
     /// Gossip convergence, state propagation and dead-peer removal for 9 and 30 nodes.
     Mesh,

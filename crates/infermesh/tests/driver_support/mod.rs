@@ -69,6 +69,7 @@ pub async fn answer(b: &dyn Backend, req: InferRequest) -> Result<Answer, Backen
                 text.push_str(&t);
             }
             InferEvent::Logprobs(_) => panic!("logprobs that were not asked for"),
+            InferEvent::ToolCalls(c) => panic!("tool calls that were not asked for: {c}"),
             InferEvent::Done {
                 finish_reason,
                 usage,
