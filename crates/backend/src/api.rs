@@ -9,6 +9,11 @@ use crate::types::{Embeddings, InferEvent, InferRequest};
 /// A running inference. Dropping the receiver cancels generation.
 pub type InferStream = mpsc::Receiver<Result<InferEvent, BackendError>>;
 
+/// A streamed answer as the remote's own OpenAI server-sent events, whole events per item; a
+/// failure mid-answer is an in-band error event and `[DONE]`. Dropping it closes the remote's
+/// stream.
+pub type EventStream = futures::stream::BoxStream<'static, bytes::Bytes>;
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum BackendError {
     /// The request itself is wrong (prompt too long, bad template input): the client's fault.
@@ -83,6 +88,18 @@ pub trait Backend: Send + Sync {
         &self,
         _req: &InferRequest,
     ) -> Option<Result<serde_json::Value, BackendError>> {
+        None
+    }
+    /// A streamed answer relayed as the remote's own events (see [`EventStream`]), for drivers
+    /// whose remote speaks OpenAI: nothing decoded and re-encoded, and whatever the remote
+    /// streams comes through. `include_usage` is the client's `stream_options.include_usage`.
+    /// `None` when this driver has no such path or the request needs its events decoded (then
+    /// [`Backend::infer`]).
+    async fn stream(
+        &self,
+        _req: &InferRequest,
+        _include_usage: bool,
+    ) -> Option<Result<EventStream, BackendError>> {
         None
     }
     /// Embeddings of `inputs` with `model`. A driver that cannot embed says so as the client's

@@ -21,7 +21,7 @@ pub mod stop;
 pub mod tester;
 pub mod types;
 
-pub use api::{Backend, BackendError, BackendInfo, InferStream, LoadProgress};
+pub use api::{Backend, BackendError, BackendInfo, EventStream, InferStream, LoadProgress};
 pub use config::{merge_args, ModelSpec};
 pub use types::{
     ChatMessage, Continuation, Embeddings, FinishReason, GenParams, InferEvent, InferRequest,

@@ -17,7 +17,7 @@ use crate::api::{
     AdminNode, ErrorBody, LogLine, LogsBody, MeshRequestsBody, RequestsBody, Status, TestResult,
 };
 use crate::migrate;
-use crate::model::Via;
+use crate::model::{ReplicaAction, Via};
 use crate::request::{admin_request, describe};
 use crate::signer::Signer;
 use crate::update::{Cmd, Msg, Target};
@@ -39,6 +39,8 @@ pub const LOG_TAIL: usize = 200;
 const MESH_REQUESTS: usize = 1000;
 /// As `infermesh migrate`'s default: loading plus the admission check of a large model.
 const MIGRATE_ADMIT_LIMIT: Duration = Duration::from_secs(300);
+/// A drain waits for in-flight requests; the node itself gives up on them after 120 s.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Delay before reconnect `attempt` (1-based): 250 ms doubling, capped at 2 s.
 pub fn backoff(attempt: u32) -> Duration {
@@ -270,6 +272,16 @@ impl Client {
                     me.send(Msg::WakeDone { id, result });
                 });
             }
+            Cmd::Replica {
+                action,
+                model,
+                node,
+            } => {
+                tokio::spawn(async move {
+                    let result = me.replica(action, &model, &node).await;
+                    me.send(Msg::ReplicaDone(result));
+                });
+            }
             Cmd::Migrate { model, from, to } => {
                 tokio::spawn(async move {
                     let tx = me.clone();
@@ -310,13 +322,69 @@ impl Client {
         path: &str,
         timeout: Duration,
     ) -> Result<T, String> {
+        self.admin_with(method, t, path, Vec::new(), timeout).await
+    }
+
+    /// Assigns or unassigns a replica, answered with the sentence the footer shows.
+    async fn replica(
+        &self,
+        action: ReplicaAction,
+        model: &str,
+        node: &migrate::Endpoint,
+    ) -> Result<String, String> {
+        let t = Target {
+            node_id: node.node_id.clone(),
+            base: node.base.clone(),
+        };
+        let name = &node.name;
+        match action {
+            ReplicaAction::Assign => {
+                let body = serde_json::json!({ "model": model })
+                    .to_string()
+                    .into_bytes();
+                self.admin_with::<serde_json::Value>(
+                    Method::POST,
+                    &t,
+                    "/admin/v1/replicas",
+                    body,
+                    FETCH_TIMEOUT,
+                )
+                .await
+                .map(|_| format!("{name} is loading {model}; it serves once its peers admit it"))
+                .map_err(|e| format!("{name} did not start {model}: {e}"))
+            }
+            ReplicaAction::Unassign => {
+                let path = format!("/admin/v1/replicas/{}/drain", migrate::encode(model));
+                self.admin_with::<serde_json::Value>(Method::POST, &t, &path, Vec::new(), DRAIN_TIMEOUT)
+                    .await
+                    .map(|v| {
+                        format!(
+                            "{name} stopped serving {model}: {} in flight finished, {} cut off, in {:.1} s",
+                            v["in_flight_at_start"].as_u64().unwrap_or(0).saturating_sub(v["cut_off"].as_u64().unwrap_or(0)),
+                            v["cut_off"].as_u64().unwrap_or(0),
+                            v["took_ms"].as_u64().unwrap_or(0) as f64 / 1e3
+                        )
+                    })
+                    .map_err(|e| format!("{name} did not drain {model}: {e}"))
+            }
+        }
+    }
+
+    async fn admin_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        t: &Target,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, String> {
         let rb = admin_request(
             &self.http,
             self.signer.as_ref(),
             method,
             (&t.node_id, &t.base),
             path,
-            Vec::new(),
+            body,
         );
         match rb.timeout(timeout).send().await {
             Ok(resp) => json_body::<T>(resp).await,

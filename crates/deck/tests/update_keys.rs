@@ -2,11 +2,11 @@
 
 mod common;
 
-use common::{ch, key};
+use common::{ch, endpoint, key, on_model};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use infermesh_deck::api::LogLine;
 use infermesh_deck::fixtures::{self, NOW_MS, SELF_ID};
-use infermesh_deck::migrate::{Endpoint, Outcome, Step};
+use infermesh_deck::migrate::{Outcome, Step};
 use infermesh_deck::model::{Confirm, Level, SortCol, Tab, TestRun};
 use infermesh_deck::update::Target;
 use infermesh_deck::{update, Cmd, Msg};
@@ -377,27 +377,6 @@ fn onboarding_targets_the_node_selected_on_nodes() {
         },
     );
     assert!(m.onboarding.backends.is_empty());
-}
-
-fn endpoint(i: usize) -> Endpoint {
-    Endpoint {
-        node_id: fixtures::peer_id(i),
-        name: fixtures::peer_name(i),
-        base: format!("http://127.0.0.1:{}", 40_000 + i),
-    }
-}
-
-/// MODELS with the row of `model` selected.
-fn on_model(m: &mut infermesh_deck::Model, model: &str) {
-    ch(m, '2');
-    let i = m
-        .model_groups()
-        .iter()
-        .position(|g| g.model == model)
-        .expect("model listed");
-    for _ in 0..i {
-        ch(m, 'j');
-    }
 }
 
 #[test]

@@ -124,7 +124,7 @@ fn deck_shows_the_node_switches_tabs_and_quits() {
 }
 
 #[test]
-fn the_decks_migrate_and_wake_actions_do_what_their_confirm_said() {
+fn the_decks_migrate_assign_and_wake_actions_do_what_their_confirm_said() {
     let operator = ed25519_dalek::SigningKey::from_bytes(&[23; 32]);
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("operator.key");
@@ -198,6 +198,38 @@ fn the_decks_migrate_and_wake_actions_do_what_their_confirm_said() {
         "deck-a stopped serving it: {a_now}"
     );
     assert_eq!(a_now["node_state"], "standby", "{a_now}");
+
+    // MODELS `a`: deck-a, standby again, is asked to start a replica; `u` then takes it away.
+    let serves = |n: &NodeProc| {
+        n.status()["models"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|m| m == MODEL))
+    };
+    // The deck's own view of deck-a must say standby before `a` can offer it.
+    t.wait_for("standby  deck-a");
+    t.keys("a");
+    let modal = t.wait_for("y signs and sends");
+    assert!(
+        modal.contains("Assign") && modal.contains("to deck-a"),
+        "{modal}"
+    );
+    assert!(!serves(&a), "nothing is sent before y");
+    t.keys("y");
+    t.wait_for("deck-a is loading");
+    // Both replicas serving in the deck's own view (ROUTABLE 2/2) before `u` lists them.
+    t.wait_for_within("2/2", Duration::from_secs(60));
+    assert_eq!(a.status()["node_state"], "serving");
+    t.keys("u");
+    let modal = t.wait_for("y signs and sends");
+    assert!(
+        modal.contains("Unassign") && modal.contains("from deck-a"),
+        "{modal}"
+    );
+    assert!(modal.contains("2 serving replicas to 1"), "{modal}");
+    t.keys("y");
+    t.wait_for_within("deck-a stopped serving", Duration::from_secs(60));
+    assert!(!serves(&a), "deck-a drained: {}", a.status());
+    assert!(serves(&b), "deck-b still serves");
 
     // WAKEABLE: `w` asks, `y` sends the signed wake; the node runs the command, which fails.
     t.keys("6");

@@ -19,6 +19,7 @@ pub mod node;
 pub mod participation;
 pub mod placement;
 pub mod queue;
+pub mod relay;
 pub mod resume;
 pub mod routing;
 pub mod schedule;

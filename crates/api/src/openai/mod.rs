@@ -12,6 +12,7 @@ use std::sync::Arc;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use infermesh_backend::{Backend, BackendError, InferEvent, InferStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -92,11 +93,14 @@ pub async fn serve_local(
 ) -> Result<Response, LocalFailure> {
     let backend = local_backend(&node, &p.req.model)?;
     let guard = node.begin_request(p.req.priority != infermesh_state::Priority::Validation);
-    // A whole answer the remote already shaped as OpenAI JSON goes out as it came.
+    // An answer the remote already shapes as OpenAI JSON goes out as it came: whole, or as its
+    // own events.
     if !p.stream {
         if let Some(answer) = backend.complete(&p.req).await {
             return Ok(Json(answer?).into_response());
         }
+    } else if let Some(events) = backend.stream(&p.req, p.include_usage).await {
+        return Ok(relayed(events?, guard));
     }
     let mut events = backend.infer(p.req.clone()).await?;
     // Wait for the first event before committing to a status: an early failure (prompt too long)
@@ -113,6 +117,22 @@ pub async fn serve_local(
     } else {
         collect(meta, first, events, logprobs).await
     }
+}
+
+/// A remote's own event stream as the response, counted in flight until it ends.
+fn relayed(events: infermesh_backend::EventStream, guard: crate::node::InFlight) -> Response {
+    let body = events.map(move |b| {
+        let _ = &guard;
+        Ok::<_, Infallible>(b)
+    });
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/event-stream"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// A non-streamed answer is assembled before anything is sent, so even a failure mid-generation

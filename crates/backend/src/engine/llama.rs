@@ -286,11 +286,15 @@ fn overloaded(queued: usize, running: usize, patience: Duration, retry: u32) -> 
 /// Answers a user job that is still queued after `patience` with `Overloaded`, and takes it out
 /// of the queue so it neither runs nor counts as waiting.
 async fn abandon_after(shared: Arc<Shared>, patience: Duration, state: Arc<AtomicU8>, tx: Tx) {
-    tokio::select! {
-        _ = tokio::time::sleep(patience) => {}
-        // The client went away (or the job finished): nothing to answer.
-        _ = tx.closed() => return,
-    }
+    // A weak handle: the timer must not keep the answer's channel open after the job ended
+    // (a reader waiting for the channel to close would wait out the whole patience).
+    let weak = tx.downgrade();
+    drop(tx);
+    tokio::time::sleep(patience).await;
+    // The client went away, or the job finished: nothing to answer.
+    let Some(tx) = weak.upgrade() else {
+        return;
+    };
     if state
         .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
         .is_err()

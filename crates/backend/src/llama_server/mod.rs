@@ -254,6 +254,20 @@ impl Backend for LlamaServerBackend {
         }
     }
 
+    async fn stream(
+        &self,
+        req: &InferRequest,
+        include_usage: bool,
+    ) -> Option<Result<crate::api::EventStream, BackendError>> {
+        if let Err(e) = self.takes(req) {
+            return Some(Err(e));
+        }
+        match self.serving() {
+            Some(s) if s.model == req.model => s.api.stream(req, include_usage).await,
+            _ => None,
+        }
+    }
+
     async fn infer(&self, req: InferRequest) -> Result<InferStream, BackendError> {
         self.takes(&req)?;
         match self.serving() {

@@ -7,6 +7,8 @@
 
 pub mod decode;
 mod embed;
+mod pump;
+mod relay;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -14,15 +16,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::api::{error_chain, Backend, BackendError, BackendInfo, InferStream};
+use crate::api::{error_chain, Backend, BackendError, BackendInfo, EventStream, InferStream};
 use crate::config::ModelSpec;
-use crate::types::{Embeddings, InferEvent, InferRequest};
+use crate::types::{Embeddings, InferRequest};
 use decode::StreamDecoder;
-use infermesh_state::sse::SseParser;
 use wire::{request_body, status_error};
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -349,12 +349,24 @@ impl Backend for OpenAiBackend {
         let (tx, rx) = mpsc::channel(64);
         let decoder =
             StreamDecoder::new(&req.model, &url).continuing(req.params.continuation.as_ref());
-        tokio::spawn(pump(resp, decoder, started, tx));
+        tokio::spawn(pump::pump(resp, decoder, started, tx));
         Ok(rx)
     }
 
     async fn complete(&self, req: &InferRequest) -> Option<Result<Value, BackendError>> {
         Some(self.complete_once(req).await)
+    }
+
+    async fn stream(
+        &self,
+        req: &InferRequest,
+        include_usage: bool,
+    ) -> Option<Result<EventStream, BackendError>> {
+        // A continued answer is decoded: the remote may send the continued text back first.
+        if req.params.continuation.is_some() {
+            return None;
+        }
+        Some(self.relay_once(req, include_usage).await)
     }
 
     async fn embed(&self, model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
@@ -364,73 +376,6 @@ impl Backend for OpenAiBackend {
     async fn stop(&self) -> Result<(), BackendError> {
         *self.loaded.lock().expect("loaded lock") = None;
         Ok(())
-    }
-}
-
-type Tx = mpsc::Sender<Result<InferEvent, BackendError>>;
-
-/// Reads the response body into the event channel until `Done`, an error, or the receiver
-/// going away (which drops the response and so closes the connection: the remote stops).
-async fn pump(mut resp: reqwest::Response, mut dec: StreamDecoder, started: Instant, tx: Tx) {
-    let ms = || started.elapsed().as_secs_f64() * 1000.0;
-    let streaming = resp
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("text/event-stream"));
-    let url = resp.url().to_string();
-    let mut sse = SseParser::new();
-    // A server that ignored `stream: true` answers with one JSON body, decoded as one chunk.
-    let mut whole = Vec::new();
-    loop {
-        // Waiting on the receiver too: a client that hangs up during a long silent stretch
-        // (prompt processing) must free the remote now, not at its next token.
-        let chunk = tokio::select! {
-            _ = tx.closed() => return,
-            chunk = resp.chunk() => chunk,
-        };
-        let (payloads, eof): (Vec<String>, bool) = match chunk {
-            Ok(Some(bytes)) if streaming => (
-                sse.push(&bytes).into_iter().map(|e| e.data).collect(),
-                false,
-            ),
-            Ok(Some(bytes)) => {
-                whole.extend_from_slice(&bytes);
-                continue;
-            }
-            Ok(None) if streaming => (sse.finish().into_iter().map(|e| e.data).collect(), true),
-            Ok(None) => (vec![String::from_utf8_lossy(&whole).into_owned()], true),
-            Err(e) => {
-                let err = BackendError::Failed(format!("{url}: stream broke: {}", error_chain(&e)));
-                let _ = tx.send(Err(err)).await;
-                return;
-            }
-        };
-        for data in payloads {
-            match dec.feed(&data, ms()) {
-                Ok(events) => {
-                    for ev in events {
-                        if tx.send(Ok(ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            }
-            if dec.is_done() {
-                return;
-            }
-        }
-        if eof {
-            let last = dec.finish(ms()).transpose();
-            if let Some(last) = last {
-                let _ = tx.send(last).await;
-            }
-            return;
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The mutating actions waiting for the operator's `y`, each with the sentence that states what
 //! it changes (its blast radius) before anything is signed or sent.
 
+use super::assign::ReplicaConfirm;
 use super::migrate::MigrateConfirm;
 
 /// The mutating action waiting for the operator's y/N.
@@ -9,6 +10,7 @@ pub enum Confirm {
     Test(TestConfirm),
     Migrate(MigrateConfirm),
     Wake(WakeConfirm),
+    Replica(ReplicaConfirm),
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -60,6 +62,7 @@ impl Confirm {
             }
             Confirm::Migrate(c) => c.lines(),
             Confirm::Wake(w) => w.lines(),
+            Confirm::Replica(r) => r.lines(),
         }
     }
 
@@ -71,6 +74,9 @@ impl Confirm {
                 "←/→ source · ↑/↓ target · y signs and sends · any other key cancels, nothing is sent"
             }
             Confirm::Wake(_) => "y signs and sends · any other key cancels, nothing is sent",
+            Confirm::Replica(_) => {
+                "↑/↓ node · y signs and sends · any other key cancels, nothing is sent"
+            }
         }
     }
 }

@@ -29,30 +29,36 @@ pub struct MigrateConfirm {
     pub to: usize,
 }
 
+/// The nodes that serve `model` now, and the standby nodes that could take it, by name.
+pub(super) fn choices(m: &Model, model: &str) -> (Vec<Choice>, Vec<Choice>) {
+    let mut rows = m.node_rows();
+    rows.sort_by(|a, b| a.name.cmp(b.name));
+    let choice = |r: &super::NodeRow<'_>| Choice {
+        node: Endpoint {
+            node_id: r.node_id.to_string(),
+            name: r.name.to_string(),
+            base: base_url(r.addr),
+        },
+        in_flight: r.load.unwrap_or(0),
+        other_models: r.models.iter().filter(|x| *x != model).cloned().collect(),
+    };
+    let serving = rows
+        .iter()
+        .filter(|r| r.state == Some(NodeState::Serving) && r.models.iter().any(|x| x == model))
+        .map(choice)
+        .collect();
+    let standby = rows
+        .iter()
+        .filter(|r| r.state == Some(NodeState::Standby) && !r.addr.is_empty())
+        .map(choice)
+        .collect();
+    (serving, standby)
+}
+
 impl MigrateConfirm {
     /// What the mesh offers for moving `model` now, or the sentence saying why it cannot move.
     pub fn plan(m: &Model, model: &str) -> Result<MigrateConfirm, String> {
-        let mut rows = m.node_rows();
-        rows.sort_by(|a, b| a.name.cmp(b.name));
-        let choice = |r: &super::NodeRow<'_>| Choice {
-            node: Endpoint {
-                node_id: r.node_id.to_string(),
-                name: r.name.to_string(),
-                base: base_url(r.addr),
-            },
-            in_flight: r.load.unwrap_or(0),
-            other_models: r.models.iter().filter(|x| *x != model).cloned().collect(),
-        };
-        let sources: Vec<Choice> = rows
-            .iter()
-            .filter(|r| r.state == Some(NodeState::Serving) && r.models.iter().any(|x| x == model))
-            .map(choice)
-            .collect();
-        let targets: Vec<Choice> = rows
-            .iter()
-            .filter(|r| r.state == Some(NodeState::Standby) && !r.addr.is_empty())
-            .map(choice)
-            .collect();
+        let (sources, targets) = choices(m, model);
         if sources.is_empty() {
             return Err(format!(
                 "cannot migrate {model}: no node serves it now (nothing to move)"

@@ -12,12 +12,14 @@ use infermesh_state::NodeState;
 
 use crate::api::{base_url, AdminNode, GroupView, RequestRecord, Status, TestResult};
 
+mod assign;
 mod confirm;
 pub mod live;
 mod logs;
 mod mesh;
 pub mod migrate;
 pub mod topology;
+pub use assign::{ReplicaAction, ReplicaConfirm};
 pub use confirm::{Confirm, TestConfirm, WakeConfirm};
 pub use logs::{Level, LogStore, LogsView, LOG_CAP};
 pub use mesh::{MeshRequests, Scope};

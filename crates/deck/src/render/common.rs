@@ -166,7 +166,7 @@ pub fn tab_bar(m: &Model, f: &mut Frame, area: Rect) {
 fn hints(m: &Model) -> &'static str {
     match m.tab {
         Tab::Nodes => "j/k move  g/G ends  s sort  ⏎ detail  l logs  1-7 tabs  ? help  q quit",
-        Tab::Models => "j/k move  m migrate  1-7/Tab tabs  ? help  q quit",
+        Tab::Models => "j/k move  a assign  u unassign  m migrate  1-7/Tab  ? help  q quit",
         Tab::Onboarding => "j/k backend  t test  r refresh  1-7/Tab tabs  ? help  q quit",
         Tab::Logs => {
             "f node  v level  p pause  / search  e export  j/k PgUp/PgDn g/G scroll  ? help  q quit"
@@ -222,6 +222,10 @@ pub const HELP: &[(&str, &str)] = &[
         "m",
         "MODELS: migrate the selected model to a standby node (asks)",
     ),
+    (
+        "a / u",
+        "MODELS: assign to a standby node / unassign a replica (asks)",
+    ),
     ("t", "ONBOARDING: test the selected backend (asks first)"),
     ("w", "WAKEABLE: wake the selected machine (asks first)"),
     ("r", "ONBOARDING: refresh now"),
@@ -263,9 +267,10 @@ pub fn confirm(lines: &[String], keys: &str, f: &mut Frame, area: Rect) {
     let inner = usize::from(width.saturating_sub(2)).max(1);
     let rows: usize = lines
         .iter()
-        .map(|l| l.chars().count().div_ceil(inner).max(1))
+        .chain(std::iter::once(&keys.to_string()))
+        .map(|l| wrapped_rows(l, inner))
         .sum();
-    let r = centered(area, width, (rows + 4) as u16);
+    let r = centered(area, width, (rows + 3) as u16);
     let mut text: Vec<Line> = lines.iter().map(|l| Line::from(l.clone())).collect();
     text.push(Line::default());
     text.push(Line::from(Span::styled(keys.to_string(), Color::DarkGray)));
@@ -278,6 +283,29 @@ pub fn confirm(lines: &[String], keys: &str, f: &mut Frame, area: Rect) {
         ),
         r,
     );
+}
+
+/// Rows `line` takes when wrapped at word boundaries into `width` columns (as `Wrap` does): a
+/// word that does not fit on the row moves to the next, and a word longer than a row is split.
+fn wrapped_rows(line: &str, width: usize) -> usize {
+    let (mut rows, mut used) = (1, 0);
+    for word in line.split(' ').filter(|w| !w.is_empty()) {
+        let mut len = word.chars().count();
+        let need = if used == 0 { len } else { used + 1 + len };
+        if need <= width {
+            used = need;
+            continue;
+        }
+        if used > 0 {
+            rows += 1;
+        }
+        while len > width {
+            rows += 1;
+            len -= width;
+        }
+        used = len;
+    }
+    rows
 }
 
 /// Cuts `s` to `max` chars with an ellipsis; column widths are fixed and a long model list must
@@ -298,4 +326,20 @@ pub fn clip(s: &str, max: usize) -> String {
 /// only moves when the selection leaves it.
 pub fn page_offset(selected: usize, height: usize) -> usize {
     selected.checked_div(height).map_or(0, |page| page * height)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrapped_rows;
+
+    #[test]
+    fn rows_follow_word_wrapping() {
+        assert_eq!(wrapped_rows("", 10), 1);
+        assert_eq!(wrapped_rows("one two", 10), 1);
+        // "aaaa bbbb" fits 9 columns; "cccc" goes to the next row.
+        assert_eq!(wrapped_rows("aaaa bbbb cccc", 9), 2);
+        // Character counting would say 2 rows (14 chars at 9); words need 3 at 6.
+        assert_eq!(wrapped_rows("aaaa bbbb cccc", 6), 3);
+        assert_eq!(wrapped_rows("abcdefghijkl", 5), 3, "a long word is split");
+    }
 }

@@ -6,8 +6,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use super::{fetch_admin, fetch_mesh_requests, Cmd, Target, FLASH_MS};
 use crate::fmt::{export_line, file_stamp};
 use crate::model::{
-    Confirm, Conn, Level, MigrateConfirm, MigrationRun, Model, Scope, Tab, TestConfirm, TestRun,
-    WakeConfirm,
+    Confirm, Conn, Level, MigrateConfirm, MigrationRun, Model, ReplicaAction, ReplicaConfirm,
+    Scope, Tab, TestConfirm, TestRun, WakeConfirm,
 };
 
 pub(super) fn on_key(m: &mut Model, k: KeyEvent) -> Vec<Cmd> {
@@ -229,6 +229,33 @@ fn confirm_key(m: &mut Model, c: Confirm, code: KeyCode) -> Vec<Cmd> {
                 id: w.id,
             }]
         }
+        Confirm::Replica(r) if yes => {
+            let verb = match r.action {
+                ReplicaAction::Assign => "asking",
+                ReplicaAction::Unassign => "draining",
+            };
+            m.flash = Some((
+                format!("{verb} {} for {}…", r.node().node.name, r.model),
+                m.now_ms + FLASH_MS,
+            ));
+            vec![Cmd::Replica {
+                action: r.action,
+                model: r.model.clone(),
+                node: r.node().node.clone(),
+            }]
+        }
+        Confirm::Replica(mut r) => {
+            let pick = match code {
+                KeyCode::Up | KeyCode::Char('k') => Some(false),
+                KeyCode::Down | KeyCode::Char('j') => Some(true),
+                _ => None,
+            };
+            if let Some(forward) = pick {
+                r.cycle(forward);
+                m.confirm = Some(Confirm::Replica(r));
+            }
+            Vec::new()
+        }
         Confirm::Test(_) | Confirm::Wake(_) => Vec::new(),
     }
 }
@@ -267,6 +294,21 @@ fn wakeable_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
 
 fn models_key(m: &mut Model, code: KeyCode) -> Vec<Cmd> {
     let groups = m.model_groups();
+    let action = match code {
+        KeyCode::Char('a') => Some(ReplicaAction::Assign),
+        KeyCode::Char('u') => Some(ReplicaAction::Unassign),
+        _ => None,
+    };
+    if let Some(action) = action {
+        let Some(g) = groups.get(m.models_sel.min(groups.len().saturating_sub(1))) else {
+            return Vec::new();
+        };
+        match ReplicaConfirm::plan(m, &g.model, action) {
+            Ok(c) => m.confirm = Some(Confirm::Replica(c)),
+            Err(why) => m.flash = Some((why, m.now_ms + FLASH_MS)),
+        }
+        return Vec::new();
+    }
     if code != KeyCode::Char('m') {
         m.models_sel = step(m.models_sel, groups.len(), code, m.page_rows());
         return Vec::new();

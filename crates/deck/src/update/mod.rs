@@ -66,6 +66,8 @@ pub enum Msg {
     /// Progress of the migration `Cmd::Migrate` started.
     Migration(migrate::Step),
     MigrationDone(Result<migrate::Outcome, String>),
+    /// The outcome of `Cmd::Replica`, as one sentence for the footer.
+    ReplicaDone(Result<String, String>),
 }
 
 /// A node to pull from.
@@ -94,6 +96,13 @@ pub enum Cmd {
     Wake {
         target: Target,
         id: String,
+    },
+    /// Signed `POST /admin/v1/replicas` (assign) or `…/replicas/:model/drain` (unassign) on
+    /// `node`.
+    Replica {
+        action: crate::model::ReplicaAction,
+        model: String,
+        node: migrate::Endpoint,
     },
     /// Signed admin calls on both nodes, in order (see [`crate::migrate`]).
     Migrate {
@@ -169,6 +178,10 @@ pub fn update(m: &mut Model, msg: Msg) -> Vec<Cmd> {
         }
         Msg::Migration(step) => on_migration_step(m, step),
         Msg::MigrationDone(r) => on_migration_done(m, r),
+        Msg::ReplicaDone(r) => {
+            let text = r.unwrap_or_else(|e| e);
+            m.flash = Some((text, m.now_ms + FLASH_MS));
+        }
     }
     Vec::new()
 }

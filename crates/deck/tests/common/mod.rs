@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use infermesh_deck::fixtures;
+use infermesh_deck::migrate::Endpoint;
 use infermesh_deck::{render, update, Cmd, Model, Msg};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -58,4 +60,26 @@ pub fn with_admin(m: &mut Model) {
             result: Ok(infermesh_deck::fixtures::admin_nodes()),
         },
     );
+}
+
+/// The fixture's peer `i` as an action's endpoint.
+pub fn endpoint(i: usize) -> Endpoint {
+    Endpoint {
+        node_id: fixtures::peer_id(i),
+        name: fixtures::peer_name(i),
+        base: format!("http://127.0.0.1:{}", 40_000 + i),
+    }
+}
+
+/// MODELS with the row of `model` selected.
+pub fn on_model(m: &mut infermesh_deck::Model, model: &str) {
+    ch(m, '2');
+    let i = m
+        .model_groups()
+        .iter()
+        .position(|g| g.model == model)
+        .expect("model listed");
+    for _ in 0..i {
+        ch(m, 'j');
+    }
 }

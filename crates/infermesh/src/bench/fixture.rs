@@ -154,9 +154,20 @@ fn events(chat: bool, include_usage: bool, written: usize) -> Vec<String> {
         .to_string()
     };
     let pieces = pieces_after(written);
-    let mut out: Vec<String> = pieces
-        .iter()
-        .map(|p| chunk(json!([choice(Some(p), None)]), Value::Null))
+    // Chat streams open with the role, as OpenAI's and llama-server's do.
+    let opening = chat.then(|| {
+        chunk(
+            json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+            Value::Null,
+        )
+    });
+    let mut out: Vec<String> = opening
+        .into_iter()
+        .chain(
+            pieces
+                .iter()
+                .map(|p| chunk(json!([choice(Some(p), None)]), Value::Null)),
+        )
         .collect();
     out.push(chunk(json!([choice(None, Some("stop"))]), Value::Null));
     if include_usage {
@@ -246,13 +257,15 @@ mod tests {
     #[test]
     fn stream_is_pieces_then_finish_then_usage_then_done() {
         let ev = events(true, true, 0);
-        assert_eq!(ev.len(), PIECES.len() + 3);
+        assert_eq!(ev.len(), PIECES.len() + 4);
         assert_eq!(ev.last().unwrap(), "[DONE]");
+        let o: Value = serde_json::from_str(&ev[0]).unwrap();
+        assert_eq!(o["choices"][0]["delta"]["role"], "assistant");
         let u: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
         assert_eq!(u["usage"]["completion_tokens"], 16);
-        let f: Value = serde_json::from_str(&ev[PIECES.len()]).unwrap();
+        let f: Value = serde_json::from_str(&ev[PIECES.len() + 1]).unwrap();
         assert_eq!(f["choices"][0]["finish_reason"], "stop");
-        let text: String = ev[..PIECES.len()]
+        let text: String = ev[1..=PIECES.len()]
             .iter()
             .map(|e| {
                 let v: Value = serde_json::from_str(e).unwrap();
