@@ -35,7 +35,9 @@
       sel.setAttribute("data-models", want);
       if (models.indexOf(current) >= 0) sel.value = current;
     }
-    var base = location.origin + "/v1";
+    // Under `infermesh console` the page's origin is the console; clients talk to the node.
+    var node = document.querySelector('meta[name="infermesh-node"]');
+    var base = (node ? node.getAttribute("content") : location.origin) + "/v1";
     $("base-url").textContent = base;
     $("curl-cmd").textContent = "curl -s " + base + "/chat/completions -H 'content-type: application/json' -d '" +
       JSON.stringify({ model: sel.value || "MODEL", messages: [{ role: "user", content: "Hello" }], max_tokens: 32 }) + "'";

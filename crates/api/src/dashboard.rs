@@ -19,6 +19,7 @@ const HTML: &str = include_str!("../assets/dashboard.html");
 const JS: &str = include_str!("../assets/dashboard.js");
 const UTIL_JS: &str = include_str!("../assets/util.js");
 const TRY_JS: &str = include_str!("../assets/try.js");
+const ACTIONS_JS: &str = include_str!("../assets/actions.js");
 const LIVE_JS: &str = include_str!("../assets/live.js");
 const TOPOLOGY_JS: &str = include_str!("../assets/topology.js");
 const CSS: &str = include_str!("../assets/dashboard.css");
@@ -58,6 +59,7 @@ pub async fn asset(Path(name): Path<String>) -> Response {
         "dashboard.js" => (headers("text/javascript; charset=utf-8"), JS).into_response(),
         "util.js" => (headers("text/javascript; charset=utf-8"), UTIL_JS).into_response(),
         "try.js" => (headers("text/javascript; charset=utf-8"), TRY_JS).into_response(),
+        "actions.js" => (headers("text/javascript; charset=utf-8"), ACTIONS_JS).into_response(),
         "live.js" => (headers("text/javascript; charset=utf-8"), LIVE_JS).into_response(),
         "topology.js" => (headers("text/javascript; charset=utf-8"), TOPOLOGY_JS).into_response(),
         "dashboard.css" => (headers("text/css; charset=utf-8"), CSS).into_response(),

@@ -3,6 +3,7 @@
 mod bench;
 mod client_cmds;
 mod cluster;
+mod console;
 mod deck_cmd;
 mod demo;
 mod group_cmds;
@@ -52,6 +53,9 @@ enum Cmd {
     Test(client_cmds::TestArgs),
     /// Open the operator deck: a live terminal view of the mesh through one node.
     Deck(deck_cmd::DeckArgs),
+    /// Serve a node's dashboard on this machine's loopback, with its actions (test, wake,
+    /// assign, unassign) signed here with the operator key, which never reaches the page.
+    Console(console::ConsoleArgs),
     /// Run real nodes through a whole validation cycle on a fast schedule; PASS/FAIL per stage
     /// on stderr, exit 0 only if every stage passes.
     Selfcheck(selfcheck::SelfcheckArgs),
@@ -93,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Status(args) => client_cmds::status(args).await,
             Cmd::Test(args) => client_cmds::test(args).await,
             Cmd::Deck(args) => deck_cmd::run(args).await,
+            Cmd::Console(args) => console::run(args).await,
             Cmd::Selfcheck(args) => selfcheck::run(args).await,
             Cmd::Demo(args) => demo::run(args).await,
             Cmd::Bench(args) => bench::run(args).await,

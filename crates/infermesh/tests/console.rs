@@ -1,0 +1,234 @@
+//! `infermesh console`: a node's dashboard served on the operator's loopback, whose actions are
+//! signed there. Checked as a user and an attacker would:
+//! - the page and every read are the node's own; the page carries a per-run token, never the key;
+//! - the node's own page offers no action and says how to get them;
+//! - the page's chat reaches the node through the console, and clients are shown the node's URL;
+//! - a signing request without the token is 403, one for a path outside `/admin/` is 400;
+//! - in real headless Chromium: the unassign button opens a confirm that says no replica is left;
+//!   Cancel sends nothing (the node still serves); Sign and send drains the model, and the page
+//!   says so. Screenshots under `target/artifacts/console-*.png`.
+
+mod browser_support;
+mod common;
+mod web_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use browser_support::Driver;
+use serde_json::{json, Value};
+use web_support::*;
+
+/// `infermesh console` on a free loopback port; killed when dropped.
+struct Console {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn console(node: &str, key: &std::path::Path) -> Console {
+    let mut child = Command::new(bin())
+        .args(["console", "--port", "0", "--url", node])
+        .env("INFERMESH_OPERATOR_KEY", key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the console");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .strip_prefix("infermesh console on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("console said {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    Console { child, url }
+}
+
+fn serves(node: &Node) -> bool {
+    node.status()["models"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|x| x == MODEL))
+}
+
+fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut rb = reqwest::blocking::Client::new()
+        .post(url)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        rb = rb.header("x-infermesh-console", t);
+    }
+    let r = rb.body(body.to_string()).send().unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn the_console_signs_the_dashboards_actions_and_the_page_holds_no_key() {
+    let keys = tempfile::tempdir().unwrap();
+    let op = keygen(keys.path(), "console");
+    let node = Node::start(Some(&op.snippet), &["--name", "con-a"], &[]);
+    wait_until(Duration::from_secs(180), "con-a serving", || {
+        (node.status()["node_state"] == "serving").then_some(())
+    });
+    let c = console(&node.url, &op.path);
+
+    // The page: the node's own, plus the token; the key appears nowhere.
+    let (code, _, page) = get_text(&format!("{}/", c.url));
+    assert_eq!(code, 200);
+    let key_hex = hex::encode(op.key.to_bytes());
+    assert!(!page.contains(&key_hex), "the private key is in the page");
+    let token = page
+        .split(r#"<meta name="infermesh-console" content=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the console's page carries its token")
+        .to_string();
+    assert_eq!(token.len(), 32);
+    let (_, _, own) = get_text(&format!("{}/", node.url));
+    assert!(
+        !own.contains("infermesh-console"),
+        "the node's own page has no token"
+    );
+    let (code, status) = get_json(&format!("{}/api/status", c.url));
+    assert_eq!(code, 200);
+    assert_eq!(status["name"], "con-a", "reads are the node's own");
+    assert!(!status.to_string().contains(&key_hex));
+
+    // Requests the console refuses, with nothing signed.
+    let sign = format!("{}/console/v1/sign", c.url);
+    let drain = json!({"method": "POST", "path": format!("/admin/v1/replicas/{MODEL}/drain")});
+    let (code, v) = post(&sign, None, &drain);
+    assert_eq!(code, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("reload"));
+    let (code, v) = post(&sign, Some("0".repeat(32).as_str()), &drain);
+    assert_eq!(code, 403, "a wrong token: {v}");
+    let (code, v) = post(
+        &sign,
+        Some(&token),
+        &json!({"method": "POST", "path": "/v1/chat/completions"}),
+    );
+    assert_eq!(code, 400, "{v}");
+    let (code, _) = post(
+        &format!("{}/admin/v1/nodes", c.url),
+        Some(&token),
+        &json!({}),
+    );
+    assert_eq!(code, 405, "writes never pass through unsigned");
+    assert!(serves(&node), "nothing above reached the node");
+    // The page's chat goes through to the node's public API.
+    let (code, v) = post(
+        &format!("{}/v1/chat/completions", c.url),
+        None,
+        &json!({"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    assert_eq!(code, 200, "{v}");
+
+    let Some((chromium, chromedriver)) = browser_support::tools() else {
+        return;
+    };
+    let driver = Driver::start(&chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let s = driver.session(&chromium, profile.path());
+    let shots = artifacts_dir();
+
+    // The node's own page: read-only, saying how to get actions.
+    s.goto(&format!("{}/", node.url));
+    let readonly = common::poll(
+        "the read-only note",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            s.eval("const e = document.querySelector('#actions-readonly'); return e ? e.textContent : '';")
+        },
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("infermesh console --url"))
+        },
+    );
+    assert!(readonly.as_str().unwrap().contains(&node.url), "{readonly}");
+
+    // Through the console: the actions, the confirm, Cancel, then Sign and send.
+    s.goto(&format!("{}/", c.url));
+    let unassign = format!("unassign-{MODEL}");
+    common::poll(
+        "the unassign action",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || s.eval("return document.querySelector('#actions').dataset.actions || '';"),
+        |v| v.as_str().is_some_and(|a| a.contains(&unassign)),
+    );
+    let base = s.eval("return document.querySelector('#base-url').textContent;");
+    assert_eq!(
+        base,
+        json!(format!("{}/v1", node.url)),
+        "clients are shown the node, not the console"
+    );
+    let button = format!("button[data-action=\"{unassign}\"]");
+    s.click(&button);
+    let lines = common::poll(
+        "the confirm open",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            s.eval(
+                "const d = document.querySelector('#confirm'); return d.open ? d.textContent : '';",
+            )
+        },
+        |v| v.as_str().is_some_and(|t| !t.is_empty()),
+    );
+    let lines = lines.as_str().unwrap();
+    assert!(
+        lines.contains(&format!("Unassign {MODEL} from con-a")),
+        "{lines}"
+    );
+    assert!(lines.contains("none is left"), "{lines}");
+    s.screenshot(&shots.join("console-confirm.png"));
+    s.click("#confirm-no");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(serves(&node), "Cancel sent nothing");
+    let result = s.eval("return document.querySelector('#action-result').textContent;");
+    assert!(
+        result.as_str().unwrap().contains("nothing was sent"),
+        "{result}"
+    );
+
+    s.click(&button);
+    common::poll(
+        "the confirm open again",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || s.eval("return document.querySelector('#confirm').open;"),
+        |v| v == &json!(true),
+    );
+    s.click("#confirm-yes");
+    let done = common::poll(
+        "the page saying the drain is done",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || s.eval("return document.querySelector('#action-result').textContent;"),
+        |v| v.as_str().is_some_and(|t| t.contains("done (200)")),
+    );
+    assert!(done.as_str().unwrap().contains("stopped serving"), "{done}");
+    assert!(
+        !serves(&node),
+        "the signed drain stopped the model: {}",
+        node.status()
+    );
+    s.screenshot(&shots.join("console-done.png"));
+    let errors: Vec<Value> = s
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+}
