@@ -1,5 +1,5 @@
 //! The dashboard in a real headless Chromium (driven over WebDriver by chromedriver) against a
-//! real 3-node mesh: the page loads, shows each node's state badge in the right colour, the
+//! real 4-node mesh: the page loads, shows each node's state badge in the right colour, the
 //! node's live-state pill with the API's sentence, the onboarding panel, the wakeable card with
 //! its configured entry (apart from the topology), the request tail, and follows changes live.
 //! A screenshot is saved to `target/artifacts/dashboard.png`.
@@ -29,7 +29,7 @@ const badge = (name) => {
 const pill = q('#state-pill');
 return {
   nodes: Array.from(document.querySelectorAll('#topology li.node')).map((li) => li.dataset.nodeName),
-  a: badge('dash-a'), b: badge('dash-b'), c: badge('dash-c'),
+  a: badge('dash-a'), b: badge('dash-b'), c: badge('dash-c'), d: badge('dash-d'),
   pill: pill ? {state: pill.dataset.state, text: pill.textContent, title: pill.title,
                 color: getComputedStyle(pill).backgroundColor} : null,
   message: q('#state-message') ? q('#state-message').textContent : null,
@@ -90,8 +90,8 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
         return;
     };
 
-    // A real 3-node mesh: a serving node that also declares wakeable capacity, a standby node
-    // and a client node.
+    // A real 4-node mesh: a serving node that also declares wakeable capacity, a second replica
+    // of its model, a standby node and a client node.
     let keys = tempfile::tempdir().unwrap();
     let op = keygen(keys.path(), "deck");
     let config = format!(
@@ -113,9 +113,13 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
         &["--client", "--name", "dash-c", "--join", &a.invite],
         &[],
     );
+    let d = Node::start(None, &["--name", "dash-d", "--join", &a.invite], &[]);
+    wait_until(Duration::from_secs(180), "dash-d serving", || {
+        (d.status()["node_state"] == "serving").then_some(())
+    });
     wait_until(
         Duration::from_secs(60),
-        "dash-a to see standby and client peers",
+        "dash-a to see standby, client and serving peers",
         || {
             let s = a.status();
             let states: Vec<String> = s["peers"]
@@ -130,7 +134,8 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
                 })
                 .collect();
             (states.contains(&"dash-b=standby".to_string())
-                && states.contains(&"dash-c=client".to_string()))
+                && states.contains(&"dash-c=client".to_string())
+                && states.contains(&"dash-d=serving".to_string()))
             .then_some(())
         },
     );
@@ -156,7 +161,8 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
         "the mesh, the pill, the wakeable card and the tail",
         Duration::from_secs(30),
         |v| {
-            v["nodes"].as_array().is_some_and(|n| n.len() == 3)
+            v["nodes"].as_array().is_some_and(|n| n.len() == 4)
+                && v["d"]["state"] == "serving"
                 && v["b"]["state"] == "standby"
                 && v["c"]["state"] == "client"
                 && v["pill"]["state"] == "serving"
@@ -183,7 +189,7 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     // Topology: this node first, then its peers, each badge the API's word in its colour.
     assert_eq!(
         page["nodes"],
-        json!(["dash-a", "dash-b", "dash-c"]),
+        json!(["dash-a", "dash-b", "dash-c", "dash-d"]),
         "{page:#}"
     );
     assert_eq!(page["a"]["state"], "serving");
@@ -191,15 +197,20 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     assert_eq!(page["b"]["color"], STANDBY);
     assert_eq!(page["c"]["color"], CLIENT);
     assert_eq!(page["b"]["text"], "standby");
-    assert_eq!(page["svg"].as_array().unwrap().len(), 3, "{page:#}");
+    assert_eq!(page["d"]["color"], SERVING);
+    assert_eq!(page["svg"].as_array().unwrap().len(), 4, "{page:#}");
     assert!(page["svg"]
         .as_array()
         .unwrap()
         .contains(&json!("dash-b:standby")));
-    // Layers, not a star: the client routes to the model, dash-a serves it, dash-b is idle
-    // capacity with no edge.
+    // Layers, not a star: the client routes to the model, dash-a and dash-d serve it, dash-b is
+    // idle capacity with no edge.
     assert_eq!(page["svgModels"], json!([MODEL]), "{page:#}");
-    assert_eq!(page["svgEdges"], json!(["replica", "route"]), "{page:#}");
+    assert_eq!(
+        page["svgEdges"],
+        json!(["replica", "replica", "route"]),
+        "{page:#}"
+    );
 
     // The live-state pill: label, colour, and the API's own sentence as its tooltip.
     assert_eq!(page["pill"]["text"], "serving");
@@ -270,7 +281,7 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
         page["scopeNote"]
             .as_str()
             .unwrap_or("")
-            .starts_with("whole mesh: 3 nodes"),
+            .starts_with("whole mesh: 4 nodes"),
         "{page}"
     );
     session.click("#scope-node");
@@ -321,13 +332,13 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     // and what dash-a served (the chat above and the first request) as tokens/s and latency.
     let live = wait_page(
         &session,
-        "live numbers for the three nodes, dash-a's traffic charted",
+        "live numbers for the four nodes, dash-a's traffic charted",
         Duration::from_secs(30),
         |v| {
             let rows = v["live"].as_array().cloned().unwrap_or_default();
             let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
             let a = rows.iter().find(|r| r["name"] == "dash-a");
-            names.len() == 3
+            names.len() == 4
                 && rows.iter().all(|r| {
                     r["cpu"]
                         .as_str()
@@ -391,7 +402,7 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
         &session,
         "dash-c gone from the topology",
         Duration::from_secs(20),
-        |v| v["nodes"] == json!(["dash-a", "dash-b"]),
+        |v| v["nodes"] == json!(["dash-a", "dash-b", "dash-d"]),
     );
     session.screenshot(&artifacts_dir().join("dashboard-live.png"));
 
@@ -399,7 +410,7 @@ fn dashboard_renders_the_live_mesh_in_a_real_browser() {
     session.goto(&format!("{}/?transport=poll", a.url));
     let polled = wait_page(&session, "the polled mesh", Duration::from_secs(15), |v| {
         v["conn"] == "polling"
-            && v["nodes"] == json!(["dash-a", "dash-b"])
+            && v["nodes"] == json!(["dash-a", "dash-b", "dash-d"])
             && v["b"]["state"] == "standby"
     });
     assert_eq!(polled["wakeable"][0]["state"], "failed");
