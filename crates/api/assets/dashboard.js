@@ -194,8 +194,11 @@
     if (!u) return '<span class="muted">not measured yet</span>';
     var mib = function (b) { return (b / 1048576).toFixed(0) + " MiB"; };
     var gib = function (b) { return (b / 1073741824).toFixed(1); };
+    var gpu = u.vram_total_bytes > 0
+      ? " · gpu " + esc(Math.round(u.gpu_pct)) + "%, vram " + esc(gib(u.vram_used_bytes)) + " of " + esc(gib(u.vram_total_bytes)) + " GiB"
+      : "";
     return "cpu " + esc(Math.round(u.cpu_pct)) + "% of " + esc(u.cores) + " cores · " + esc(mib(u.rss_bytes)) +
-      " · machine " + esc(gib(u.mem_used_bytes)) + " of " + esc(gib(u.mem_total_bytes)) + " GiB used";
+      " · machine " + esc(gib(u.mem_used_bytes)) + " of " + esc(gib(u.mem_total_bytes)) + " GiB used" + gpu;
   }
 
   /** The node's own result of its latest round: "passed · epoch 12 · infer 95 ms at 14:05:09". */

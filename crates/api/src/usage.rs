@@ -1,12 +1,14 @@
-//! Samples what this node's process and machine use (CPU, memory) every few seconds, for
-//! `/api/status` and the gossiped record. Linux `/proc` only; elsewhere the node
-//! reports no usage rather than zeros. Parsing and arithmetic: `infermesh_state::usage`.
+//! Samples what this node's process and machine use (CPU, memory, and NVIDIA GPUs through
+//! `nvidia-smi` where it is installed) every few seconds, for `/api/status` and the gossiped
+//! record. Linux `/proc` only; elsewhere the node reports no usage rather than zeros. Parsing
+//! and arithmetic: `infermesh_state::usage`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infermesh_state::usage::{
-    cpu_between, parse_meminfo, parse_proc_stat, parse_self_stat, parse_statm_rss, CpuSample, Usage,
+    cpu_between, parse_meminfo, parse_nvidia_smi, parse_proc_stat, parse_self_stat,
+    parse_statm_rss, CpuSample, GpuUse, Usage,
 };
 
 /// Often enough for a live chart, rare enough that reading four small files costs nothing.
@@ -18,6 +20,8 @@ const PAGE_BYTES: u64 = 4096;
 #[derive(Debug, Default)]
 pub struct Meter {
     last: Mutex<Option<CpuSample>>,
+    /// The GPUs' last sample; `None` on a machine without `nvidia-smi` (or where it fails).
+    gpu: Mutex<Option<GpuUse>>,
     now: Mutex<Option<Usage>>,
 }
 
@@ -47,6 +51,7 @@ impl Meter {
         let rss = read("/proc/self/statm").and_then(|t| parse_statm_rss(&t, PAGE_BYTES));
         let before = std::mem::replace(&mut *lock(&self.last), cpu);
         let shares = before.zip(cpu).and_then(|(a, b)| cpu_between(a, b));
+        let gpu = *lock(&self.gpu);
         let usage = match (shares, mem, rss) {
             (Some((cpu_pct, machine_cpu_pct)), Some((used, total)), Some(rss_bytes)) => {
                 Some(Usage {
@@ -57,6 +62,9 @@ impl Meter {
                     rss_bytes,
                     mem_used_bytes: used,
                     mem_total_bytes: total,
+                    gpu_pct: gpu.map_or(0.0, |g| g.pct),
+                    vram_used_bytes: gpu.map_or(0, |g| g.used_bytes),
+                    vram_total_bytes: gpu.map_or(0, |g| g.total_bytes),
                 })
             }
             _ => None,
@@ -68,11 +76,45 @@ impl Meter {
     pub fn spawn(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
+            let mut smi = true;
             loop {
+                if smi {
+                    smi = me.sample_gpus().await;
+                }
                 me.sample();
                 tokio::time::sleep(EVERY).await;
             }
         });
+    }
+
+    /// Asks `nvidia-smi` what the GPUs use; `false` when there is none to ask (not installed,
+    /// or it fails: a machine without a working NVIDIA driver), so it is not asked again.
+    async fn sample_gpus(&self) -> bool {
+        let run = tokio::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=utilization.gpu,memory.used,memory.total",
+                "--format=csv,noheader,nounits",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = match tokio::time::timeout(EVERY, run).await {
+            Ok(Ok(out)) if out.status.success() => out,
+            Ok(Ok(out)) => {
+                tracing::info!(status = %out.status, "nvidia-smi failed; GPU use is not reported");
+                return false;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "cannot run nvidia-smi; GPU use is not reported");
+                return false;
+            }
+            // Slow this once (a driver waking up): try again next time.
+            Err(_) => return true,
+        };
+        *lock(&self.gpu) = parse_nvidia_smi(&String::from_utf8_lossy(&out.stdout));
+        true
     }
 }
 

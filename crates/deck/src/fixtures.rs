@@ -87,6 +87,7 @@ pub fn usage(cpu_pct: f32, rss_mib: u64) -> Usage {
         rss_bytes: rss_mib << 20,
         mem_used_bytes: 6 << 30,
         mem_total_bytes: 24 << 30,
+        ..Default::default()
     }
 }
 

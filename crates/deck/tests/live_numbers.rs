@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_shows, key, screen};
+use common::{assert_hides, assert_shows, key, screen};
 use crossterm::event::KeyCode;
 use infermesh_deck::api::{MeshRequestsBody, RequestRecord};
 use infermesh_deck::fixtures::{self, NOW_MS, SELF_ID};
@@ -34,6 +34,19 @@ fn nodes_show_cpu_and_memory_use_with_a_sparkline() {
     assert_shows(&s, "cpu: 90% of 2 cores (machine 100%)");
     assert_shows(&s, "memory: node 232M · machine 6.0G of 24.0G used");
     assert_shows(&s, "vram / ram: 0.1G / 24.0G (the machine's)");
+    assert_hides(&s, "gpu:");
+
+    // A node with GPUs also says what they use.
+    let mut st = fixtures::status(8);
+    st.usage = Some(infermesh_state::usage::Usage {
+        gpu_pct: 40.0,
+        vram_used_bytes: 3 << 30,
+        vram_total_bytes: 80 << 30,
+        ..fixtures::usage(90.0, 232)
+    });
+    update(&mut m, Msg::Status(Box::new(st)));
+    let s = screen(&m, 200, 60);
+    assert_shows(&s, "gpu: 40% busy · vram 3.0G of 80.0G used");
 }
 
 fn served_by(to: &str, at_ms: i64, latency_ms: u64, tokens: u64) -> RequestRecord {

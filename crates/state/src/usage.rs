@@ -24,6 +24,51 @@ pub struct Usage {
     pub mem_used_bytes: u64,
     /// Machine memory, bytes.
     pub mem_total_bytes: u64,
+    /// GPU use where the machine has NVIDIA GPUs (`nvidia-smi`), over all of them: utilisation
+    /// percent (their mean) and VRAM in use and in all. `vram_total_bytes` 0: no GPU known.
+    pub gpu_pct: f32,
+    pub vram_used_bytes: u64,
+    pub vram_total_bytes: u64,
+}
+
+/// What all the GPUs of a machine use now: mean utilisation percent, VRAM used and total bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuUse {
+    pub pct: f32,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The GPUs in `nvidia-smi --query-gpu=utilization.gpu,memory.used,memory.total
+/// --format=csv,noheader,nounits` (one line per GPU, MiB), summed; `None` when no line parses.
+/// A GPU that reports `[N/A]` for utilisation still counts its memory.
+pub fn parse_nvidia_smi(text: &str) -> Option<GpuUse> {
+    const MIB: u64 = 1 << 20;
+    let (mut pcts, mut used, mut total, mut gpus) = (Vec::new(), 0u64, 0u64, 0);
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [util, mem_used, mem_total] = f[..] else {
+            continue;
+        };
+        let (Ok(u), Ok(t)) = (mem_used.parse::<u64>(), mem_total.parse::<u64>()) else {
+            continue;
+        };
+        if let Ok(p) = util.parse::<f32>() {
+            pcts.push(p);
+        }
+        used += u.min(t) * MIB;
+        total += t * MIB;
+        gpus += 1;
+    }
+    (gpus > 0).then(|| GpuUse {
+        pct: if pcts.is_empty() {
+            0.0
+        } else {
+            pcts.iter().sum::<f32>() / pcts.len() as f32
+        },
+        used_bytes: used,
+        total_bytes: total,
+    })
 }
 
 impl Usage {
@@ -39,7 +84,9 @@ impl Usage {
         };
         self.cpu_pct = pct(self.cpu_pct);
         self.machine_cpu_pct = pct(self.machine_cpu_pct);
+        self.gpu_pct = pct(self.gpu_pct);
         self.mem_used_bytes = self.mem_used_bytes.min(self.mem_total_bytes);
+        self.vram_used_bytes = self.vram_used_bytes.min(self.vram_total_bytes);
         self
     }
 
@@ -50,8 +97,10 @@ impl Usage {
         let five = |x: f32| (x / 5.0).round() * 5.0;
         self.cpu_pct = five(self.cpu_pct);
         self.machine_cpu_pct = five(self.machine_cpu_pct);
+        self.gpu_pct = five(self.gpu_pct);
         self.rss_bytes = self.rss_bytes / STEP * STEP;
         self.mem_used_bytes = self.mem_used_bytes / STEP * STEP;
+        self.vram_used_bytes = self.vram_used_bytes / STEP * STEP;
         self
     }
 }
@@ -130,6 +179,23 @@ pub fn format_pct(pct: f32) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nvidia_smi_lines_are_summed_over_gpus() {
+        // Two GPUs as `nvidia-smi --query-gpu=utilization.gpu,memory.used,memory.total
+        // --format=csv,noheader,nounits` prints them; a third reports no utilisation.
+        let g = parse_nvidia_smi("30, 1024, 81920\n50, 2048, 81920\n[N/A], 0, 16384\n").unwrap();
+        assert_eq!(g.pct, 40.0);
+        assert_eq!(g.used_bytes, 3072 << 20);
+        assert_eq!(g.total_bytes, (81920 * 2 + 16384) << 20);
+        assert_eq!(parse_nvidia_smi(""), None);
+        assert_eq!(parse_nvidia_smi("No devices were found"), None);
+        // Used above total (a broken report) is capped.
+        assert_eq!(
+            parse_nvidia_smi("1, 900, 100").unwrap().used_bytes,
+            100 << 20
+        );
+    }
+
     use super::*;
 
     const STAT: &str = "cpu  4705 356 584 3699 23 0 15 0 0 0\ncpu0 1393 280 290 1822 7 0 8 0 0 0\n";
@@ -193,8 +259,12 @@ mod tests {
             rss_bytes: (232 << 20) + 12345,
             mem_used_bytes: 10,
             mem_total_bytes: 5,
+            gpu_pct: 300.0,
+            vram_used_bytes: 9,
+            vram_total_bytes: 4,
         }
         .sanitized();
+        assert_eq!((u.gpu_pct, u.vram_used_bytes), (100.0, 4));
         assert_eq!(
             (u.cpu_pct, u.machine_cpu_pct, u.mem_used_bytes),
             (0.0, 100.0, 5)

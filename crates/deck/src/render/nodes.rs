@@ -196,6 +196,17 @@ fn live_lines(
                     bytes(u.mem_total_bytes)
                 ),
             ));
+            if u.vram_total_bytes > 0 {
+                lines.push(kv(
+                    "gpu",
+                    format!(
+                        "{} busy · vram {} of {} used",
+                        format_pct(u.gpu_pct),
+                        bytes(u.vram_used_bytes),
+                        bytes(u.vram_total_bytes)
+                    ),
+                ));
+            }
         }
         None => lines.push(kv("cpu / memory", "not reported by this node".into())),
     }
