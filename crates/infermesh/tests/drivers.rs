@@ -298,13 +298,7 @@ fn llama_server_driver_serves_and_passes_the_tester() {
         let base = b.base_url().unwrap();
         b.stop().await.unwrap();
         assert_eq!(b.base_url(), None);
-        let port: u16 = base
-            .trim_end_matches("/v1")
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let port = port_of(&base);
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "llama-server still listening after stop"

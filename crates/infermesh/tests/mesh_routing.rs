@@ -7,19 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{get_json, post_json, NodeProc, MODEL};
+use common::{get_json, post_json, wait_for, NodeProc, MODEL};
 use serde_json::{json, Value};
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn peers(node: &NodeProc) -> Vec<Value> {
     node.status()["peers"]

@@ -16,7 +16,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
-use super::run::{add_tokens, claim, prepare, Generation, Prepared, Step};
+use super::run::{add_tokens, claim, open_context, prepare, Generation, Prepared, Step};
 use super::{Job, Shared};
 use crate::api::BackendError;
 use crate::types::Priority;
@@ -60,20 +60,9 @@ pub(super) fn worker(
         .with_kv_unified(true)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
-    let mut ctx = match model.new_context(backend, params) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(BackendError::Failed(format!(
-                "cannot create the batch context: {e}"
-            ))));
-            return;
-        }
+    let Some((mut ctx, template)) = open_context(backend, model, params, &ready) else {
+        return;
     };
-    let template = model
-        .chat_template(None)
-        .or_else(|_| LlamaChatTemplate::new("chatml"))
-        .ok();
-    let _ = ready.send(Ok(()));
     let mut running: Vec<Option<Seq>> = (0..seqs).map(|_| None).collect();
     let mut batch = LlamaBatch::new(total as usize + seqs, seqs as i32);
     loop {

@@ -34,20 +34,9 @@ pub(super) fn worker(
         .with_n_batch(n_ctx)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
-    let mut ctx = match model.new_context(backend, params) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(BackendError::Failed(format!(
-                "cannot create context: {e}"
-            ))));
-            return;
-        }
+    let Some((mut ctx, template)) = open_context(backend, model, params, &ready) else {
+        return;
     };
-    let template = model
-        .chat_template(None)
-        .or_else(|_| LlamaChatTemplate::new("chatml"))
-        .ok();
-    let _ = ready.send(Ok(()));
     while let Some((job, priority)) = shared.take(kind) {
         if !claim(&job) {
             continue;
@@ -67,6 +56,31 @@ pub(super) fn worker(
             let _ = tx.blocking_send(Err(e));
         }
     }
+}
+
+/// A worker's context and the model's chat template (chatml when the model has none), with
+/// the outcome sent on `ready`: a context that cannot be made is a failed load.
+pub(super) fn open_context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    params: LlamaContextParams,
+    ready: &std::sync::mpsc::Sender<Result<(), BackendError>>,
+) -> Option<(LlamaContext<'m>, Option<LlamaChatTemplate>)> {
+    let ctx = match model.new_context(backend, params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(BackendError::Failed(format!(
+                "cannot create context: {e}"
+            ))));
+            return None;
+        }
+    };
+    let template = model
+        .chat_template(None)
+        .or_else(|_| LlamaChatTemplate::new("chatml"))
+        .ok();
+    let _ = ready.send(Ok(()));
+    Some((ctx, template))
 }
 
 /// Takes `job` off its wait timer. A client that already hung up, or a job the timer answered,

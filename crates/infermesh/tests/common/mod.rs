@@ -320,3 +320,25 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .map(|s| s.trim().to_string())
         .collect()
 }
+
+/// Polls `f` every 50 ms until it holds; how long that took. Fails the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// The port of a base URL such as `http://127.0.0.1:PORT/v1`.
+pub fn port_of(url: &str) -> u16 {
+    url.trim_end_matches("/v1")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url:?}"))
+}

@@ -4,8 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+pub use crate::common::wait_for;
 use crate::common::{bin, post_json, NodeProc};
 use serde_json::{json, Value};
 
@@ -45,14 +45,10 @@ impl Fixture {
             .trim()
             .strip_prefix("infermesh fixture on ")
             .unwrap_or_else(|| panic!("fixture said {line:?}"));
-        let port = url
-            .trim_end_matches("/v1")
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Fixture { child, port }
+        Fixture {
+            child,
+            port: crate::common::port_of(url),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -69,18 +65,6 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 pub fn peers(node: &NodeProc) -> Vec<Value> {
