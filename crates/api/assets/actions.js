@@ -1,5 +1,5 @@
-// The dashboard's actions: test a backend, wake a machine, assign or unassign a model on this
-// node. Each opens a confirm that says what changes before anything is signed. The page never
+// The dashboard's actions: test a backend, wake a machine, assign, unassign or migrate a model on
+// this node. Each opens a confirm that says what changes before anything is signed. The page never
 // holds a key: actions exist only when the page was served by `infermesh console` (which puts a
 // per-run token in a <meta> tag and signs on the operator's machine); otherwise the card says how
 // to get them.
@@ -37,7 +37,7 @@
         .map(function (o) { return o.assigned; });
       out.push({
         id: "test-" + b.id, label: "Test backend " + b.id,
-        method: "POST", path: "/admin/v1/nodes/" + encodeURIComponent(b.id) + "/test", body: null,
+        signed: { method: "POST", path: "/admin/v1/nodes/" + encodeURIComponent(b.id) + "/test", body: null },
         lines: [
           "Run a test of backend " + b.id + " on " + name + ": loads each model, one inference, stops it.",
           "It loads " + plural((b.models || []).length, "model") + " (" + (b.models || []).join(", ") +
@@ -51,7 +51,7 @@
       if (w.state === "waking" || w.state === "joined") return;
       out.push({
         id: "wake-" + w.id, label: "Wake " + w.id,
-        method: "POST", path: "/admin/v1/wakeable/" + encodeURIComponent(w.id) + "/wake", body: null,
+        signed: { method: "POST", path: "/admin/v1/wakeable/" + encodeURIComponent(w.id) + "/wake", body: null },
         lines: [
           "Wake " + w.id + " (" + w.provider + ") through " + name + ".",
           name + " runs the wake command configured for " + w.id + "; the machine joins the mesh as " + w.id +
@@ -61,15 +61,32 @@
         ]
       });
     });
+    var standby = (s.peers || []).filter(function (p) { return p.state === "standby" && p.addr; });
     (s.models || []).forEach(function (m) {
       if (s.node_state !== "serving") return;
       var n = replicas(s, m);
+      var after = (s.models || []).length > 1
+        ? name + " keeps serving " + (s.models || []).filter(function (x) { return x !== m; }).join(", ")
+        : name + " then serves nothing and is standby";
+      standby.forEach(function (p) {
+        out.push({
+          id: "migrate-" + m + "-" + p.node_id, label: "Migrate " + m + " to " + p.name,
+          migrate: { model: m, to: p.node_id },
+          lines: [
+            "Migrate " + m + " from " + name + " to " + p.name + ".",
+            "1. " + p.name + " loads " + m + " and must pass its peers' admission check; nothing stops before that.",
+            "2. " + name + " drains: its " + plural(inFlight, "request") + " in flight finish, new ones go to other replicas; then it stops serving " +
+              m + ". " + after + ".",
+            m + " has " + plural(n, "serving replica") + " now and keeps " + n + " through the move."
+          ]
+        });
+      });
       var left = n - 1 === 0
         ? "none is left: clients asking for " + m + " get an error until a node serves it again"
         : plural(n - 1, "replica") + " keep answering";
       out.push({
         id: "unassign-" + m, label: "Unassign " + m,
-        method: "POST", path: "/admin/v1/replicas/" + encodeURIComponent(m) + "/drain", body: null,
+        signed: { method: "POST", path: "/admin/v1/replicas/" + encodeURIComponent(m) + "/drain", body: null },
         lines: [
           "Unassign " + m + " from " + name + ": it drains and stops its replica.",
           name + " takes no new " + m + " requests; its " + plural(inFlight, "request") +
@@ -87,7 +104,7 @@
         var n = replicas(s, m);
         out.push({
           id: "assign-" + m, label: "Assign " + m + " here",
-          method: "POST", path: "/admin/v1/replicas", body: { model: m },
+          signed: { method: "POST", path: "/admin/v1/replicas", body: { model: m } },
           lines: [
             "Assign " + m + " to " + name + ": it starts a replica here.",
             name + " loads " + m + " and must pass its peers' admission check before clients reach it; nothing that serves now stops. " +
@@ -138,18 +155,26 @@
     if (!a) return;
     var out = $("action-result");
     out.textContent = a.label + ": signing and sending…";
-    fetch("/console/v1/sign", {
+    // A migration is several signed calls on two nodes, in order: the console runs them.
+    var url = a.migrate ? "/console/v1/migrate" : "/console/v1/sign";
+    fetch(url, {
       method: "POST",
       headers: { "content-type": "application/json", "x-infermesh-console": token },
-      body: JSON.stringify({ method: a.method, path: a.path, body: a.body })
+      body: JSON.stringify(a.migrate || a.signed)
     }).then(function (r) {
       return r.text().then(function (t) {
         var v = null;
         try { v = JSON.parse(t); } catch (e) { /* not JSON: shown as text */ }
         var msg = v && v.error ? v.error.message || JSON.stringify(v.error) : null;
         out.dataset.status = String(r.status);
+        var detail = "";
+        if (v && v.took_ms !== undefined) detail = ", stopped serving after " + (v.took_ms / 1000).toFixed(1) + " s";
+        if (v && v.secs !== undefined) {
+          detail = ", moved from " + v.from + " to " + v.to + " in " + v.secs.toFixed(1) + " s (" +
+            plural(v.finished, "request") + " finished, " + v.cut_off + " cut off)";
+        }
         out.textContent = r.ok
-          ? a.label + ": done (" + r.status + ")" + (v && v.took_ms !== undefined ? ", stopped serving after " + (v.took_ms / 1000).toFixed(1) + " s" : "")
+          ? a.label + ": done (" + r.status + ")" + detail
           : a.label + ": refused (" + r.status + "): " + (msg || t);
       });
     }).catch(function (e) {

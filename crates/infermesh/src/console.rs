@@ -91,6 +91,7 @@ pub async fn run(args: ConsoleArgs) -> Result<()> {
     });
     let app = Router::new()
         .route("/console/v1/sign", post(sign))
+        .route("/console/v1/migrate", post(migrate))
         .fallback(pass_through)
         .with_state(console.clone());
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
@@ -182,20 +183,99 @@ struct SignRequest {
     body: Option<Value>,
 }
 
+/// The answer for a request that is not from a page this console served, or too large;
+/// `None` for one to go on with.
+fn refusal(c: &Console, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    if headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) != Some(c.token.as_str()) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "not from a page this console served: reload the dashboard from the console's address",
+        ));
+    }
+    if body.len() > MAX_SIGN_BODY {
+        return Some(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a signing request is at most {MAX_SIGN_BODY} bytes"),
+        ));
+    }
+    None
+}
+
+#[derive(Deserialize)]
+struct MigrateRequest {
+    model: String,
+    /// The standby peer (its node id, as the node's membership names it) to move the model to.
+    to: String,
+}
+
+/// Moves a model this node serves to a standby peer: the deck's and `infermesh migrate`'s
+/// procedure (`infermesh_deck::migrate`), each of its calls signed here.
+async fn migrate(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = refusal(&c, &headers, &body) {
+        return refused;
+    }
+    let req: MigrateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("a migration is {{\"model\", \"to\"}}: {e}"),
+            )
+        }
+    };
+    let status: Value = match c.http.get(format!("{}/api/status", c.node)).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("the node at {} did not answer: {e}", c.node),
+            )
+        }
+    };
+    let Some(peer) = status["peers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["node_id"] == req.to.as_str()))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("the node knows no peer {}", req.to),
+        );
+    };
+    let endpoint = |node_id: &str, name: &Value, base: String| infermesh_deck::migrate::Endpoint {
+        node_id: node_id.to_string(),
+        name: name.as_str().unwrap_or(node_id).to_string(),
+        base,
+    };
+    let from = endpoint(&c.node_id, &status["name"], c.node.clone());
+    let to = endpoint(
+        &req.to,
+        &peer["name"],
+        infermesh_deck::api::base_url(peer["addr"].as_str().unwrap_or_default()),
+    );
+    let signer = crate::deck_cmd::OperatorSigner(c.key.clone());
+    tracing::info!(model = %req.model, to = %to.name, "console: migrating");
+    let run = infermesh_deck::migrate::run(
+        &c.http,
+        &signer,
+        &req.model,
+        &from,
+        &to,
+        std::time::Duration::from_secs(300),
+        |_| {},
+    );
+    match run.await {
+        Ok(o) => Json(json!({"model": req.model, "from": from.name, "to": to.name,
+                             "finished": o.finished, "cut_off": o.cut_off, "secs": o.secs}))
+        .into_response(),
+        Err(why) => error(StatusCode::CONFLICT, why),
+    }
+}
+
 /// Signs one admin call of the page's for the node and forwards it; the node's answer comes
 /// back as it gave it.
 async fn sign(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    if headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) != Some(c.token.as_str()) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "not from a page this console served: reload the dashboard from the console's address",
-        );
-    }
-    if body.len() > MAX_SIGN_BODY {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a signing request is at most {MAX_SIGN_BODY} bytes"),
-        );
+    if let Some(refused) = refusal(&c, &headers, &body) {
+        return refused;
     }
     let req: SignRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -4,9 +4,10 @@
 //! - the node's own page offers no action and says how to get them;
 //! - the page's chat reaches the node through the console, and clients are shown the node's URL;
 //! - a signing request without the token is 403, one for a path outside `/admin/` is 400;
-//! - in real headless Chromium: the unassign button opens a confirm that says no replica is left;
-//!   Cancel sends nothing (the node still serves); Sign and send drains the model, and the page
-//!   says so. Screenshots under `target/artifacts/console-*.png`.
+//! - in real headless Chromium, with a standby peer: migrate opens a confirm with the blast
+//!   radius, Cancel sends nothing, Sign and send moves the model (0 cut off); assign brings it
+//!   back; unassign (two replicas to one) drains it; the page says what each did. Screenshots
+//!   under `target/artifacts/console-*.png`.
 
 mod browser_support;
 mod common;
@@ -80,6 +81,22 @@ fn the_console_signs_the_dashboards_actions_and_the_page_holds_no_key() {
     wait_until(Duration::from_secs(180), "con-a serving", || {
         (node.status()["node_state"] == "serving").then_some(())
     });
+    let standby = Node::start(
+        Some(&op.snippet),
+        &["--standby", "--name", "con-b", "--join", &node.invite],
+        &[],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "con-a seeing con-b standby",
+        || {
+            node.status()["peers"]
+                .as_array()?
+                .iter()
+                .any(|p| p["name"] == "con-b" && p["state"] == "standby")
+                .then_some(())
+        },
+    );
     let c = console(&node.url, &op.path);
 
     // The page: the node's own, plus the token; the key appears nowhere.
@@ -157,73 +174,104 @@ fn the_console_signs_the_dashboards_actions_and_the_page_holds_no_key() {
     );
     assert!(readonly.as_str().unwrap().contains(&node.url), "{readonly}");
 
-    // Through the console: the actions, the confirm, Cancel, then Sign and send.
+    // Through the console: each action's confirm, Cancel, then Sign and send.
     s.goto(&format!("{}/", c.url));
-    let unassign = format!("unassign-{MODEL}");
-    common::poll(
-        "the unassign action",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || s.eval("return document.querySelector('#actions').dataset.actions || '';"),
-        |v| v.as_str().is_some_and(|a| a.contains(&unassign)),
-    );
     let base = s.eval("return document.querySelector('#base-url').textContent;");
     assert_eq!(
         base,
         json!(format!("{}/v1", node.url)),
         "clients are shown the node, not the console"
     );
-    let button = format!("button[data-action=\"{unassign}\"]");
-    s.click(&button);
-    let lines = common::poll(
-        "the confirm open",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || {
-            s.eval(
-                "const d = document.querySelector('#confirm'); return d.open ? d.textContent : '';",
-            )
-        },
-        |v| v.as_str().is_some_and(|t| !t.is_empty()),
+    let b_id = standby.status()["node_id"].as_str().unwrap().to_string();
+    let confirm = |action: &str| -> String {
+        common::poll(
+            &format!("the {action} action"),
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || s.eval("return document.querySelector('#actions').dataset.actions || '';"),
+            |v| {
+                v.as_str()
+                    .is_some_and(|a| a.split(' ').any(|x| x == action))
+            },
+        );
+        s.click(&format!("button[data-action=\"{action}\"]"));
+        let text = common::poll(
+            "the confirm open",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || {
+                s.eval("const d = document.querySelector('#confirm'); return d.open ? d.textContent : '';")
+            },
+            |v| v.as_str().is_some_and(|t| !t.is_empty()),
+        );
+        text.as_str().unwrap().to_string()
+    };
+    let result = |want: &str| {
+        common::poll(
+            &format!("the page saying {want:?}"),
+            Duration::from_secs(120),
+            Duration::from_millis(200),
+            || s.eval("return document.querySelector('#action-result').textContent;"),
+            |v| v.as_str().is_some_and(|t| t.contains(want)),
+        )
+    };
+
+    // Migrate to the standby peer: the blast radius, Cancel sends nothing, then the move.
+    let migrate = format!("migrate-{MODEL}-{b_id}");
+    let lines = confirm(&migrate);
+    for want in [
+        format!("Migrate {MODEL} from con-a to con-b"),
+        format!("con-b loads {MODEL} and must pass its peers' admission check"),
+        "keeps 1 through the move".to_string(),
+    ] {
+        assert!(lines.contains(&want), "{want:?} in {lines}");
+    }
+    s.screenshot(&shots.join("console-confirm.png"));
+    s.click("#confirm-no");
+    result("nothing was sent");
+    assert_eq!(
+        standby.status()["node_state"],
+        "standby",
+        "Cancel sent nothing"
     );
-    let lines = lines.as_str().unwrap();
+    confirm(&migrate);
+    s.click("#confirm-yes");
+    let moved = result("moved from con-a to con-b");
+    assert!(moved.as_str().unwrap().contains("0 cut off"), "{moved}");
+    assert!(!serves(&node) && serves(&standby), "the model moved");
+
+    // con-a is standby now: assign the model back to it.
+    let lines = confirm(&format!("assign-{MODEL}"));
+    assert!(
+        lines.contains(&format!("Assign {MODEL} to con-a")),
+        "{lines}"
+    );
+    s.click("#confirm-yes");
+    result("done (202)");
+    wait_until(Duration::from_secs(60), "con-a serving again", || {
+        (node.status()["node_state"] == "serving").then_some(())
+    });
+
+    // And unassign it: two replicas become one.
+    let unassign = format!("unassign-{MODEL}");
+    let lines = confirm(&unassign);
     assert!(
         lines.contains(&format!("Unassign {MODEL} from con-a")),
         "{lines}"
     );
-    assert!(lines.contains("none is left"), "{lines}");
-    s.screenshot(&shots.join("console-confirm.png"));
-    s.click("#confirm-no");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(serves(&node), "Cancel sent nothing");
-    let result = s.eval("return document.querySelector('#action-result').textContent;");
     assert!(
-        result.as_str().unwrap().contains("nothing was sent"),
-        "{result}"
-    );
-
-    s.click(&button);
-    common::poll(
-        "the confirm open again",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || s.eval("return document.querySelector('#confirm').open;"),
-        |v| v == &json!(true),
+        lines.contains("goes from 2 serving replicas to 1"),
+        "{lines}"
     );
     s.click("#confirm-yes");
-    let done = common::poll(
-        "the page saying the drain is done",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || s.eval("return document.querySelector('#action-result').textContent;"),
-        |v| v.as_str().is_some_and(|t| t.contains("done (200)")),
-    );
-    assert!(done.as_str().unwrap().contains("stopped serving"), "{done}");
+    let done = result("stopped serving");
+    assert!(done.as_str().unwrap().contains("done (200)"), "{done}");
     assert!(
         !serves(&node),
         "the signed drain stopped the model: {}",
         node.status()
     );
+    assert!(serves(&standby), "con-b still serves");
     s.screenshot(&shots.join("console-done.png"));
     let errors: Vec<Value> = s
         .console()
