@@ -11,6 +11,8 @@
   var token = meta ? meta.getAttribute("content") : null;
   var status = null;
   var pending = null;
+  /** The actions whose buttons are on the page now. */
+  var offered = [];
 
   function plural(n, what) {
     return n + " " + what + (n === 1 ? "" : "s");
@@ -130,6 +132,7 @@
     // the pointer by the next status.
     var ids = list.map(function (a) { return a.id; }).join(" ");
     if (el.dataset.rendered === "1" && el.dataset.actions === ids) return;
+    offered = list;
     el.dataset.rendered = "1";
     el.innerHTML = list.length
       ? list.map(function (a) {
@@ -140,7 +143,10 @@
   }
 
   function open(id) {
-    var a = actions(status || {}).filter(function (x) { return x.id === id; })[0];
+    var byId = function (x) { return x.id === id; };
+    // The words follow the latest status; a button the operator saw stays usable even if that
+    // status, a moment newer than the page, no longer offers it (the node then says why not).
+    var a = actions(status || {}).filter(byId)[0] || offered.filter(byId)[0];
     if (!a) return;
     pending = a;
     $("confirm-lines").innerHTML = a.lines.map(function (l) { return "<p>" + esc(l) + "</p>"; }).join("");

@@ -194,17 +194,25 @@ fn the_console_signs_the_dashboards_actions_and_the_page_holds_no_key() {
                     .is_some_and(|a| a.split(' ').any(|x| x == action))
             },
         );
-        s.click(&format!("button[data-action=\"{action}\"]"));
-        let text = common::poll(
-            "the confirm open",
-            Duration::from_secs(10),
-            Duration::from_millis(100),
-            || {
-                s.eval("const d = document.querySelector('#confirm'); return d.open ? d.textContent : '';")
-            },
-            |v| v.as_str().is_some_and(|t| !t.is_empty()),
-        );
-        text.as_str().unwrap().to_string()
+        // A click can land while the page lays itself out (the live table growing under it):
+        // it is sent again, as a user would click again, until the confirm is open.
+        let opened = || -> Option<String> {
+            let v = s.eval(
+                "const d = document.querySelector('#confirm'); return d.open ? d.textContent : '';",
+            );
+            v.as_str().filter(|t| !t.is_empty()).map(str::to_string)
+        };
+        for _ in 0..5 {
+            s.click(&format!("button[data-action=\"{action}\"]"));
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(2) {
+                if let Some(text) = opened() {
+                    return text;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("the {action} confirm never opened")
     };
     let result = |want: &str| {
         common::poll(
