@@ -18,9 +18,10 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::deck_cmd::OperatorSigner;
 
 /// The request header a signing request must carry: the token of the page this run served.
 const TOKEN_HEADER: &str = "x-infermesh-console";
@@ -41,7 +42,8 @@ struct Console {
     http: reqwest::Client,
     node: String,
     node_id: String,
-    key: SigningKey,
+    /// The operator key, as the deck and `infermesh migrate` sign with it.
+    signer: OperatorSigner,
     token: String,
 }
 
@@ -86,7 +88,7 @@ pub async fn run(args: ConsoleArgs) -> Result<()> {
         http,
         node: node.clone(),
         node_id,
-        key,
+        signer: OperatorSigner(key),
         token: hex::encode(raw),
     });
     let app = Router::new()
@@ -103,7 +105,7 @@ pub async fn run(args: ConsoleArgs) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let key_id = infermesh_api::auth::key_id(&console.key.verifying_key());
+    let key_id = infermesh_api::auth::key_id(&console.signer.0.verifying_key());
     println!(
         "infermesh console on http://{addr}/ — {node}'s dashboard, its actions signed with operator key {key_id}"
     );
@@ -183,22 +185,28 @@ struct SignRequest {
     body: Option<Value>,
 }
 
-/// The answer for a request that is not from a page this console served, or too large;
-/// `None` for one to go on with.
-fn refusal(c: &Console, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+/// The page's request as `T`, or the answer refusing it: not from a page this console served,
+/// too large, or not of the shape `shape` says.
+fn accepted<T: serde::de::DeserializeOwned>(
+    c: &Console,
+    headers: &HeaderMap,
+    body: &[u8],
+    shape: &str,
+) -> Result<T, Box<Response>> {
     if headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) != Some(c.token.as_str()) {
-        return Some(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "not from a page this console served: reload the dashboard from the console's address",
-        ));
+        )));
     }
     if body.len() > MAX_SIGN_BODY {
-        return Some(error(
+        return Err(Box::new(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("a signing request is at most {MAX_SIGN_BODY} bytes"),
-        ));
+        )));
     }
-    None
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("{shape}: {e}"))))
 }
 
 #[derive(Deserialize)]
@@ -211,18 +219,11 @@ struct MigrateRequest {
 /// Moves a model this node serves to a standby peer: the deck's and `infermesh migrate`'s
 /// procedure (`infermesh_deck::migrate`), each of its calls signed here.
 async fn migrate(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refusal(&c, &headers, &body) {
-        return refused;
-    }
-    let req: MigrateRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("a migration is {{\"model\", \"to\"}}: {e}"),
-            )
-        }
-    };
+    let req: MigrateRequest =
+        match accepted(&c, &headers, &body, "a migration is {\"model\", \"to\"}") {
+            Ok(r) => r,
+            Err(refused) => return *refused,
+        };
     let status: Value = match c.http.get(format!("{}/api/status", c.node)).send().await {
         Ok(r) => r.json().await.unwrap_or(Value::Null),
         Err(e) => {
@@ -252,11 +253,10 @@ async fn migrate(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes)
         &peer["name"],
         infermesh_deck::api::base_url(peer["addr"].as_str().unwrap_or_default()),
     );
-    let signer = crate::deck_cmd::OperatorSigner(c.key.clone());
     tracing::info!(model = %req.model, to = %to.name, "console: migrating");
     let run = infermesh_deck::migrate::run(
         &c.http,
-        &signer,
+        &c.signer,
         &req.model,
         &from,
         &to,
@@ -274,17 +274,10 @@ async fn migrate(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes)
 /// Signs one admin call of the page's for the node and forwards it; the node's answer comes
 /// back as it gave it.
 async fn sign(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refusal(&c, &headers, &body) {
-        return refused;
-    }
-    let req: SignRequest = match serde_json::from_slice(&body) {
+    let shape = "a signing request is {\"method\", \"path\", \"body\"?}";
+    let req: SignRequest = match accepted(&c, &headers, &body, shape) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("a signing request is {{\"method\", \"path\", \"body\"?}}: {e}"),
-            )
-        }
+        Err(refused) => return *refused,
     };
     let Ok(method) = req.method.parse::<Method>() else {
         return error(StatusCode::BAD_REQUEST, "`method` is not an HTTP method");
@@ -301,22 +294,16 @@ async fn sign(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) ->
         Some(v) => serde_json::to_vec(v).unwrap_or_default(),
         None => Vec::new(),
     };
-    let auth = infermesh_api::auth::authorization_header(
-        &c.key,
-        &c.node_id,
-        method.as_str(),
+    let call = infermesh_deck::admin_request(
+        &c.http,
+        &c.signer,
+        method.clone(),
+        (&c.node_id, &c.node),
         &req.path,
-        &payload,
+        payload,
     );
-    let mut call = c
-        .http
-        .request(method.clone(), format!("{}{}", c.node, req.path))
-        .header(header::AUTHORIZATION, auth);
-    if req.body.is_some() {
-        call = call.header(header::CONTENT_TYPE, "application/json");
-    }
     tracing::info!(method = %method, path = %req.path, "console: signed and sent");
-    match call.body(payload).send().await {
+    match call.send().await {
         Ok(r) => {
             let status = r.status();
             let text = r.text().await.unwrap_or_default();
