@@ -18,10 +18,13 @@ impl Events {
     pub fn push(&mut self, bytes: &[u8], max: usize) -> Result<Vec<Vec<u8>>, TooLong> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some((end, sep)) = boundary(&self.buf) {
-            let rest = self.buf.split_off(end + sep);
-            out.push(std::mem::replace(&mut self.buf, rest));
+        let mut at = 0;
+        while let Some(n) = event_len(&self.buf[at..]) {
+            out.push(self.buf[at..at + n].to_vec());
+            at += n;
         }
+        // One move of what is left, however many events this chunk held.
+        self.buf.drain(..at);
         if self.buf.len() > max {
             return Err(TooLong);
         }
@@ -35,15 +38,19 @@ impl Events {
     }
 }
 
-/// Where the first event of `buf` ends: its last byte before the separator, and the separator's
-/// length (`\n\n` or `\r\n\r\n`).
-fn boundary(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = find(buf, b"\n\n").map(|i| (i, 2));
-    let crlf = find(buf, b"\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+/// The length of the first whole event at the start of `buf`, its blank line (`\n\n` or
+/// `\r\n\r\n`) included; `None` while it is incomplete. One pass over the bytes.
+pub fn event_len(buf: &[u8]) -> Option<usize> {
+    buf.iter().enumerate().find_map(|(i, b)| {
+        if *b != b'\n' {
+            return None;
+        }
+        if buf.get(i + 1) == Some(&b'\n') {
+            return Some(i + 2);
+        }
+        (i >= 1 && buf[i - 1] == b'\r' && buf.get(i + 1..i + 3) == Some(&b"\r\n"[..]))
+            .then_some(i + 3)
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -174,6 +181,14 @@ mod tests {
         assert_eq!(e.finish(), Some(b"data: 2".to_vec()));
         assert_eq!(data(b"data: 1\r\n\r\n"), Some(&b"1"[..]));
         assert_eq!(data(b": comment\n\n"), None);
+    }
+
+    #[test]
+    fn event_len_finds_either_blank_line() {
+        assert_eq!(event_len(b"data: 1\n\ndata: 2\n\n"), Some(9));
+        assert_eq!(event_len(b"data: 1\r\n\r\nx"), Some(11));
+        assert_eq!(event_len(b"data: 1\n"), None);
+        assert_eq!(event_len(b"data: 1\r\n\r"), None);
     }
 
     #[test]

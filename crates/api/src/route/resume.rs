@@ -18,6 +18,7 @@ use bytes::BytesMut;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use infermesh_backend::Continuation;
+use infermesh_state::relay::{self, event_len};
 use infermesh_state::resume::{classify, Data, Stitch, Transcript};
 
 use super::{proxy, Target};
@@ -140,8 +141,8 @@ impl Relay {
     /// finish the answer (an in-band error, an oversized event).
     fn absorb(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.buf.extend_from_slice(bytes);
-        while let Some(end) = memchr::memmem::find(&self.buf, b"\n\n") {
-            let event = self.buf.split_to(end + 2).freeze();
+        while let Some(n) = event_len(&self.buf) {
+            let event = self.buf.split_to(n).freeze();
             self.event(event)?;
             if self.finished {
                 return Ok(());
@@ -156,11 +157,11 @@ impl Relay {
     fn event(&mut self, event: Bytes) -> Result<(), String> {
         // Our nodes write one `data:` line per event; anything else (keep-alive comments) goes
         // through untouched.
-        let Some(data) = event
-            .strip_prefix(b"data:")
-            .map(|d| d.strip_prefix(b" ").unwrap_or(d))
-            .and_then(|d| std::str::from_utf8(&d[..d.len() - 2]).ok())
-        else {
+        let Some(raw) = relay::data(&event).map(|d| event.slice_ref(d)) else {
+            self.out.push_back(event);
+            return Ok(());
+        };
+        let Ok(data) = std::str::from_utf8(&raw) else {
             self.out.push_back(event);
             return Ok(());
         };
@@ -180,8 +181,7 @@ impl Relay {
                 let data = match self.stitch.as_mut() {
                     None => {
                         self.out.push_back(event.clone());
-                        let start = event.len() - 2 - data.len();
-                        event.slice(start..event.len() - 2)
+                        raw.clone()
                     }
                     Some(s) => match s.rewrite(data) {
                         Some(d) => {
